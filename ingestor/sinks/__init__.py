@@ -1,0 +1,1 @@
+"""Sinks: where operations end up (Convex, an embedded SQLite store, JSONL, or nowhere)."""
