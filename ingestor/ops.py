@@ -54,13 +54,21 @@ def make_key(prefix: str, *parts: object) -> str:
 
 
 _MAX_SAFE_INT: Final = 2**53
-_MAX_DEPTH: Final = 16
+# A column value sits one level inside its document, and the document inside the batch arguments:
+# keep the value two levels under Convex's nesting limit of 16.
+_MAX_DEPTH: Final = 14
 _MAX_ARRAY: Final = 8192
 _MAX_FIELDS: Final = 1024
+_MAX_FIELD_NAME: Final = 1024
 
 
 def _safe_field_name(name: str) -> bool:
-    return bool(name) and not name.startswith("$") and name.isascii() and name.isprintable()
+    return (
+        0 < len(name) <= _MAX_FIELD_NAME
+        and not name.startswith("$")
+        and name.isascii()
+        and name.isprintable()
+    )
 
 
 def is_convex_safe(value: object, depth: int = 1) -> bool:

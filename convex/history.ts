@@ -1,0 +1,141 @@
+// Read side of the ingested history. Public queries: a UI (Jangar) reads them with its Convex
+// client, and the daemon's `show` calls them over HTTP (with the admin key, which it holds anyway).
+// Large values are reassembled from `blobs`; `any` columns come back as lib/present.ts describes.
+//
+// Unknown ids are not errors: getConversation, getTurn and getCommandOutput return `null` (the
+// shapes `ingestor show` and its SQLite reader share); listEvents returns an empty page.
+// A query reads at most 16 MiB (Convex): a turn whose rows and blobs together exceed it cannot be
+// read with getTurn.
+import { paginationOptsValidator } from "convex/server";
+import { Base64, v } from "convex/values";
+import { query, type QueryCtx } from "./_generated/server.js";
+import { presentRow } from "./lib/present.js";
+import { readRow, type StoredDoc } from "./lib/rows.js";
+
+/** A row as the queries return it: blobs reassembled, bookkeeping (`spilled`) dropped. */
+export type Shown<D extends StoredDoc> = Omit<D, "spilled">;
+
+async function show<D extends StoredDoc>(ctx: QueryCtx, doc: D): Promise<Shown<D>> {
+  return presentRow(await readRow(ctx, doc)) as Shown<D>;
+}
+
+async function showAll<D extends StoredDoc>(ctx: QueryCtx, docs: D[]): Promise<Shown<D>[]> {
+  return await Promise.all(docs.map((doc) => show(ctx, doc)));
+}
+
+export const getConversation = query({
+  args: { conversationId: v.string() },
+  handler: async (ctx, { conversationId }) => {
+    const conversation = await ctx.db
+      .query("conversations")
+      .withIndex("by_conversationId", (q) => q.eq("conversationId", conversationId))
+      .first();
+    if (conversation === null) return null;
+    const turns = await ctx.db
+      .query("turns")
+      .withIndex("by_conversationId_startedAt", (q) => q.eq("conversationId", conversationId))
+      .collect();
+    return { conversation: await show(ctx, conversation), turns: await showAll(ctx, turns) };
+  },
+});
+
+export const getTurn = query({
+  args: { turnId: v.string() },
+  handler: async (ctx, { turnId }) => {
+    const turn = await ctx.db
+      .query("turns")
+      .withIndex("by_turnId", (q) => q.eq("turnId", turnId))
+      .first();
+    if (turn === null) return null;
+    const messages = await ctx.db
+      .query("messages")
+      .withIndex("by_turnId_createdAt", (q) => q.eq("turnId", turnId))
+      .collect();
+    const sections = await ctx.db
+      .query("reasoning_sections")
+      .withIndex("by_turnId", (q) => q.eq("turnId", turnId))
+      .collect();
+    // Reasoning in its declared position, then arrival; commands in start order.
+    sections.sort((a, b) => (a.position ?? Infinity) - (b.position ?? Infinity) || a.createdAt - b.createdAt);
+    const commands = await ctx.db
+      .query("commands")
+      .withIndex("by_turnId", (q) => q.eq("turnId", turnId))
+      .collect();
+    commands.sort((a, b) => a.startedAt - b.startedAt);
+    const usageSnapshots = await ctx.db
+      .query("usage_snapshots")
+      .withIndex("by_turnId_capturedAt", (q) => q.eq("turnId", turnId))
+      .collect();
+    const rateLimits = await ctx.db
+      .query("rate_limits")
+      .withIndex("by_turnId_capturedAt", (q) => q.eq("turnId", turnId))
+      .collect();
+    return {
+      turn: await show(ctx, turn),
+      messages: await showAll(ctx, messages),
+      reasoningSections: await showAll(ctx, sections),
+      commands: await showAll(ctx, commands),
+      usageSnapshots: await showAll(ctx, usageSnapshots),
+      rateLimits: await showAll(ctx, rateLimits),
+    };
+  },
+});
+
+function concat(chunks: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(chunks.reduce((total, chunk) => total + chunk.length, 0));
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return out;
+}
+
+/**
+ * A command's output: its chunks joined in `seq` order per stream and decoded as UTF-8, bad bytes
+ * becoming U+FFFD; chunks whose stream is not `stderr` count as stdout. A command without chunks
+ * gives its own final `stdout`/`stderr` (chunkCount 0). null when neither is known.
+ */
+export const getCommandOutput = query({
+  args: { callId: v.string() },
+  handler: async (ctx, { callId }) => {
+    const docs = await ctx.db
+      .query("command_chunks")
+      .withIndex("by_callId_seq", (q) => q.eq("callId", callId))
+      .collect();
+    if (docs.length === 0) {
+      const command = await ctx.db
+        .query("commands")
+        .withIndex("by_callId", (q) => q.eq("callId", callId))
+        .first();
+      if (command === null) return null;
+      const { stdout = "", stderr = "" } = await show(ctx, command);
+      return { callId, chunkCount: 0, stdout, stderr };
+    }
+    const stdout: Uint8Array[] = [];
+    const stderr: Uint8Array[] = [];
+    for (const doc of docs) {
+      const { chunkBase64 } = await readRow(ctx, doc);
+      (doc.stream === "stderr" ? stderr : stdout).push(Base64.toByteArray(chunkBase64 as string));
+    }
+    const decoder = new TextDecoder("utf-8"); // non-fatal: invalid sequences become U+FFFD
+    return {
+      callId,
+      chunkCount: docs.length,
+      stdout: decoder.decode(concat(stdout)),
+      stderr: decoder.decode(concat(stderr)),
+    };
+  },
+});
+
+/** Raw events of a conversation in `receivedAt` order, paginated the standard Convex way. */
+export const listEvents = query({
+  args: { conversationId: v.string(), paginationOpts: paginationOptsValidator },
+  handler: async (ctx, { conversationId, paginationOpts }) => {
+    const result = await ctx.db
+      .query("events_raw")
+      .withIndex("by_conversationId_receivedAt", (q) => q.eq("conversationId", conversationId))
+      .paginate(paginationOpts);
+    return { ...result, page: await showAll(ctx, result.page) };
+  },
+});

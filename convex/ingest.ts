@@ -1,0 +1,45 @@
+// `ingest:applyBatch`: the daemon's write path. One transaction applies a batch of ops in order and
+// returns one result per op; a batch over our limits is refused whole, before any write.
+// Internal: only a holder of the admin/deploy key can call it over HTTP.
+import { ConvexError, getConvexSize, v } from "convex/values";
+import { internalMutation } from "./_generated/server.js";
+import { MAX_BATCH_BYTES, MAX_BATCH_OPS } from "./lib/limits.js";
+import { applyOp } from "./lib/ops.js";
+import { opResult } from "./lib/validators.js";
+
+const op = v.object({ op: v.string(), key: v.string(), args: v.any() });
+
+/** Throws when a batch could exceed Convex's per-transaction limits (lib/limits.ts says why). */
+function checkBatchLimits(ops: Array<typeof op.type>): void {
+  if (ops.length > MAX_BATCH_OPS) {
+    throw new ConvexError({
+      code: "BatchTooLarge",
+      limit: "MAX_BATCH_OPS",
+      max: MAX_BATCH_OPS,
+      actual: ops.length,
+      message: `batch has ${ops.length} ops; at most ${MAX_BATCH_OPS} per call`,
+    });
+  }
+  const bytes = getConvexSize(ops);
+  if (bytes > MAX_BATCH_BYTES) {
+    throw new ConvexError({
+      code: "BatchTooLarge",
+      limit: "MAX_BATCH_BYTES",
+      max: MAX_BATCH_BYTES,
+      actual: bytes,
+      message: `batch is ${bytes} bytes; at most ${MAX_BATCH_BYTES} per call`,
+    });
+  }
+}
+
+export const applyBatch = internalMutation({
+  args: { ops: v.array(op) },
+  returns: v.array(opResult),
+  handler: async (ctx, { ops }) => {
+    checkBatchLimits(ops);
+    const results = [];
+    // In order: a later op may update the row an earlier one inserted.
+    for (const { op: name, key, args } of ops) results.push(await applyOp(ctx, name, key, args));
+    return results;
+  },
+});
