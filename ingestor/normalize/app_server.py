@@ -1,0 +1,288 @@
+"""`codex app-server` v2 notifications (camelCase params), and the JSON-RPC responses worth a look."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from typing import Any, Final
+
+from ingestor.lines import Line
+from ingestor.normalize import facts
+from ingestor.normalize.state import V2, Ops, State
+
+Handler = Callable[[State, Line, dict[str, Any], int, Ops], None]
+
+TURN_STATUS: Final = {
+    "completed": "succeeded",
+    "failed": "failed",
+    "interrupted": "canceled",
+    "inProgress": "running",
+}
+COMMAND_STATUS: Final = {
+    "inProgress": "running",
+    "completed": "completed",
+    "failed": "failed",
+    "declined": "declined",
+}
+V2_ENCODING: Final = "utf-8-merged"
+"""v2 deltas are text (lossy UTF-8) with stdout and stderr merged: chunks hold its UTF-8 encoding."""
+
+
+def split_command(command: Any) -> list[str] | None:
+    """v2 and exec send one shell string: argv by shell rules, or the whole string when it won't split."""
+    if type(command) is list:
+        return [str(a) for a in command]
+    if type(command) is not str:
+        return None
+    try:
+        return shlex.split(command) or [command]
+    except ValueError:
+        return [command]
+
+
+def thread_info(s: State, line: Line, thread: Any, at: int, out: Ops) -> None:
+    """A thread object (thread/started, or a thread/start|resume response): its id and provider."""
+    if type(thread) is not dict:
+        return
+    tid = thread.get("id")
+    provider = thread.get("modelProvider")
+    model = thread.get("model")
+    if type(model) is str:
+        s.model = model
+    changed = False
+    if type(tid) is str and tid != s.thread_id:
+        s.enter_thread(tid)
+        changed = True
+    if type(provider) is str and provider != s.model_provider:
+        s.model_provider = provider
+        changed = True
+    if changed or not s.conversation_announced:
+        facts.conversation(s, line, out, at)
+
+
+def _thread_started(s: State, line: Line, params: dict[str, Any], at: int, out: Ops) -> None:
+    thread_info(s, line, params.get("thread"), at, out)
+
+
+def _turn_of(s: State, params: dict[str, Any]) -> str | None:
+    """The turn a notification is about: `turn.id` or `turnId`, else (Codex 0.63 sent no ids on item
+    notifications) the current turn."""
+    turn = params.get("turn")
+    tid = turn.get("id") if type(turn) is dict else params.get("turnId")
+    if type(tid) is str and tid:
+        return facts.turn_key(s, tid)
+    return s.turn_id
+
+
+def _turn_started(s: State, line: Line, params: dict[str, Any], at: int, out: Ops) -> None:
+    turn = params.get("turn")
+    tid = _turn_of(s, params)
+    if tid is None or type(turn) is not dict:
+        return
+    facts.turn_started(s, line, out, tid, facts.epoch_ms(turn.get("startedAt")) or at)
+
+
+def _turn_completed(s: State, line: Line, params: dict[str, Any], at: int, out: Ops) -> None:
+    turn = params.get("turn")
+    tid = _turn_of(s, params)
+    if tid is None or type(turn) is not dict:
+        return
+    status = facts.lookup(TURN_STATUS, turn.get("status")) or "succeeded"
+    error = turn.get("error")
+    message = error.get("message") if type(error) is dict else None
+    ended = facts.epoch_ms(turn.get("completedAt")) or at
+    if status == "running":
+        facts.turn_seen(s, line, out, tid, at)
+        return
+    facts.turn_ended(s, line, out, tid, status, ended, message if type(message) is str else None)
+
+
+def _thread_status(s: State, line: Line, params: dict[str, Any], at: int, out: Ops) -> None:
+    # turn/completed is sometimes never sent: the thread going idle (or into a system error) ends the
+    # running turn. A late turn/completed still refines it (a failure or cancel replaces `succeeded`).
+    status = params.get("status")
+    kind = status.get("type") if type(status) is dict else status
+    if s.turn_active and s.turn_id is not None and kind in ("idle", "systemError"):
+        facts.turn_ended(s, line, out, s.turn_id, "succeeded" if kind == "idle" else "failed", at, None)
+
+
+def _error(s: State, line: Line, params: dict[str, Any], at: int, out: Ops) -> None:
+    # The turn it names, or the running one: an error between turns must not fail the turn before.
+    tid = _turn_of(s, params)
+    if tid is None or ("turnId" not in params and not s.turn_active):
+        return
+    s.line_turn = tid
+    if params.get("willRetry") is True:
+        return
+    error = params.get("error")
+    message = error.get("message") if type(error) is dict else None
+    facts.turn_ended(s, line, out, tid, "failed", at, message if type(message) is str else None)
+
+
+def _text_of_user(item: dict[str, Any]) -> str:
+    content = item.get("content")
+    if type(content) is not list:
+        return ""
+    return "\n".join(
+        part["text"]
+        for part in content
+        if type(part) is dict and part.get("type") == "text" and type(part.get("text")) is str
+    )
+
+
+def _item(s: State, line: Line, params: dict[str, Any], at: int, out: Ops, completed: bool) -> None:
+    item = params.get("item")
+    tid = _turn_of(s, params)
+    if type(item) is not dict or tid is None:
+        return
+    facts.turn_seen(s, line, out, tid, at)
+    kind = item.get("type")
+    if kind == "commandExecution":
+        call_id = item.get("id")
+        if type(call_id) is not str:
+            return
+        fields: dict[str, Any] = {
+            "command": split_command(item.get("command")),
+            "cwd": item.get("cwd") if type(item.get("cwd")) is str else None,
+            "source": item.get("source") if type(item.get("source")) is str else None,
+            "parsedCmd": item.get("commandActions"),
+            "status": facts.lookup(COMMAND_STATUS, item.get("status")),
+            "exitCode": facts.integer(item.get("exitCode")),
+            "durationMs": facts.number(item.get("durationMs")),
+            # An in-progress item's output is partial (often ""): only the final one is stored, so a
+            # late or replayed start can't overwrite it.
+            "aggregatedOutput": item.get("aggregatedOutput")
+            if completed and type(item.get("aggregatedOutput")) is str
+            else None,
+        }
+        if completed:
+            fields["endedAt"] = facts.epoch_ms(params.get("completedAtMs")) or at
+        else:
+            fields["startedAt"] = facts.epoch_ms(params.get("startedAtMs")) or at
+        facts.command(s, line, out, V2, call_id, tid, fields)
+    elif not completed:
+        return
+    elif kind == "agentMessage":
+        text = item.get("text")
+        if type(text) is str:
+            facts.message(s, line, out, V2, tid, "assistant", text, item, at)
+    elif kind == "userMessage":
+        facts.message(s, line, out, V2, tid, "user", _text_of_user(item), item, at)
+    elif kind == "reasoning":
+        summary = item.get("summary")
+        texts = [t for t in summary if type(t) is str] if type(summary) is list else []
+        item_id = item.get("id")
+        s.reasoning_items = True
+        facts.reasoning(s, line, out, V2, tid, item_id if type(item_id) is str else None, texts, item, at)
+
+
+def _item_started(s: State, line: Line, params: dict[str, Any], at: int, out: Ops) -> None:
+    _item(s, line, params, at, out, False)
+
+
+def _item_completed(s: State, line: Line, params: dict[str, Any], at: int, out: Ops) -> None:
+    _item(s, line, params, at, out, True)
+
+
+def _output_delta(s: State, line: Line, params: dict[str, Any], at: int, out: Ops) -> None:
+    call_id = params.get("itemId")
+    tid = _turn_of(s, params)
+    delta = params.get("delta")
+    if type(call_id) is not str or tid is None or type(delta) is not str:
+        return
+    s.line_turn = tid
+    data = delta.encode("utf-8", "surrogatepass")
+    facts.chunk(s, line, out, V2, call_id, tid, "stdout", data, V2_ENCODING, at)
+
+
+def _token_usage(s: State, line: Line, params: dict[str, Any], at: int, out: Ops) -> None:
+    tid = _turn_of(s, params)
+    usage = params.get("tokenUsage")
+    if tid is None or type(usage) is not dict:
+        return
+    facts.turn_seen(s, line, out, tid, at)
+    total = usage.get("total")
+    if type(total) is not dict:
+        return
+    totals = (
+        total.get("inputTokens"),
+        total.get("cachedInputTokens"),
+        total.get("outputTokens"),
+        total.get("reasoningOutputTokens"),
+        total.get("totalTokens"),
+    )
+    facts.usage(s, line, out, V2, tid, totals, usage.get("modelContextWindow"), at)
+
+
+def _v2_window(position: str, window: Any) -> dict[str, Any] | None:
+    if type(window) is not dict:
+        return None
+    return facts.window_row(
+        position,
+        window.get("usedPercent"),
+        window.get("windowDurationMins"),
+        facts.epoch_ms(window.get("resetsAt")),
+    )
+
+
+def _rate_limits(s: State, line: Line, params: dict[str, Any], at: int, out: Ops) -> None:
+    snap = params.get("rateLimits")
+    if type(snap) is not dict:
+        return
+    rows = [
+        r
+        for r in (
+            _v2_window("primary", snap.get("primary")),
+            _v2_window("secondary", snap.get("secondary")),
+            facts.credits_row(snap.get("credits")),
+        )
+        if r is not None
+    ]
+    facts.rate_limits(s, line, out, V2, rows, _turn_of(s, params), at)
+
+
+HANDLERS: Final[dict[str, Handler]] = {
+    "thread/started": _thread_started,
+    "turn/started": _turn_started,
+    "turn/completed": _turn_completed,
+    "thread/status/changed": _thread_status,
+    "error": _error,
+    "item/started": _item_started,
+    "item/completed": _item_completed,
+    "item/commandExecution/outputDelta": _output_delta,
+    "thread/tokenUsage/updated": _token_usage,
+    "account/rateLimits/updated": _rate_limits,
+}
+
+
+def handle(s: State, line: Line, method: str, obj: dict[str, Any], out: Ops) -> None:
+    handler = HANDLERS.get(method)
+    params = obj.get("params")
+    if type(params) is not dict:
+        return
+    if s.saw_legacy and "threadId" not in params and method != "thread/started":
+        # Codex 0.63 sent every fact twice: as a legacy event naming its thread and turn, and as a v2
+        # notification naming neither. With several threads on a connection the v2 copy can't be
+        # attributed, and the legacy copy says it all, so the anonymous twin is kept raw only.
+        return
+    if handler is None:
+        tid = params.get("turnId")
+        if type(tid) is str and tid:
+            s.line_turn = facts.turn_key(s, tid)
+        return
+    handler(s, line, params, s.last_at, out)
+
+
+def handle_response(s: State, line: Line, obj: dict[str, Any], out: Ops) -> None:
+    """Responses are raw events; a thread/start|resume result also tells the thread and the model."""
+    result = obj.get("result")
+    if type(result) is not dict:
+        return
+    model = result.get("model")
+    if type(model) is str:
+        s.model = model
+    tier = result.get("serviceTier")
+    if type(tier) is str:
+        s.service_tier = tier
+    if "thread" in result:
+        thread_info(s, line, result["thread"], s.last_at, out)

@@ -1,0 +1,119 @@
+"""`codex exec --json` lines (`{"type": "thread.started" | "turn.started" | "item.completed" | ...}`).
+
+This stream names no turns and restarts its item ids (`item_0`, ...) in every process, while
+`codex exec resume` appends to the same thread: turns get derived ids (`facts.next_derived_turn`) and
+commands the call id `<turn id>/<item id>`, unique within the thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+from ingestor.lines import Line
+from ingestor.normalize import facts
+from ingestor.normalize.app_server import split_command
+from ingestor.normalize.state import EXEC, Ops, State
+
+Handler = Callable[[State, Line, dict[str, Any], int, Ops], None]
+
+COMMAND_STATUS: Final = {
+    "in_progress": "running",
+    "completed": "completed",
+    "failed": "failed",
+    "declined": "declined",
+}
+
+
+def _thread_started(s: State, line: Line, obj: dict[str, Any], at: int, out: Ops) -> None:
+    tid = obj.get("thread_id")
+    if type(tid) is str and tid != s.thread_id:
+        s.enter_thread(tid)
+        facts.conversation(s, line, out, at)
+
+
+def _turn_started(s: State, line: Line, obj: dict[str, Any], at: int, out: Ops) -> None:
+    facts.turn_started(s, line, out, facts.next_derived_turn(s), at)
+
+
+def _turn_completed(s: State, line: Line, obj: dict[str, Any], at: int, out: Ops) -> None:
+    tid = s.turn_id
+    if tid is None:
+        return
+    usage = obj.get("usage")
+    if type(usage) is dict:
+        totals = (
+            usage.get("input_tokens"),
+            usage.get("cached_input_tokens"),
+            usage.get("output_tokens"),
+            usage.get("reasoning_output_tokens"),
+            usage.get("total_tokens"),
+        )
+        facts.usage(s, line, out, EXEC, tid, totals, usage.get("model_context_window"), at)
+    facts.turn_ended(s, line, out, tid, "succeeded", at, None)
+
+
+def _failed(s: State, line: Line, obj: dict[str, Any], at: int, out: Ops) -> None:
+    # `turn.failed {error: {message}}` and the stream's fatal `error {message}` both end the turn.
+    tid = s.turn_id
+    if tid is None or (obj.get("type") == "error" and not s.turn_active):
+        return
+    error = obj.get("error") if obj.get("type") == "turn.failed" else obj
+    message = error.get("message") if type(error) is dict else None
+    facts.turn_ended(s, line, out, tid, "failed", at, message if type(message) is str else None)
+
+
+def _item(s: State, line: Line, obj: dict[str, Any], at: int, out: Ops) -> None:
+    item = obj.get("item")
+    tid = s.turn_id
+    if type(item) is not dict or tid is None:
+        return
+    item_id = item.get("id")
+    kind = item.get("type")
+    completed = obj.get("type") == "item.completed"
+    if kind == "command_execution" and type(item_id) is str:
+        output = item.get("aggregated_output")
+        exit_code = item.get("exit_code")
+        fields: dict[str, Any] = {
+            "command": split_command(item.get("command")),
+            "status": facts.lookup(COMMAND_STATUS, item.get("status")),
+            # Partial (often "") until the item completes: a replayed start must not overwrite it.
+            "aggregatedOutput": output if completed and type(output) is str else None,
+            "exitCode": facts.integer(exit_code),
+            ("endedAt" if completed else "startedAt"): at,
+        }
+        facts.command(s, line, out, EXEC, f"{tid}/{item_id}", tid, fields)
+    elif not completed:
+        return
+    elif kind == "agent_message" and type(item.get("text")) is str:
+        facts.message(s, line, out, EXEC, tid, "assistant", item["text"], item, at)
+    elif kind == "reasoning" and type(item.get("text")) is str:
+        facts.reasoning(
+            s,
+            line,
+            out,
+            EXEC,
+            tid,
+            f"{tid}/{item_id}" if type(item_id) is str else None,
+            [item["text"]],
+            item,
+            at,
+        )
+
+
+HANDLERS: Final[dict[str, Handler]] = {
+    "thread.started": _thread_started,
+    "turn.started": _turn_started,
+    "turn.completed": _turn_completed,
+    "turn.failed": _failed,
+    "error": _failed,
+    "item.started": _item,
+    "item.updated": _item,
+    "item.completed": _item,
+}
+
+
+def handle(s: State, line: Line, method: str, obj: dict[str, Any], out: Ops) -> None:
+    handler = HANDLERS.get(method)
+    if handler is not None:
+        handler(s, line, obj, s.last_at, out)

@@ -1,0 +1,407 @@
+"""Builders for the derived operations, shared by every stream kind.
+
+The keys are computed here and only here, from the facts themselves (turn, role, text, totals...),
+never from which stream told them: that is what lets the v2 and the legacy copy of the same fact
+(sent side by side by app-server up to early 2026) land on the same row.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from ingestor.lines import Line
+from ingestor.normalize.state import Command, Ops, State
+from ingestor.ops import encode_any_columns, make_key
+
+CHUNK_MAX: Final = 64 * 1024
+_MS_THRESHOLD: Final = 100_000_000_000
+"""Epoch values below this are seconds (year 5138 in seconds, 1973 in milliseconds)."""
+
+
+_MAX_NUMBER: Final = 2**53
+"""Number columns hold float64: larger integers would not be exact (and Convex refuses them)."""
+
+
+def number(value: Any) -> int | float | None:
+    """A value for a number column: an int or finite float within ±2^53, else None (unknown)."""
+    if type(value) is int:
+        return value if -_MAX_NUMBER <= value <= _MAX_NUMBER else None
+    if type(value) is float:
+        return value if -_MAX_NUMBER <= value <= _MAX_NUMBER else None  # also false for NaN
+    return None
+
+
+def integer(value: Any) -> int | None:
+    return value if type(value) is int and -_MAX_NUMBER <= value <= _MAX_NUMBER else None
+
+
+def epoch_ms(value: Any) -> int | None:
+    """Codex sends some times in seconds (turn.startedAt, resetsAt) and some in ms: normalize to ms."""
+    n = number(value)
+    if n is None or n < 0:
+        return None
+    ms = int(n * 1000) if n < _MS_THRESHOLD else int(n)
+    return ms if ms <= _MAX_NUMBER else None
+
+
+def iso_ms(value: Any) -> int | None:
+    """Epoch ms of an ISO-8601 timestamp (session files), None when it isn't one. A time without a zone
+    is taken as UTC, as Codex writes them: never the local zone, which would make the result depend on
+    the machine."""
+    if type(value) is not str:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        ms = int(moment.timestamp() * 1000)
+        return ms if 0 <= ms <= _MAX_NUMBER else None
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def turn_key(s: State, codex_turn_id: str) -> str:
+    """The stored turn id for a Codex turn id. Codex before 2026 numbered turns by submission
+    ("0", "1", ... in every thread), so such ids are scoped by thread to stay unique; newer ids are
+    UUIDs and are kept as they are."""
+    if codex_turn_id.isdigit():
+        return f"{s.thread_id or s.conversation_id}/{codex_turn_id}"
+    return codex_turn_id
+
+
+def lookup(table: dict[str, str], value: Any) -> str | None:
+    """`table[value]` for a string value (a stray list or dict in the stream must not raise)."""
+    return table.get(value) if type(value) is str else None
+
+
+def text_hash(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+
+
+def _put(args: dict[str, Any], name: str, value: Any) -> None:
+    if value is not None:
+        args[name] = value
+
+
+# --- conversations -------------------------------------------------------------------------------
+
+
+def conversation(s: State, line: Line, out: Ops, at: int, *, first: bool = False) -> None:
+    """Announce the conversation (first time: with startedAt) or move its lastSeenAt."""
+    cid = s.conversation_id
+    if cid is None:
+        return
+    args: dict[str, Any] = {"conversationId": cid, "lastSeenAt": at}
+    if first or not s.conversation_announced:
+        args["startedAt"] = at
+        s.conversation_announced = True
+    _put(args, "threadId", s.thread_id)
+    _put(args, "modelProvider", s.model_provider)
+    _put(args, "clientName", s.client_name)
+    out.append({"op": "upsertConversation", "key": make_key("c", cid, line.ordinal, at), "args": args})
+
+
+# --- turns ---------------------------------------------------------------------------------------
+
+
+def _turn_op(s: State, line: Line, out: Ops, turn_id: str, args: dict[str, Any]) -> None:
+    args["turnId"] = turn_id
+    args["conversationId"] = s.conversation_id
+    out.append(
+        {"op": "upsertTurn", "key": make_key("t", turn_id, line.ordinal, args.get("status")), "args": args}
+    )
+
+
+def turn_started(s: State, line: Line, out: Ops, turn_id: str, at: int) -> None:
+    if s.turn_id == turn_id and s.turn_active:
+        return  # the other stream's copy of a start we already recorded
+    s.turn_id = turn_id
+    s.turn_active = True
+    s.turn_replied = False
+    s.line_turn = turn_id
+    started = s.turn_started_at.setdefault(turn_id, at)
+    args: dict[str, Any] = {"status": "running", "startedAt": started}
+    _put(args, "model", s.model)
+    _put(args, "serviceTier", s.service_tier)
+    _turn_op(s, line, out, turn_id, args)
+    conversation(s, line, out, at)
+    if s.pending_rate_limits:
+        held, s.pending_rate_limits = s.pending_rate_limits, []
+        for held_line, rows in held:
+            _rate_limit_rows(s, held_line, out, turn_id, rows)
+
+
+def turn_seen(s: State, line: Line, out: Ops, turn_id: str, at: int) -> None:
+    """An event names a turn: make sure the row exists (a tap may attach mid-turn)."""
+    s.line_turn = turn_id
+    if turn_id in s.turn_started_at:
+        return
+    s.turn_started_at[turn_id] = at
+    s.turn_id = turn_id
+    s.turn_active = True
+    _turn_op(s, line, out, turn_id, {"startedAt": at})
+
+
+def turn_ended(s: State, line: Line, out: Ops, turn_id: str, status: str, at: int, error: str | None) -> None:
+    turn_seen(s, line, out, turn_id, at)
+    if s.turn_id == turn_id:
+        s.turn_active = False
+    args: dict[str, Any] = {"status": status, "endedAt": at}
+    _put(args, "error", error)
+    _turn_op(s, line, out, turn_id, args)
+    conversation(s, line, out, at)
+
+
+def turn_details(s: State, line: Line, out: Ops, turn_id: str, model: Any, service_tier: Any) -> None:
+    args: dict[str, Any] = {}
+    if type(model) is str:
+        args["model"] = model
+    if type(service_tier) is str:
+        args["serviceTier"] = service_tier
+    if args:
+        _turn_op(s, line, out, turn_id, args)
+
+
+# --- commands ------------------------------------------------------------------------------------
+
+
+def command_state(s: State, call_id: str, turn_id: str, kind: str) -> Command:
+    cmd = s.commands.get(call_id)
+    if cmd is None:
+        cmd = s.commands[call_id] = Command(turn_id=turn_id, owner=kind)
+    return cmd
+
+
+def command(
+    s: State, line: Line, out: Ops, kind: str, call_id: str, turn_id: str, fields: dict[str, Any]
+) -> None:
+    """Upsert a command. `fields` holds the columns this event knows (None = unknown)."""
+    cmd = command_state(s, call_id, turn_id, kind)
+    args: dict[str, Any] = {"callId": call_id, "turnId": cmd.turn_id}
+    owner = cmd.owner == kind
+    for name, value in fields.items():
+        if value is None:
+            continue
+        if not owner and name in ("command", "parsedCmd", "source"):
+            continue
+        args[name] = value
+    if "parsedCmd" in args:
+        args = encode_any_columns(args)
+    out.append({"op": "upsertCommand", "key": make_key("x", call_id, line.ordinal, kind), "args": args})
+
+
+def chunk(
+    s: State,
+    line: Line,
+    out: Ops,
+    kind: str,
+    call_id: str,
+    turn_id: str,
+    stream: str,
+    data: bytes,
+    encoding: str,
+    at: int,
+) -> None:
+    """Append streamed output; only the first stream kind to deliver output for a call is used."""
+    if not data:
+        return
+    cmd = command_state(s, call_id, turn_id, kind)
+    if cmd.chunk_owner is None:
+        cmd.chunk_owner = kind
+        out.append(
+            {
+                "op": "upsertCommand",
+                "key": make_key("x", call_id, line.ordinal, "chunked"),
+                "args": {"callId": call_id, "turnId": cmd.turn_id, "chunked": True},
+            }
+        )
+    elif cmd.chunk_owner != kind:
+        return
+    for start in range(0, len(data), CHUNK_MAX):
+        seq = cmd.next_seq
+        cmd.next_seq = seq + 1
+        out.append(
+            {
+                "op": "appendCommandChunk",
+                "key": make_key("k", call_id, stream, seq),
+                "args": {
+                    "callId": call_id,
+                    "stream": stream,
+                    "seq": seq,
+                    "chunkBase64": base64.b64encode(data[start : start + CHUNK_MAX]).decode(),
+                    "encoding": encoding,
+                    "createdAt": at,
+                },
+            }
+        )
+
+
+# --- messages and reasoning ----------------------------------------------------------------------
+
+
+def message(
+    s: State, line: Line, out: Ops, family: str, turn_id: str, role: str, content: str, raw: Any, at: int
+) -> None:
+    """One completed message. `family` names the kind of event that told it (v2 item, legacy
+    agent_message, legacy item_completed...): repeats of the same text in a turn are counted per family,
+    so the n-th copy from each family gets the same key and the row is stored once, while a text the
+    model really said twice is stored twice."""
+    h = text_hash(content)
+    n = s.occurrence(family, turn_id, role, h)
+    args = {"turnId": turn_id, "role": role, "content": content, "rawContent": raw, "createdAt": at}
+    out.append(
+        {"op": "appendMessage", "key": make_key("m", turn_id, role, h, n), "args": encode_any_columns(args)}
+    )
+
+
+def reasoning(
+    s: State,
+    line: Line,
+    out: Ops,
+    family: str,
+    turn_id: str,
+    item_id: str | None,
+    summary: list[str],
+    raw: Any,
+    at: int,
+) -> None:
+    """One reasoning item, keyed like `message` (on its summary text); `position` is its index among
+    the family's reasoning items of the turn."""
+    h = text_hash("\n\n".join(summary))
+    n = s.occurrence(family, turn_id, "reasoning", h)
+    position = s.occurrence(family, turn_id, "reasoning#")
+    args: dict[str, Any] = {
+        "turnId": turn_id,
+        "itemId": item_id if item_id is not None else f"{turn_id}/reasoning/{position}",
+        "summaryText": summary,
+        "rawContent": raw,
+        "position": position,
+        "createdAt": at,
+    }
+    out.append(
+        {
+            "op": "appendReasoningSection",
+            "key": make_key("r", turn_id, h, n),
+            "args": encode_any_columns(args),
+        }
+    )
+
+
+# --- usage and rate limits -----------------------------------------------------------------------
+
+_USAGE_COLUMNS: Final = (
+    "totalInputTokens",
+    "cachedInputTokens",
+    "outputTokens",
+    "reasoningOutputTokens",
+    "totalTokens",
+)
+UsageTotals = tuple[Any, Any, Any, Any, Any]
+"""(input, cachedInput, output, reasoningOutput, total) tokens, thread-cumulative."""
+
+
+def usage(
+    s: State, line: Line, out: Ops, kind: str, turn_id: str, totals: UsageTotals, window: Any, at: int
+) -> None:
+    """A usage snapshot, keyed by its turn and totals: the same totals told twice (0.63 sent each
+    token_count twice; v2 and legacy both tell them) are one row."""
+    args: dict[str, Any] = {"turnId": turn_id, "source": kind, "capturedAt": at}
+    counts = [number(value) for value in totals]
+    for name, value in zip(_USAGE_COLUMNS, counts, strict=True):
+        _put(args, name, value)
+    _put(args, "modelContextWindow", integer(window))
+    out.append({"op": "appendUsageSnapshot", "key": make_key("u", turn_id, *counts), "args": args})
+
+
+_DAY_MINUTES: Final = 24 * 60
+
+
+def window_scope(minutes: Any, position: str) -> str:
+    """`primary` for a short window (at most a day: the 5-hour limit), `secondary` for a longer one
+    (the weekly limit). Codex has swapped which window it reports in which slot, so the duration decides;
+    the slot only decides when the duration is unknown."""
+    n = number(minutes)
+    if n is not None:
+        return "primary" if n <= _DAY_MINUTES else "secondary"
+    return position
+
+
+def window_row(position: str, used: Any, minutes: Any, resets_at_ms: int | None) -> dict[str, Any]:
+    row: dict[str, Any] = {"scope": window_scope(minutes, position)}
+    _put(row, "usedPercent", number(used))
+    _put(row, "windowMinutes", number(minutes))
+    _put(row, "resetsAt", resets_at_ms)
+    return row
+
+
+def credits_row(credits: Any) -> dict[str, Any] | None:
+    if type(credits) is not dict:
+        return None
+    row: dict[str, Any] = {"scope": "credits"}
+    balance = credits.get("balance")
+    if balance is not None:
+        row["balance"] = balance if type(balance) is str else str(balance)
+    for src, dst in (("unlimited", "unlimited"), ("hasCredits", "hasCredits"), ("has_credits", "hasCredits")):
+        if type(credits.get(src)) is bool:
+            row[dst] = credits[src]
+    return row
+
+
+RESETS_IN: Final = "resetsInSeconds"
+"""Key-only field of a row whose reset time Codex gave relative to now: `resetsAt` then depends on when
+the line was read, so the key uses the relative value and a replay still dedupes."""
+_RATE_FIELDS: Final = (
+    "scope",
+    "usedPercent",
+    "windowMinutes",
+    "resetsAt",
+    "balance",
+    "unlimited",
+    "hasCredits",
+)
+
+
+def _rate_limit_rows(s: State, line: Line, out: Ops, turn_id: str, rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        args = {name: value for name, value in row.items() if name != RESETS_IN}
+        args["turnId"] = turn_id
+        args["capturedAt"] = row.get("capturedAt", line.received_at)
+        parts = [row.get(f) for f in _RATE_FIELDS]
+        if RESETS_IN in row:
+            parts[_RATE_FIELDS.index("resetsAt")] = ("in", row[RESETS_IN])
+        out.append({"op": "appendRateLimit", "key": make_key("l", turn_id, *parts), "args": args})
+
+
+def rate_limits(
+    s: State, line: Line, out: Ops, kind: str, rows: list[dict[str, Any]], turn_id: str | None, at: int
+) -> None:
+    """Rate-limit rows belong to the named turn, else the current (or last) turn; before any turn they
+    wait for the next one (Codex reports limits with no turn id, sometimes before the first turn).
+
+    Only the first stream kind to report limits is used: app-server 0.63 sent each snapshot twice, the
+    legacy copy exact (40.5%) and the v2 copy rounded (41%), which no key could merge."""
+    if not rows:
+        return
+    if s.rate_limit_owner is None:
+        s.rate_limit_owner = kind
+    elif s.rate_limit_owner != kind:
+        return
+    for row in rows:
+        row["capturedAt"] = at
+    turn = turn_id if turn_id is not None else s.turn_id
+    if turn is None:
+        s.pending_rate_limits.append((line, rows))
+        return
+    _rate_limit_rows(s, line, out, turn, rows)
+
+
+def next_derived_turn(s: State) -> str:
+    """A turn id for streams that give none (exec --json, old session files): the thread id and the
+    turn's ordinal in that thread, counted across resumed runs of the same thread in one stream."""
+    thread = s.thread_id or s.conversation_id or ""
+    n = s.derived_turns.get(thread, 0) + 1
+    s.derived_turns[thread] = n
+    return f"{thread}/turn-{n}"

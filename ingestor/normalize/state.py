@@ -1,0 +1,183 @@
+"""Per-stream state the normalizer keeps between lines.
+
+Everything here is derived from the lines fed so far, so replaying the same input rebuilds the same
+state and therefore the same operations and keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ingestor.lines import Line
+from ingestor.ops import Op
+
+# Stream kinds: also the `source` of usage snapshots and the owner tag of command chunks.
+V2 = "app-server"
+LEGACY = "codex-event"
+EXEC = "exec-json"
+SESSION = "session-file"
+
+
+@dataclass(slots=True)
+class Command:
+    """What is known about one command (a v2 item, a legacy call, an exec item)."""
+
+    turn_id: str
+    owner: str
+    """The stream kind that first described the command: only it sets the argv/parsedCmd/source
+    (v2 and legacy spell them differently, so letting both write would flip the row back and forth)."""
+    chunk_owner: str | None = None
+    """The stream kind whose output deltas become chunks (the first to deliver one)."""
+    next_seq: int = 0
+
+
+@dataclass(slots=True)
+class Thread:
+    """One Codex thread of the stream (an app-server serves several) and where it stands."""
+
+    conversation_id: str
+    thread_id: str | None = None
+    announced: bool = False
+    turn_id: str | None = None
+    """The current (or, between turns, the last) turn."""
+    turn_active: bool = False
+    turn_replied: bool = False
+    """The current turn produced an assistant message (how an inferred turn's outcome is judged)."""
+    model: str | None = None
+    service_tier: str | None = None
+    key_base: Any = None
+    """The raw events' key hasher, primed with the conversation id (see raw.event_key)."""
+
+
+@dataclass(slots=True)
+class State:
+    source: str
+    fixed_conversation: str | None = None
+    """Set when the constructor or a hello line chose the conversation id: every thread files there."""
+    cur: Thread | None = None
+    """The thread of the line being normalized (None until the conversation id is known)."""
+    threads: dict[str, Thread] = field(default_factory=dict)
+    model_provider: str | None = None
+    client_name: str | None = None
+
+    turn_started_at: dict[str, int] = field(default_factory=dict)
+    derived_turns: dict[str, int] = field(default_factory=dict)
+    """Turns counted per thread id, for streams without turn ids: resumed runs continue the count."""
+
+    commands: dict[str, Command] = field(default_factory=dict)
+    occurrences: dict[tuple[str, ...], int] = field(default_factory=dict)
+    """How often the same text (message, reasoning) was seen per (kind, turn, role, hash)."""
+    saw_legacy: bool = False
+    """The stream carries legacy `codex/event/*` events (then anonymous v2 twins are redundant)."""
+    reasoning_items: bool = False
+    """Reasoning arrives as whole items in this stream (then per-section events are redundant)."""
+    rate_limit_owner: str | None = None
+    """The stream kind whose rate-limit reports are used (see facts.rate_limits)."""
+    pending_rate_limits: list[tuple[Line, list[dict[str, Any]]]] = field(default_factory=list)
+    """Rate-limit rows seen before any turn: they get the next turn's id."""
+
+    explicit_turns: bool = False
+    """A turn start event was seen; else (Codex 0.63 session files) user messages delimit turns."""
+    inferred_turns: bool = False
+    """Turns are being inferred from user messages (see session_file.py)."""
+    last_at: int = 0
+    """The time of the latest line (its event time when it has one)."""
+    line_turn: str | None = None
+    """The turn of the line being normalized (its raw event's turnId)."""
+
+    pending: list[tuple[Line, str, str, Any]] = field(default_factory=list)
+    """Lines held until the conversation id is known: (line, kind, method, parsed)."""
+    pending_bytes: int = 0
+
+    def start(self, conversation_id: str) -> None:
+        self.cur = Thread(conversation_id=conversation_id)
+
+    def enter_thread(self, thread_id: str) -> bool:
+        """Make `thread_id` the current thread; True when it is new (its conversation needs announcing).
+        Without a chosen conversation id, each thread is its own conversation."""
+        cur = self.cur
+        if cur is None or cur.thread_id == thread_id:
+            return False
+        if cur.thread_id is None:
+            cur.thread_id = thread_id
+            self.threads[thread_id] = cur
+            return False
+        known = self.threads.get(thread_id)
+        if known is not None:
+            self.cur = known
+            return False
+        self.cur = self.threads[thread_id] = Thread(self.fixed_conversation or thread_id, thread_id)
+        return True
+
+    # The current thread's fields, under the names the handlers use.
+
+    @property
+    def conversation_id(self) -> str | None:
+        return None if self.cur is None else self.cur.conversation_id
+
+    @property
+    def thread_id(self) -> str | None:
+        return None if self.cur is None else self.cur.thread_id
+
+    @property
+    def conversation_announced(self) -> bool:
+        return self.cur is not None and self.cur.announced
+
+    @conversation_announced.setter
+    def conversation_announced(self, value: bool) -> None:
+        if self.cur is not None:
+            self.cur.announced = value
+
+    @property
+    def turn_id(self) -> str | None:
+        return None if self.cur is None else self.cur.turn_id
+
+    @turn_id.setter
+    def turn_id(self, value: str | None) -> None:
+        if self.cur is not None:
+            self.cur.turn_id = value
+
+    @property
+    def turn_active(self) -> bool:
+        return self.cur is not None and self.cur.turn_active
+
+    @turn_active.setter
+    def turn_active(self, value: bool) -> None:
+        if self.cur is not None:
+            self.cur.turn_active = value
+
+    @property
+    def model(self) -> str | None:
+        return None if self.cur is None else self.cur.model
+
+    @model.setter
+    def model(self, value: str | None) -> None:
+        if self.cur is not None:
+            self.cur.model = value
+
+    @property
+    def service_tier(self) -> str | None:
+        return None if self.cur is None else self.cur.service_tier
+
+    @service_tier.setter
+    def service_tier(self, value: str | None) -> None:
+        if self.cur is not None:
+            self.cur.service_tier = value
+
+    @property
+    def turn_replied(self) -> bool:
+        return self.cur is not None and self.cur.turn_replied
+
+    @turn_replied.setter
+    def turn_replied(self, value: bool) -> None:
+        if self.cur is not None:
+            self.cur.turn_replied = value
+
+    def occurrence(self, *parts: str) -> int:
+        n = self.occurrences.get(parts, 0)
+        self.occurrences[parts] = n + 1
+        return n
+
+
+Ops = list[Op]

@@ -1,0 +1,88 @@
+"""A small in-memory store applying operations with the merge rules of docs/operations.md.
+
+Used by the golden tests to turn the normalizer's operations into stored rows without any I/O, so
+the expected rows hold independently of the SQLite and Convex sinks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from ingestor.ops import COMMAND_TERMINAL, OP_TABLE, TURN_TERMINAL, Op
+
+UPSERT_ID = {"conversations": "conversationId", "turns": "turnId", "commands": "callId"}
+
+
+def _status(table: str, old: Any, new: str) -> Any:
+    terminal = TURN_TERMINAL if table == "turns" else COMMAND_TERMINAL
+    if old in terminal:
+        if table == "turns" and new in ("failed", "canceled") and new != old:
+            return new
+        return old
+    return new
+
+
+def _merge(table: str, row: dict[str, Any], args: dict[str, Any]) -> None:
+    for name, value in args.items():
+        if value is None:
+            continue
+        old = row.get(name)
+        if old is None:
+            row[name] = value
+        elif name == "startedAt":
+            row[name] = min(old, value)
+        elif name in ("lastSeenAt", "endedAt"):
+            row[name] = max(old, value)
+        elif name == "status":
+            row[name] = _status(table, old, value)
+        elif name == "command" and table == "commands":
+            if not (type(old) is list and old):
+                row[name] = value
+        elif name == "chunked":
+            row[name] = bool(old or value)
+        else:
+            row[name] = value
+
+
+class ReferenceStore:
+    def __init__(self) -> None:
+        self.tables: dict[str, dict[Any, dict[str, Any]]] = {t: {} for t in OP_TABLE.values()}
+        self.results: list[str] = []
+
+    def apply(self, ops: Iterable[Op]) -> None:
+        for op in ops:
+            self.results.append(self._apply(op))
+
+    def _apply(self, op: Op) -> str:
+        table = OP_TABLE[op["op"]]
+        rows = self.tables[table]
+        args = op["args"]
+        id_column = UPSERT_ID.get(table)
+        if id_column is None:
+            if op["key"] in rows:
+                return "duplicate"
+            if table == "command_chunks" and any(
+                (r["callId"], r["stream"], r["seq"]) == (args["callId"], args["stream"], args["seq"])
+                for r in rows.values()
+            ):
+                return "rejected"
+            rows[op["key"]] = {"key": op["key"], **args}
+            return "inserted"
+        ident = args[id_column]
+        row = rows.get(ident)
+        if row is None:
+            row = dict(args)
+            row.setdefault("startedAt", args.get("endedAt", args.get("lastSeenAt")))
+            if table == "turns":
+                row.setdefault("status", "running")
+            if table == "commands":
+                row.setdefault("command", [])
+                row.setdefault("chunked", False)
+            if table == "conversations":
+                row.setdefault("lastSeenAt", row["startedAt"])
+            rows[ident] = {k: v for k, v in row.items() if v is not None}
+            return "inserted"
+        before = dict(row)
+        _merge(table, row, args)
+        return "updated" if row != before else "duplicate"
