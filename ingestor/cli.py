@@ -1,0 +1,281 @@
+"""The `ingestor` command: `run` (the daemon), `replay` (files as fast as the sink allows), `show`.
+
+Exit status: 0 done; 1 failure at run time (sink error, unknown id for `show`); 2 bad usage (a bad
+`--sink`, a missing replay path, argparse errors); 130 `replay` stopped by a signal before the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import anyio
+
+from ingestor.batch import DEFAULT_MAX_AGE, DEFAULT_MAX_OPS
+from ingestor.deployment import add_convex_arguments
+from ingestor.framing import DEFAULT_MAX_LINE_BYTES
+from ingestor.logging import configure_logging, get_logger
+from ingestor.normalize import Normalizer
+from ingestor.pipeline import NormalizerFactory, Pipeline, PipelineConfig
+from ingestor.show import WHAT, NotFoundError, show
+from ingestor.sinks.factory import SINK_SYNTAX, SinkError, SinkSpec, open_history, open_sink, resolve_sink
+from ingestor.sinks.sqlite_history import StoreMissingError
+from ingestor.sources import Source
+from ingestor.sources.files import FilesSource, MissingPathError, expand_paths
+from ingestor.sources.sockets import TcpSource, UnixSource, parse_host_port
+from ingestor.sources.stdin import StdinSource
+
+log = get_logger("ingestor.cli")
+
+EXIT_FAILURE: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_INTERRUPTED: Final = 130
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be a positive integer")
+    return value
+
+
+def _host_port(text: str) -> str:
+    try:
+        parse_host_port(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+    return text
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--sink",
+        metavar="SINK",
+        help=f"where operations go: {SINK_SYNTAX}. Default: convex when a CONVEX_* "
+        "deployment variable is set, else sqlite:./ingestor.db",
+    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def _add_pipeline(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--conversation-id",
+        metavar="ID",
+        help="file every stream under this conversation instead of the one Codex reports",
+    )
+    parser.add_argument(
+        "--max-line-bytes",
+        type=_positive_int,
+        default=DEFAULT_MAX_LINE_BYTES,
+        metavar="N",
+        help="longer lines are recorded as oversize (their first 64 KiB) and skipped (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-max-ops",
+        type=_positive_int,
+        default=DEFAULT_MAX_OPS,
+        metavar="N",
+        help="write a batch at this many operations (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-max-age-ms",
+        type=_positive_int,
+        default=int(DEFAULT_MAX_AGE * 1000),
+        metavar="MS",
+        help="or when its oldest operation is this old (default: %(default)s)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ingestor", description="Capture Codex CLI event streams.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="the daemon: read live streams until stopped")
+    run.add_argument(
+        "--stdin",
+        action="store_true",
+        help="read standard input (the default without --unix/--tcp); alone, it stops at end of input",
+    )
+    run.add_argument(
+        "--unix",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="listen on a Unix socket; each connection is its own stream (repeatable)",
+    )
+    run.add_argument(
+        "--tcp",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        type=_host_port,
+        help="listen on TCP; each connection is its own stream (repeatable)",
+    )
+    _add_pipeline(run)
+    run.add_argument(
+        "--metrics",
+        type=_host_port,
+        metavar="HOST:PORT",
+        help="serve Prometheus /metrics, /healthz and /readyz here (default: off)",
+    )
+    _add_common(run)
+    add_convex_arguments(run, delivery=True)
+
+    replay = commands.add_parser("replay", help="process files, directories (recursively) or - (stdin)")
+    replay.add_argument("paths", nargs="+", metavar="PATH")
+    _add_pipeline(replay)
+    _add_common(replay)
+    add_convex_arguments(replay, delivery=True)
+
+    show_cmd = commands.add_parser("show", help="read history back from a sink")
+    show_cmd.add_argument("what", choices=WHAT)
+    show_cmd.add_argument(
+        "id", metavar="ID", help="conversation id, turn id, command call id, or conversation id (events)"
+    )
+    show_cmd.add_argument("--json", action="store_true", help="machine-readable: the history query's shape")
+    show_cmd.add_argument("--limit", type=_positive_int, metavar="N", help="events: at most N")
+    _add_common(show_cmd)
+    add_convex_arguments(show_cmd, delivery=False)
+    return parser
+
+
+def normalizer_factory(conversation_id: str | None) -> NormalizerFactory:
+    def make(source: str) -> Normalizer:
+        return Normalizer(source, conversation_id=conversation_id)
+
+    return make
+
+
+def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
+    return PipelineConfig(
+        max_line_bytes=args.max_line_bytes,
+        batch_max_ops=args.batch_max_ops,
+        batch_max_age=args.batch_max_age_ms / 1000,
+    )
+
+
+def run_sources(args: argparse.Namespace) -> list[Source]:
+    sources: list[Source] = [UnixSource(path) for path in args.unix]
+    sources.extend(TcpSource(address) for address in args.tcp)
+    if args.stdin or not sources:
+        sources.insert(0, StdinSource())
+    return sources
+
+
+async def _stop_on_signal(pipeline: Pipeline) -> None:
+    """First SIGTERM/SIGINT: stop reading, then flush and exit 0. A second one: exit at once."""
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        stopping = False
+        async for signum in signals:
+            if stopping:
+                log.warning("second signal: exiting without flushing", signal=signal.Signals(signum).name)
+                os._exit(128 + signum)
+            stopping = True
+            log.info("stopping: flushing what was read", signal=signal.Signals(signum).name)
+            pipeline.stop()
+
+
+async def run_pipeline(
+    spec: SinkSpec,
+    sources: Sequence[Source],
+    config: PipelineConfig,
+    factory: NormalizerFactory,
+    sink_options: Mapping[str, Any],
+) -> Pipeline:
+    """Open the sink, run the pipeline until its sources end or a signal stops it, close the sink."""
+    async with open_sink(spec, os.environ, sink_options) as sink:
+        pipeline = Pipeline(sink, factory, config)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_stop_on_signal, pipeline)
+            await pipeline.run(sources)
+            tg.cancel_scope.cancel()
+    log.info("pipeline done", sink=str(spec), **pipeline.summary())
+    return pipeline
+
+
+async def _run(args: argparse.Namespace, spec: SinkSpec) -> int:
+    from ingestor.metrics import serving  # prometheus-client loads only for `run`
+
+    with serving(args.metrics):
+        await run_pipeline(
+            spec,
+            run_sources(args),
+            pipeline_config(args),
+            normalizer_factory(args.conversation_id),
+            vars(args),
+        )
+    return 0
+
+
+async def _replay(args: argparse.Namespace, spec: SinkSpec) -> int:
+    files = expand_paths(args.paths)
+    began = time.perf_counter()
+    pipeline = await run_pipeline(
+        spec,
+        [FilesSource(files)],
+        pipeline_config(args),
+        normalizer_factory(args.conversation_id),
+        vars(args),
+    )
+    seconds = time.perf_counter() - began
+    lines = pipeline.stats.lines
+    rate = round(lines / seconds) if seconds else None
+    if pipeline.stopped:
+        # What was read is stored, but not everything: a caller must not take this for success.
+        log.warning("replay interrupted", files=len(files), lines=lines)
+        return EXIT_INTERRUPTED
+    log.info("replay done", files=len(files), lines=lines, seconds=round(seconds, 3), lines_per_second=rate)
+    return 0
+
+
+async def _show(args: argparse.Namespace, spec: SinkSpec) -> int:
+    async with open_history(spec, os.environ, vars(args)) as reader:
+        await show(reader, args.what, args.id, sys.stdout, as_json=args.json, limit=args.limit)
+    return 0
+
+
+_COMMANDS: Final = {"run": _run, "replay": _replay, "show": _show}
+
+
+def _leaf(error: BaseException) -> BaseException:
+    """The first real error inside (nested) task-group exception groups."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return error
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"ingestor: {message}", file=sys.stderr)
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        spec, notice = resolve_sink(args.sink, os.environ)
+    except SinkError as error:
+        return _fail(str(error), EXIT_USAGE)
+    if notice:
+        print(notice, file=sys.stderr)
+    command: Any = _COMMANDS[args.command]
+    try:
+        status: int = anyio.run(command, args, spec)
+    except BaseException as raised:  # task groups wrap errors: unwrap, then classify
+        cause = _leaf(raised)
+        if isinstance(cause, MissingPathError):
+            return _fail(f"no such file or directory: {cause}", EXIT_USAGE)
+        if isinstance(cause, SinkError):
+            return _fail(str(cause), EXIT_USAGE)
+        if isinstance(cause, (NotFoundError, StoreMissingError)):
+            return _fail(f"{cause} (in {spec})", EXIT_FAILURE)
+        if isinstance(cause, (KeyboardInterrupt, SystemExit)):
+            raise
+        log.error("failed", exc_info=raised)
+        return _fail(f"failed: {cause}", EXIT_FAILURE)
+    return status

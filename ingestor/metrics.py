@@ -1,0 +1,187 @@
+"""Prometheus metrics and the `/healthz` + `/readyz` endpoints behind `--metrics HOST:PORT`.
+
+The HTTP server runs in a daemon thread (stdlib `ThreadingHTTPServer`): scrapes and probes never
+wait on the event loop, so a busy or blocked pipeline cannot make the process look dead.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Final
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+_BATCH_OPS_BUCKETS: Final = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 8192)
+_BATCH_BYTES_BUCKETS: Final = tuple(float(2**n) for n in range(10, 25, 2))
+_LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class Metrics:
+    """Every metric the daemon exports, on one registry (tests make their own)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.events_read = Counter("ingestor_events_read", "Input lines read by the pipeline.", registry=r)
+        self.ops_delivered = Counter(
+            "ingestor_ops_delivered",
+            "Operations confirmed by the sink, by result.",
+            ["result"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "ingestor_delivery_retries",
+            "Delivery attempts that will be retried, by cause.",
+            ["cause"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "ingestor_dead_letters",
+            "Operations written to the dead-letter file, by cause.",
+            ["cause"],
+            registry=r,
+        )
+        self.spool_ops = Gauge("ingestor_spool_ops", "Operations waiting in the spool.", registry=r)
+        self.spool_bytes = Gauge("ingestor_spool_bytes", "Encoded bytes waiting in the spool.", registry=r)
+        self.batch_ops = Histogram(
+            "ingestor_batch_ops", "Operations per delivered request.", buckets=_BATCH_OPS_BUCKETS, registry=r
+        )
+        self.batch_bytes = Histogram(
+            "ingestor_batch_bytes",
+            "Encoded bytes per delivered request.",
+            buckets=_BATCH_BYTES_BUCKETS,
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "ingestor_request_seconds",
+            "Duration of one Convex request.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.delivery_latency = Histogram(
+            "ingestor_delivery_latency_seconds",
+            "From an operation's arrival in the spool to its confirmation (oldest op of each batch).",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ready = Gauge("ingestor_ready", "1 when the sink is delivering, else 0.", registry=r)
+        self.ready.set(1)
+
+
+METRICS: Final = Metrics()
+"""The process-wide metrics; the pipeline bumps `METRICS.events_read`."""
+
+
+class Health:
+    """Readiness: ready unless some component has reported a reason not to be (thread-safe)."""
+
+    def __init__(self, metrics: Metrics = METRICS) -> None:
+        self._lock = threading.Lock()
+        self._reasons: set[str] = set()
+        self._metrics = metrics
+
+    def set_reason(self, reason: str, active: bool) -> None:
+        with self._lock:
+            if active:
+                self._reasons.add(reason)
+            else:
+                self._reasons.discard(reason)
+            self._metrics.ready.set(0 if self._reasons else 1)
+
+    @property
+    def reasons(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(self._reasons)
+
+
+HEALTH: Final = Health()
+
+
+def parse_host_port(value: str) -> tuple[str, int]:
+    """`HOST:PORT` (`[::1]:9464` for IPv6); raises ValueError with a readable message."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class _ThreadingHTTPServer6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
+class MetricsServer:
+    """Serves `/metrics`, `/healthz` (the process answers) and `/readyz` (the sink is delivering)."""
+
+    def __init__(self, host: str, port: int, metrics: Metrics = METRICS, health: Health = HEALTH) -> None:
+        handler = _handler(metrics, health)
+        server_class = _ThreadingHTTPServer6 if ":" in host else ThreadingHTTPServer
+        self._server = server_class((host, port), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _handler(metrics: Metrics, health: Health) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._reply(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                self._reply(200, b"ok\n")
+            elif path == "/readyz":
+                reasons = health.reasons
+                if reasons:
+                    self._reply(503, ("not ready: " + ", ".join(sorted(reasons)) + "\n").encode())
+                else:
+                    self._reply(200, b"ready\n")
+            else:
+                self._reply(404, b"not found\n")
+
+        def _reply(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            """Probes every few seconds would drown the daemon's own log."""
+
+    return Handler
+
+
+@contextmanager
+def serving(address: str | None) -> Iterator[MetricsServer | None]:
+    """Serve the process-wide metrics on `HOST:PORT` for the duration (nothing when None)."""
+    if address is None:
+        yield None
+        return
+    server = MetricsServer(*parse_host_port(address))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()

@@ -1,0 +1,196 @@
+"""The daemon's data path: sources -> framing -> one normalizer per stream -> batcher -> sink.
+
+Work is done per chunk read, not per line: a chunk is split into lines, every line goes through the
+stream's normalizer in a plain loop, and the resulting operations travel to the batcher as one list.
+Only that hand-over awaits, and the channel is bounded, so a slow sink throttles reading.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncGenerator, Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+import anyio
+from anyio import TASK_STATUS_IGNORED
+from anyio.abc import TaskStatus
+from anyio.lowlevel import checkpoint
+
+from ingestor.batch import DEFAULT_MAX_AGE, DEFAULT_MAX_OPS, Batcher, BatchItem
+from ingestor.framing import DEFAULT_MAX_LINE_BYTES, LineSplitter
+from ingestor.lines import Line
+from ingestor.logging import get_logger
+from ingestor.metrics import METRICS
+from ingestor.ops import Op
+from ingestor.sinks.base import Sink
+from ingestor.sources import Source
+
+log = get_logger("ingestor.pipeline")
+
+
+class StreamNormalizer(Protocol):
+    """What the pipeline needs from `ingestor.normalize.Normalizer` (one per input stream)."""
+
+    def feed(self, line: Line) -> list[Op]: ...
+
+    def finish(self) -> list[Op]: ...
+
+
+NormalizerFactory = Callable[[str], StreamNormalizer]
+"""Makes the normalizer of a new stream from the stream's name (`Line.source`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    batch_max_ops: int = DEFAULT_MAX_OPS
+    batch_max_age: float = DEFAULT_MAX_AGE
+    queue_chunks: int = 8
+    """Operation lists (one per read) that may wait for the batcher: the bound on buffered work."""
+
+
+@dataclass(slots=True)
+class PipelineStats:
+    """Running totals, bumped once per read chunk (cheap enough to keep always on)."""
+
+    streams_opened: int = 0
+    streams_closed: int = 0
+    bytes_read: int = 0
+    lines: int = 0
+    ops: int = 0
+    normalizer_errors: int = 0
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Pipeline:
+    def __init__(
+        self, sink: Sink, normalizer_factory: NormalizerFactory, config: PipelineConfig | None = None
+    ) -> None:
+        self._config = config or PipelineConfig()
+        self._normalizer_factory = normalizer_factory
+        self._send, self._receive = anyio.create_memory_object_stream[BatchItem](self._config.queue_chunks)
+        self._sources_scope = anyio.CancelScope()
+        self.stopped = False
+        """Whether `stop()` ended the run (rather than the sources reaching their end)."""
+        self.batcher = Batcher(sink, max_ops=self._config.batch_max_ops, max_age=self._config.batch_max_age)
+        self.stats = PipelineStats()
+
+    async def run(
+        self, sources: Sequence[Source], *, task_status: TaskStatus[list[str]] = TASK_STATUS_IGNORED
+    ) -> None:
+        """Run until every source has ended (or `stop()`), then write everything still buffered.
+
+        Reports the sources' addresses through `task_status` once all are accepting input. The sink
+        is not closed here: whoever opened it closes it.
+        """
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.batcher.run, self._receive)
+            async with self._send:
+                with self._sources_scope:
+                    async with anyio.create_task_group() as sources_tg:
+                        addresses = [
+                            await sources_tg.start(source.serve, self.handle_stream) for source in sources
+                        ]
+                        log.debug("sources ready", sources=addresses)
+                        task_status.started(addresses)
+
+    def summary(self) -> dict[str, int | float]:
+        """Totals so far, for the log line at the end of a run."""
+        batcher = self.batcher
+        return {
+            **asdict(self.stats),
+            "batches": batcher.batches,
+            "ops_written": batcher.ops_written,
+            "write_seconds": round(batcher.write_seconds, 3),
+        }
+
+    def stop(self) -> None:
+        """Stop reading (listeners close, streams end); what was read is still normalized and written."""
+        self.stopped = True
+        self._sources_scope.cancel()
+
+    async def handle_stream(self, name: str, chunks: AsyncGenerator[bytes, None]) -> None:
+        """Process one input stream to its end (or until stopped). Its operations stay in order."""
+        stats = self.stats
+        stats.streams_opened += 1
+        splitter = LineSplitter(name, self._config.max_line_bytes)
+        normalizer = self._normalizer_factory(name)
+        failures = _Failures(name)
+        send = self._send.send
+        try:
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:
+                    lines = splitter.feed(chunk, now_ms())
+                    ops = self._normalize(normalizer, lines, failures)
+                    stats.bytes_read += len(chunk)
+                    stats.lines += len(lines)
+                    METRICS.events_read.inc(len(lines))
+                    stats.ops += len(ops)
+                    if ops:
+                        await send(ops)
+                    else:
+                        await checkpoint()  # a long line arriving in many reads must not starve others
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return  # the batcher died on a sink error: that error is the one reported
+        finally:
+            # Reached on end of input and on stop(): what was read is still delivered.
+            with anyio.CancelScope(shield=True):
+                lines = splitter.finish(now_ms())
+                ops = self._normalize(normalizer, lines, failures)
+                try:
+                    ops.extend(normalizer.finish())
+                except Exception:
+                    stats.normalizer_errors += 1
+                    failures.record(at="finish")
+                failures.summarize()
+                stats.lines += len(lines)
+                METRICS.events_read.inc(len(lines))
+                stats.ops += len(ops)
+                stats.streams_closed += 1
+                # If the batcher died (sink failure), its error is the one reported; not this.
+                with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    if ops:
+                        await send(ops)
+                    await send(None)
+
+    def _normalize(self, normalizer: StreamNormalizer, lines: list[Line], failures: _Failures) -> list[Op]:
+        ops: list[Op] = []
+        extend = ops.extend
+        feed = normalizer.feed
+        for line in lines:
+            # A normalizer bug on one line must not take down every producer's stream.
+            try:
+                extend(feed(line))
+            except Exception:
+                self.stats.normalizer_errors += 1
+                failures.record(ordinal=line.ordinal)
+        return ops
+
+
+class _Failures:
+    """Normalizer failures of one stream: the first is logged with its traceback, the rest only
+    counted and summed up when the stream ends (a broken normalizer must not flood the log)."""
+
+    __slots__ = ("count", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.count = 0
+
+    def record(self, **where: object) -> None:
+        self.count += 1
+        if self.count == 1:
+            log.exception(
+                "normalizer failed (further failures of this stream are only counted)",
+                source=self.source,
+                **where,
+            )
+
+    def summarize(self) -> None:
+        if self.count > 1:
+            log.error("normalizer failures in stream", source=self.source, failures=self.count)

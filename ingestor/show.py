@@ -1,0 +1,212 @@
+"""`ingestor show`: read history back from a sink, for people (default) or machines (`--json`).
+
+`--json` prints exactly what the `HistoryReader` returns (the shapes of the Convex history queries).
+The human rendering is compact: one line per turn, message, command or event, output indented.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable
+from typing import Any, Final, Literal, TextIO
+
+from ingestor.sinks.base import HistoryReader
+
+What = Literal["conversation", "turn", "command", "events"]
+WHAT: Final[tuple[What, ...]] = ("conversation", "turn", "command", "events")
+
+OUTPUT_LINES: Final = 40
+"""Lines of command output shown per command in a turn (all of it with `show command`)."""
+PAYLOAD_CHARS: Final = 160
+
+
+class NotFoundError(LookupError):
+    """The id names nothing in the store."""
+
+
+def fmt_time(ms: Any) -> str:
+    if not isinstance(ms, (int, float)):
+        return "?"
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
+def _span(row: dict[str, Any]) -> str:
+    started, ended = row.get("startedAt"), row.get("endedAt")
+    if ended is None:
+        return f"{fmt_time(started)} -> ..."
+    seconds = (ended - started) / 1000 if isinstance(started, (int, float)) else None
+    took = f" ({seconds:.1f}s)" if seconds is not None else ""
+    return f"{fmt_time(started)} -> {fmt_time(ended)}{took}"
+
+
+def _fields(row: dict[str, Any], *names: str) -> str:
+    return "  ".join(f"{name} {row[name]}" for name in names if row.get(name) is not None)
+
+
+def _indent(text: str, prefix: str = "    | ", limit: int | None = None) -> list[str]:
+    lines = text.rstrip("\n").split("\n")
+    shown = lines if limit is None else lines[:limit]
+    out = [prefix + line for line in shown]
+    if len(shown) < len(lines):
+        out.append(f"{prefix}... ({len(lines) - len(shown)} more lines)")
+    return out
+
+
+def render_conversation(data: dict[str, Any]) -> str:
+    conversation, turns = data["conversation"], data["turns"]
+    lines = [
+        f"conversation {conversation['conversationId']}",
+        "  " + _fields(conversation, "threadId", "modelProvider", "clientName"),
+        f"  started {fmt_time(conversation.get('startedAt'))}  "
+        f"last seen {fmt_time(conversation.get('lastSeenAt'))}",
+        f"  {len(turns)} turn(s)",
+    ]
+    for turn in turns:
+        number = f"#{turn['turnNumber']} " if turn.get("turnNumber") is not None else ""
+        lines.append(
+            f"  turn {number}{turn['turnId']}  [{turn.get('status')}]  {_span(turn)}  "
+            + _fields(turn, "model")
+        )
+        if turn.get("error"):
+            lines.append(f"    error: {turn['error']}")
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _display_arg(arg: str) -> str:
+    # For reading, not for pasting into a shell: `bash -lc "script"` stays legible.
+    return f'"{arg}"' if not arg or any(c.isspace() for c in arg) else arg
+
+
+def _command_lines(command: dict[str, Any]) -> list[str]:
+    argv = command.get("command") or []
+    lines = [
+        f"  $ {' '.join(map(_display_arg, argv)) if argv else '(command unknown)'}",
+        "    " + _fields(command, "callId", "status", "exitCode", "durationMs", "cwd"),
+    ]
+    output = command.get("aggregatedOutput") or command.get("stdout") or ""
+    if command.get("stderr") and not command.get("aggregatedOutput"):
+        output += command["stderr"]
+    if output:
+        lines.extend(_indent(output, limit=OUTPUT_LINES))
+    return lines
+
+
+def _usage_line(usage: dict[str, Any]) -> str:
+    return f"  {fmt_time(usage.get('capturedAt'))}  " + _fields(
+        usage,
+        "totalInputTokens",
+        "cachedInputTokens",
+        "outputTokens",
+        "reasoningOutputTokens",
+        "totalTokens",
+        "modelContextWindow",
+    )
+
+
+def _rate_line(limit: dict[str, Any]) -> str:
+    resets = f"  resets {fmt_time(limit['resetsAt'])}" if limit.get("resetsAt") is not None else ""
+    return (
+        f"  {fmt_time(limit.get('capturedAt'))}  {limit.get('scope')}  "
+        + _fields(limit, "usedPercent", "windowMinutes", "balance", "unlimited", "hasCredits")
+        + resets
+    )
+
+
+def render_turn(data: dict[str, Any]) -> str:
+    turn = data["turn"]
+    lines = [
+        f"turn {turn['turnId']}  [{turn.get('status')}]  conversation {turn.get('conversationId')}",
+        f"  {_span(turn)}  " + _fields(turn, "model", "serviceTier", "turnNumber"),
+    ]
+    if turn.get("error"):
+        lines.append(f"  error: {turn['error']}")
+    sections: list[tuple[str, list[str]]] = [
+        (
+            "messages",
+            [
+                f"  [{fmt_time(m.get('createdAt'))}] {m.get('role')}: "
+                + "\n      ".join(str(m.get("content", "")).split("\n"))
+                for m in data["messages"]
+            ],
+        ),
+        (
+            "reasoning",
+            [
+                f"  - {text}"
+                for section in data["reasoningSections"]
+                for text in section.get("summaryText") or []
+            ],
+        ),
+        ("commands", [line for command in data["commands"] for line in _command_lines(command)]),
+        ("usage", [_usage_line(u) for u in data["usageSnapshots"]]),
+        ("rate limits", [_rate_line(r) for r in data["rateLimits"]]),
+    ]
+    for title, body in sections:
+        if body:
+            lines.append(f"{title}:")
+            lines.extend(body)
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def render_command_output(data: dict[str, Any]) -> str:
+    lines = [f"command {data['callId']}  ({data['chunkCount']} chunk(s))"]
+    for stream in ("stdout", "stderr"):
+        if data.get(stream):
+            lines.append(f"{stream}:")
+            lines.extend(_indent(data[stream], prefix="  "))
+    return "\n".join(lines)
+
+
+def render_events(events: list[dict[str, Any]]) -> str:
+    lines = []
+    for event in events:
+        payload = event.get("payload")
+        text = json.dumps(payload, ensure_ascii=False, separators=(",", ":")) if payload is not None else ""
+        if len(text) > PAYLOAD_CHARS:
+            text = text[:PAYLOAD_CHARS] + "..."
+        turn = f" [turn {event['turnId']}]" if event.get("turnId") else ""
+        lines.append(f"{fmt_time(event.get('receivedAt'))}  {event.get('method')}{turn}  {text}")
+    return "\n".join(lines)
+
+
+async def fetch(reader: HistoryReader, what: What, ident: str, limit: int | None = None) -> Any:
+    """The query result for `what`; `NotFoundError` when the id is unknown."""
+    result: Any
+    if what == "conversation":
+        result = await reader.get_conversation(ident)
+    elif what == "turn":
+        result = await reader.get_turn(ident)
+    elif what == "command":
+        result = await reader.get_command_output(ident)
+    else:
+        result = await reader.list_events(ident, limit) or None
+    if result is None:
+        label = "events for conversation" if what == "events" else what
+        raise NotFoundError(f"no {label} {ident!r}")
+    return result
+
+
+_RENDER: Final[dict[What, Callable[[Any], str]]] = {
+    "conversation": render_conversation,
+    "turn": render_turn,
+    "command": render_command_output,
+    "events": render_events,
+}
+
+
+async def show(
+    reader: HistoryReader,
+    what: What,
+    ident: str,
+    out: TextIO,
+    *,
+    as_json: bool = False,
+    limit: int | None = None,
+) -> None:
+    result = await fetch(reader, what, ident, limit)
+    if as_json:
+        # The stdlib, not orjson: stored values may hold integers beyond 64 bits.
+        out.write(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
+    else:
+        out.write(_RENDER[what](result) + "\n")

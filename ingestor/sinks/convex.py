@@ -1,0 +1,529 @@
+"""The Convex sink: spool every op durably, deliver from the spool in FIFO batches, exactly once.
+
+`write()` returns once the ops are in the spool (SQLite, see ingestor/spool.py). One delivery loop
+reads batches back in arrival order, so writes for a conversation reach Convex in order, and calls
+`ingest:applyBatch` (one transaction per batch; every op has a deterministic key and the mutation
+skips keys it already applied, so re-sending after a lost response or a crash is harmless).
+
+Failures (classified in ingestor/convex_api.py):
+- transient (network, timeout, 408, 429, 5xx): retried with jittered exponential backoff, forever;
+  the spool absorbs the input meanwhile and `write()` blocks when it reaches its cap.
+- auth (401/403) or a missing function: logged once per incident, not ready, retried slowly.
+- rejected (400, or `status:"error"`): nothing was applied; the batch is bisected until the
+  offending ops are alone, the rest is delivered, and each offender goes to the dead-letter file.
+  This also copes with batches that exceed a transaction limit (they succeed once halved).
+- per-op `rejected` results: the rest of the batch applied; offenders go to the dead-letter file.
+An op too large for any request (over `ingest:applyBatch`'s 8 MiB per call) is dead-lettered at
+`write()` and never spooled, so it cannot wedge the queue.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import anyio
+import anyio.to_thread
+import orjson
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_never,
+    wait_random_exponential,
+)
+
+from ingestor import spool as spool_module
+from ingestor.convex_api import AuthError, ConfigError, ConvexHttp, RejectedError, TransientError
+from ingestor.deployment import (
+    KEY_VARIABLES,
+    Deployment,
+    DeploymentError,
+    default_state_dir,
+    resolve_deployment,
+)
+from ingestor.logging import get_logger, redact
+from ingestor.metrics import HEALTH, METRICS, Health, Metrics
+from ingestor.ops import Op
+from ingestor.sinks.factory import SinkError
+from ingestor.spool import Row, Spool
+
+APPLY_BATCH: Final = "ingest:applyBatch"
+MIB: Final = 1024 * 1024
+# What `ingest:applyBatch` accepts per call (convex/lib/limits.ts: MAX_BATCH_OPS, MAX_BATCH_BYTES),
+# which keeps under Convex's own ceilings (8,192 array items, 16 MiB of arguments, 16 MiB written
+# per transaction). Our JSON bytes approximate Convex's value size; a batch that is still refused
+# as too large is bisected like any rejected batch.
+APPLY_BATCH_MAX_OPS: Final = 2000
+APPLY_BATCH_MAX_BYTES: Final = 8 * MIB
+DEAD_LETTER_FILE: Final = "dead-letter.jsonl"
+# A local backend or stand-in may run without a key; anywhere else a missing key is worth a warning.
+_LOOPBACK: Final = frozenset({"127.0.0.1", "localhost", "::1"})
+
+log = get_logger("ingestor.sinks.convex")
+
+
+@dataclass(frozen=True)
+class ConvexSinkConfig:
+    state_dir: Path
+    batch_max_ops: int = 1000
+    batch_max_bytes: int = 4 * MIB
+    batch_max_age: float = 0.05
+    """Seconds the oldest spooled op may wait for company before its batch is sent anyway."""
+    spool_max_bytes: int = 1024 * MIB
+    flush_timeout: float = 10.0
+    retry_max_wait: float = 30.0
+    """Cap of the exponential backoff for transient failures."""
+    retry_initial_wait: float = 0.1
+    auth_retry_wait: float = 30.0
+    """Pause between attempts while the key is refused or the function is missing."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.batch_max_ops <= APPLY_BATCH_MAX_OPS:
+            raise ValueError(f"batch max ops must be between 1 and {APPLY_BATCH_MAX_OPS}")
+        if not 1 <= self.batch_max_bytes <= APPLY_BATCH_MAX_BYTES:
+            raise ValueError(f"batch max bytes must be between 1 and {APPLY_BATCH_MAX_BYTES}")
+        if self.batch_max_age < 0 or self.flush_timeout < 0 or self.spool_max_bytes < 1:
+            raise ValueError("batch max age and flush timeout must be >= 0, spool max bytes > 0")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def encode_op(op: Op) -> bytes:
+    """One op as sent to Convex. Values Convex cannot hold were already moved to `<column>Json` by the
+    normalizer (docs/operations.md); walking every payload again here cost a fifth of the delivery
+    CPU. An op that still slips through is refused by Convex and dead-lettered, not retried forever."""
+    return orjson.dumps(op)
+
+
+class ConvexSink:
+    """Use through :func:`open_convex_sink`, which runs the delivery loop beside the caller."""
+
+    def __init__(
+        self,
+        api: ConvexHttp,
+        spool: Spool,
+        config: ConvexSinkConfig,
+        *,
+        metrics: Metrics = METRICS,
+        health: Health = HEALTH,
+    ) -> None:
+        self._api = api
+        self._spool = spool
+        self._config = config
+        self._metrics = metrics
+        self._health = health
+        self._dead_letter_path = config.state_dir / DEAD_LETTER_FILE
+        self._wakeup = anyio.Event()
+        self._space = anyio.Event()
+        self._drained = anyio.Event()
+        self._closing = False
+        self._closed = False
+        self._head_at: int | None = None
+        self._incident: str | None = None
+        # Full jitter: a random wait up to initial * 2^attempt (capped), so restarted daemons spread out.
+        self._backoff = wait_random_exponential(
+            multiplier=config.retry_initial_wait, max=config.retry_max_wait
+        )
+        self._update_gauges()
+
+    # -- the pipeline side -------------------------------------------------------------------
+
+    async def write(self, ops: Sequence[Op]) -> None:
+        if self._closing:
+            raise RuntimeError("write() after aclose()")
+        bodies: list[bytes] = []
+        for op in ops:
+            body = encode_op(op)
+            if len(body) > APPLY_BATCH_MAX_BYTES:
+                await self._dead_letter(
+                    [body],
+                    cause="too_large",
+                    reason=f"op is {len(body)} bytes encoded; {APPLY_BATCH} accepts at most "
+                    f"{APPLY_BATCH_MAX_BYTES} bytes per call",
+                )
+            else:
+                bodies.append(body)
+        if not bodies:
+            return
+        await self._wait_for_room(sum(len(b) for b in bodies))
+        enqueued_at = _now_ms()
+        was_empty = self._spool.ops == 0
+        await anyio.to_thread.run_sync(self._spool.append, bodies, enqueued_at)
+        if was_empty:
+            self._head_at = enqueued_at
+        self._update_gauges()
+        self._wakeup.set()
+
+    async def _wait_for_room(self, size: int) -> None:
+        """Backpressure: block (the daemon stops reading input) until the spool has room.
+
+        An empty spool always takes the write, so one write larger than the cap cannot deadlock.
+        """
+        cap = self._config.spool_max_bytes
+        if self._spool.ops == 0 or self._spool.total_bytes + size <= cap:
+            return
+        log.warning(
+            "spool full: input paused until Convex catches up",
+            spool_bytes=self._spool.total_bytes,
+            spool_max_bytes=cap,
+            spool_ops=self._spool.ops,
+        )
+        self._health.set_reason("spool_full", True)
+        try:
+            while self._spool.ops > 0 and self._spool.total_bytes + size > cap:
+                self._space = anyio.Event()
+                await self._space.wait()
+        finally:
+            self._health.set_reason("spool_full", False)
+        log.info("spool has room again: input resumed", spool_bytes=self._spool.total_bytes)
+
+    async def aclose(self) -> None:
+        """Deliver what the flush deadline allows; the rest stays spooled for the next start."""
+        if self._closed:
+            return
+        self._closing = True
+        self._wakeup.set()
+        with anyio.move_on_after(self._config.flush_timeout):
+            await self._drained.wait()
+        if self._spool.ops:
+            log.warning(
+                "flush deadline reached: undelivered ops stay in the spool for the next start",
+                spool_ops=self._spool.ops,
+                flush_timeout=self._config.flush_timeout,
+                spool=str(self._spool.path),
+            )
+        self._closed = True
+
+    # -- the delivery side -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """The delivery loop: returns once closing and drained (or is cancelled by the owner)."""
+        try:
+            while (batch := await self._next_batch()) is not None:
+                await self._deliver(batch)
+                await anyio.to_thread.run_sync(self._spool.delete_through, batch[-1].seq)
+                self._metrics.delivery_latency.observe(max(0.0, (_now_ms() - batch[0].enqueued_at) / 1000))
+                self._head_at = None
+                self._update_gauges()
+                self._space.set()
+        finally:
+            # Also on a crash of the loop: aclose() must not wait out its deadline for nothing.
+            self._drained.set()
+
+    async def _next_batch(self) -> list[Row] | None:
+        """Wait until a batch is due (count, size, or age of its oldest op), then read it."""
+        config = self._config
+        while True:
+            self._wakeup = anyio.Event()
+            if self._spool.ops == 0:
+                if self._closing:
+                    return None
+                await self._wakeup.wait()
+                continue
+            due = (
+                self._closing
+                or self._spool.ops >= config.batch_max_ops
+                or self._spool.total_bytes >= config.batch_max_bytes
+            )
+            if not due:
+                if self._head_at is None:
+                    self._head_at = await anyio.to_thread.run_sync(self._spool.head_enqueued_at)
+                remaining = ((self._head_at or 0) - _now_ms()) / 1000 + config.batch_max_age
+                if remaining > 0:
+                    with anyio.move_on_after(remaining):
+                        await self._wakeup.wait()
+                    continue
+            return await anyio.to_thread.run_sync(
+                self._spool.peek, config.batch_max_ops, config.batch_max_bytes
+            )
+
+    async def _deliver(self, rows: list[Row]) -> None:
+        """Apply `rows` or dead-letter the ones Convex refuses; returns when each is settled."""
+        try:
+            results = await self._send(rows)
+        except RejectedError as exc:
+            if len(rows) == 1:
+                await self._dead_letter([rows[0].body], cause="rejected", reason=str(exc))
+                return
+            log.warning(
+                "batch rejected: bisecting to isolate the offending ops", ops=len(rows), error=str(exc)
+            )
+            middle = len(rows) // 2
+            await self._deliver(rows[:middle])
+            await self._deliver(rows[middle:])
+            return
+        for row, result in zip(rows, results, strict=True):
+            status = str(result.get("status", "unknown"))
+            if status == "rejected":
+                await self._dead_letter([row.body], cause="rejected", reason=str(result.get("reason", "")))
+            else:
+                self._metrics.ops_delivered.labels(result=status).inc()
+
+    async def _send(self, rows: list[Row]) -> list[dict[str, Any]]:
+        """One `ingest:applyBatch` call, retried until it is answered (or deterministically refused)."""
+        args = b'{"ops":[' + b",".join(row.body for row in rows) + b"]}"
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type((TransientError, AuthError, ConfigError)),
+            wait=self._wait,
+            stop=stop_never,
+            sleep=anyio.sleep,
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                started = time.perf_counter()
+                value = await self._api.call_raw("mutation", APPLY_BATCH, args)
+                self._metrics.request_seconds.observe(time.perf_counter() - started)
+        self._metrics.batch_ops.observe(len(rows))
+        self._metrics.batch_bytes.observe(len(args))
+        self._end_incident()
+        return _results(value, len(rows))
+
+    def _wait(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, (AuthError, ConfigError)):
+            return self._config.auth_retry_wait
+        backoff = self._backoff(state)
+        if isinstance(error, TransientError) and error.retry_after is not None:
+            return max(backoff, min(error.retry_after, self._config.retry_max_wait))
+        return backoff
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        if isinstance(error, (AuthError, ConfigError)):
+            kind = "auth" if isinstance(error, AuthError) else "config"
+            self._metrics.retries.labels(cause=kind).inc()
+            if self._incident != kind:
+                if self._incident is not None:
+                    self._health.set_reason("convex_" + self._incident, False)
+                self._incident = kind
+                self._health.set_reason("convex_" + kind, True)
+                hint = (
+                    "check CONVEX_DEPLOY_KEY / CONVEX_ADMIN_KEY / --convex-key-file for this deployment"
+                    if kind == "auth"
+                    else "deploy the convex/ functions to this deployment (npx convex deploy)"
+                )
+                log.error(
+                    "convex refused the request: ops stay spooled and are retried; fix: " + hint,
+                    url=self._api.url,
+                    error=str(error),
+                    retry_every_s=wait,
+                )
+            return
+        cause = error.cause if isinstance(error, TransientError) else "unknown"
+        self._metrics.retries.labels(cause=cause).inc()
+        log.warning(
+            "convex call failed, will retry",
+            attempt=state.attempt_number,
+            wait_s=round(wait, 3),
+            error=str(error),
+        )
+
+    def _end_incident(self) -> None:
+        if self._incident is not None:
+            log.info("convex accepts requests again", incident=self._incident)
+            self._health.set_reason("convex_" + self._incident, False)
+            self._incident = None
+
+    async def _dead_letter(self, bodies: list[bytes], *, cause: str, reason: str) -> None:
+        """Append each op with why it was refused to the dead-letter JSONL file (fsynced)."""
+        at = _now_ms()
+        lines = b"".join(
+            orjson.dumps(
+                {"deadLetteredAt": at, "cause": cause, "reason": reason, "op": orjson.Fragment(body)}
+            )
+            + b"\n"
+            for body in bodies
+        )
+        await anyio.to_thread.run_sync(_append_fsync, self._dead_letter_path, lines)
+        self._metrics.dead_letters.labels(cause=cause).inc(len(bodies))
+        for body in bodies:
+            log.error(
+                "op dead-lettered",
+                cause=cause,
+                reason=reason,
+                op=_op_label(body),
+                file=str(self._dead_letter_path),
+            )
+
+    def _update_gauges(self) -> None:
+        self._metrics.spool_ops.set(self._spool.ops)
+        self._metrics.spool_bytes.set(self._spool.total_bytes)
+
+
+def _results(value: Any, count: int) -> list[dict[str, Any]]:
+    """The per-op results `ingest:applyBatch` returns: a list, one `{status, reason?}` per op."""
+    if isinstance(value, list) and len(value) == count and all(isinstance(r, dict) for r in value):
+        return value
+    # The batch committed (Convex answered success) but says nothing usable about each op: count it
+    # delivered rather than re-send it forever.
+    log.error("ingest:applyBatch returned an unexpected value; counting the batch delivered", ops=count)
+    return [{"status": "unknown"}] * count
+
+
+def _op_label(body: bytes) -> str:
+    """`op key` for logs, without the (possibly huge) arguments."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body[:200].decode("utf-8", "replace")
+    return f"{parsed.get('op')} {parsed.get('key')}"
+
+
+def _append_fsync(path: Path, data: bytes) -> None:
+    with path.open("ab") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+@asynccontextmanager
+async def open_convex_sink(
+    api: ConvexHttp,
+    config: ConvexSinkConfig,
+    *,
+    metrics: Metrics = METRICS,
+    health: Health = HEALTH,
+) -> AsyncIterator[ConvexSink]:
+    """The sink with its delivery loop running; on exit: flush (bounded by the deadline), close."""
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    spool = await anyio.to_thread.run_sync(Spool, config.state_dir / spool_module.FILENAME)
+    if spool.ops:
+        log.info("spool has undelivered ops from a previous run: delivering them first", spool_ops=spool.ops)
+    sink = ConvexSink(api, spool, config, metrics=metrics, health=health)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sink.run)
+            try:
+                yield sink
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await sink.aclose()
+                tg.cancel_scope.cancel()
+    finally:
+        await api.aclose()
+        await anyio.to_thread.run_sync(spool.close)
+
+
+class ConvexHistory:
+    """The `HistoryReader` behind `ingestor show --sink convex`: the `history:*` queries."""
+
+    PAGE_SIZE: Final = 200
+
+    def __init__(self, api: ConvexHttp) -> None:
+        self._api = api
+
+    async def get_conversation(self, conversation_id: str) -> dict[str, Any] | None:
+        return _optional_dict(
+            await self._api.query("history:getConversation", {"conversationId": conversation_id})
+        )
+
+    async def get_turn(self, turn_id: str) -> dict[str, Any] | None:
+        return _optional_dict(await self._api.query("history:getTurn", {"turnId": turn_id}))
+
+    async def get_command_output(self, call_id: str) -> dict[str, Any] | None:
+        return _optional_dict(await self._api.query("history:getCommandOutput", {"callId": call_id}))
+
+    async def list_events(self, conversation_id: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """Every event (or the first `limit`), following Convex pagination cursors to the end."""
+        events: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while limit is None or len(events) < limit:
+            page = await self._api.query(
+                "history:listEvents",
+                {
+                    "conversationId": conversation_id,
+                    "paginationOpts": {"numItems": self.PAGE_SIZE, "cursor": cursor},
+                },
+            )
+            events.extend(page["page"])
+            if page["isDone"]:
+                break
+            cursor = page["continueCursor"]
+        return events if limit is None else events[:limit]
+
+    async def aclose(self) -> None:
+        await self._api.aclose()
+
+
+def _optional_dict(value: Any) -> dict[str, Any] | None:
+    if value is None or isinstance(value, dict):
+        return value
+    raise TypeError(f"expected an object or null from Convex, got {type(value).__name__}")
+
+
+# -- the factories `ingestor.sinks.factory` calls -------------------------------------------------
+
+
+def _deployment(env: Mapping[str, str], options: Mapping[str, Any]) -> Deployment:
+    try:
+        deployment = resolve_deployment(
+            env, url_flag=options.get("convex_url"), key_file=options.get("convex_key_file")
+        )
+    except DeploymentError as error:
+        raise SinkError(str(error)) from None
+    if deployment.key is not None:
+        redact(deployment.key.reveal())
+    log.info(
+        "convex deployment",
+        url=deployment.url,
+        url_from=deployment.url_source,
+        key_from=deployment.key_source or "none",
+    )
+    if deployment.key is None and urlsplit(deployment.url).hostname not in _LOOPBACK:
+        log.warning(
+            "no convex key configured: ingest:applyBatch is internal and needs one on a real deployment "
+            "(--convex-key-file, " + ", ".join(KEY_VARIABLES) + ")"
+        )
+    return deployment
+
+
+def sink_config(env: Mapping[str, str], options: Mapping[str, Any]) -> ConvexSinkConfig:
+    """The sink's settings from CLI options (argparse names); absent ones take the defaults."""
+    values: dict[str, Any] = {"state_dir": options.get("state_dir") or default_state_dir(env)}
+    for name in ("batch_max_ops", "batch_max_bytes", "spool_max_bytes", "flush_timeout"):
+        if options.get(name) is not None:
+            values[name] = options[name]
+    if options.get("batch_max_age_ms") is not None:
+        values["batch_max_age"] = options["batch_max_age_ms"] / 1000
+    try:
+        return ConvexSinkConfig(**values)
+    except ValueError as error:
+        raise SinkError(f"convex sink: {error}") from None
+
+
+@asynccontextmanager
+async def open_sink_from_env(
+    env: Mapping[str, str], options: Mapping[str, Any] | None = None
+) -> AsyncIterator[ConvexSink]:
+    """The Convex sink for `ingestor run|replay --sink convex`."""
+    options = options or {}
+    config = sink_config(env, options)
+    deployment = _deployment(env, options)
+    log.info("convex spool", state_dir=str(config.state_dir))
+    async with open_convex_sink(ConvexHttp(deployment.url, deployment.key), config) as sink:
+        yield sink
+
+
+@asynccontextmanager
+async def open_history_from_env(
+    env: Mapping[str, str], options: Mapping[str, Any] | None = None
+) -> AsyncIterator[ConvexHistory]:
+    """The Convex history reader for `ingestor show --sink convex`."""
+    deployment = _deployment(env, options or {})
+    history = ConvexHistory(ConvexHttp(deployment.url, deployment.key))
+    try:
+        yield history
+    finally:
+        await history.aclose()

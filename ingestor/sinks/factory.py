@@ -1,0 +1,116 @@
+"""`--sink` values: parsing, the default choice, and opening a sink or a history reader.
+
+The seam for sinks: `open_sink()` and `open_history()` are the only places that know every kind.
+Convex lives in `ingestor.sinks.convex`, which provides `open_sink_from_env(env, options)` and
+`open_history_from_env(env, options)` (async context managers; `options`: the parsed command line,
+as a mapping); it is imported only when chosen.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from ingestor.sinks.base import HistoryReader, Sink
+
+SinkKind = Literal["sqlite", "convex", "jsonl", "null"]
+
+CONVEX_ENV_VARS: Final = ("CONVEX_URL", "CONVEX_DEPLOYMENT", "CONVEX_SELF_HOSTED_URL", "CONVEX_SITE_ORIGIN")
+DEFAULT_SQLITE_PATH: Final = "./ingestor.db"
+SINK_SYNTAX: Final = "sqlite:PATH, convex, jsonl:PATH, jsonl:- or null"
+
+
+class SinkError(ValueError):
+    """A `--sink` that cannot be used; the message is meant for the person who typed it."""
+
+
+@dataclass(frozen=True, slots=True)
+class SinkSpec:
+    kind: SinkKind
+    target: str = ""
+    """The path for sqlite and jsonl (`-` = stdout for jsonl)."""
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.target}" if self.target else self.kind
+
+
+def parse_sink(value: str) -> SinkSpec:
+    kind, _, target = value.partition(":")
+    if kind in ("convex", "null") and not target:
+        return SinkSpec(kind)  # type: ignore[arg-type]  # narrowed by the test above
+    if kind == "sqlite" and target:
+        return SinkSpec("sqlite", target)
+    if kind == "jsonl" and target:
+        return SinkSpec("jsonl", target)
+    raise SinkError(f"invalid --sink {value!r}: expected {SINK_SYNTAX}")
+
+
+def resolve_sink(value: str | None, env: Mapping[str, str]) -> tuple[SinkSpec, str | None]:
+    """The sink to use and, when it was chosen by default for SQLite, the notice to print."""
+    if value is not None:
+        return parse_sink(value), None
+    if any(env.get(name) for name in CONVEX_ENV_VARS):
+        return SinkSpec("convex"), None
+    notice = (
+        f"ingestor: no --sink and no Convex deployment configured ({', '.join(CONVEX_ENV_VARS)}): "
+        f"storing in SQLite at {DEFAULT_SQLITE_PATH}"
+    )
+    return SinkSpec("sqlite", DEFAULT_SQLITE_PATH), notice
+
+
+def _convex_opener(name: str) -> Any:
+    """F's factory in ingestor.sinks.convex, or a clear error when it is not there."""
+    try:
+        module = importlib.import_module("ingestor.sinks.convex")
+    except ImportError as error:
+        raise SinkError(f"the convex sink is not available: {error}") from error
+    opener = getattr(module, name, None)
+    if opener is None:
+        raise SinkError(f"the convex sink is not available: ingestor.sinks.convex has no {name}()")
+    return opener
+
+
+@asynccontextmanager
+async def open_sink(
+    spec: SinkSpec, env: Mapping[str, str], options: Mapping[str, Any] | None = None
+) -> AsyncIterator[Sink]:
+    """The sink, ready to write; leaving the context flushes and closes it."""
+    # Imports are deferred so that each sink's dependencies load only when that sink is used.
+    opened: AbstractAsyncContextManager[Sink]
+    if spec.kind == "sqlite":
+        from ingestor.sinks.sqlite import open_sqlite_sink
+
+        opened = open_sqlite_sink(spec.target)
+    elif spec.kind == "jsonl":
+        from ingestor.sinks.jsonl import open_jsonl_sink
+
+        opened = open_jsonl_sink(spec.target)
+    elif spec.kind == "null":
+        from ingestor.sinks.null import open_null_sink
+
+        opened = open_null_sink()
+    else:
+        opened = _convex_opener("open_sink_from_env")(env, options or {})
+    async with opened as sink:
+        yield sink
+
+
+@asynccontextmanager
+async def open_history(
+    spec: SinkSpec, env: Mapping[str, str], options: Mapping[str, Any] | None = None
+) -> AsyncIterator[HistoryReader]:
+    """The read side of a sink, for `ingestor show`."""
+    opened: AbstractAsyncContextManager[HistoryReader]
+    if spec.kind == "sqlite":
+        from ingestor.sinks.sqlite_history import open_sqlite_history
+
+        opened = open_sqlite_history(spec.target)
+    elif spec.kind == "convex":
+        opened = _convex_opener("open_history_from_env")(env, options or {})
+    else:
+        raise SinkError(f"--sink {spec} cannot be read back: use sqlite:PATH or convex")
+    async with opened as reader:
+        yield reader

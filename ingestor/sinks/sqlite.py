@@ -1,0 +1,349 @@
+"""The embedded store: SQLite, same tables and columns as Convex, same merge rules.
+
+One transaction per batch, run in a worker thread so the event loop keeps reading. Append tables
+insert with `INSERT OR IGNORE` on their unique `key` (and (callId, stream, seq) for chunks), so a
+replay adds nothing; upserts read the stored row once per batch, merge in memory with the pure rules
+of `ingestor.sinks.merge`, and write each changed row once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import anyio
+import anyio.to_thread
+import orjson
+from anyio.abc import TaskGroup
+
+from ingestor.logging import get_logger
+from ingestor.ops import OP_TABLE, Op
+from ingestor.sinks.merge import apply_upsert
+from ingestor.sinks.schema import TABLES, Column, Table
+
+log = get_logger("ingestor.sinks.sqlite")
+
+SCHEMA_VERSION: Final = 1
+_INT64: Final = 2**63
+
+
+class Rejected(Exception):
+    """An operation the store cannot hold (deterministic: retrying cannot help)."""
+
+
+def dumps_json(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except (orjson.JSONEncodeError, TypeError):
+        # orjson refuses integers beyond 64 bits; the stdlib writes them exactly.
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def loads_json(text: str) -> Any:
+    # The stdlib, not orjson: orjson reads integers beyond 64 bits as floats, losing digits.
+    return json.loads(text)
+
+
+def _encode(column: Column, value: Any) -> Any:
+    """A present argument as the store holds it; `Rejected` when Convex's validator would refuse it."""
+    kind = column.kind
+    kind_of = type(value)
+    if kind == "text":
+        if kind_of is str:
+            return value
+    elif kind == "int" or kind == "num":
+        if (kind_of is int and -_INT64 <= value < _INT64) or (kind_of is float and math.isfinite(value)):
+            return value
+        if kind_of is int:
+            raise Rejected(f"{column.name}: integer beyond 64 bits")
+    elif kind == "bool":
+        if kind_of is bool:
+            return value
+    elif kind == "strings":
+        if kind_of is list and all(type(v) is str for v in value):
+            return value  # kept as a list: the merge rules look at it; JSON text when bound
+    else:
+        return dumps_json(value)  # `any` columns are opaque JSON text from here on
+    raise Rejected(f"{column.name}: expected {kind}, got {kind_of.__name__}")
+
+
+@dataclass(frozen=True, slots=True)
+class _TablePlan:
+    """Precomputed per table: what the per-op loop needs, and the SQL."""
+
+    table: Table
+    names: tuple[str, ...]
+    columns: dict[str, Column]
+    kinds: dict[str, str]
+    list_columns: tuple[str, ...]
+    json_siblings: dict[str, Column]
+    required: frozenset[str]
+    insert_sql: str
+    update_sql: str
+    select_sql: str
+
+    @classmethod
+    def of(cls, table: Table) -> _TablePlan:
+        names = table.column_names
+        verb = "INSERT" if table.identity else "INSERT OR IGNORE"
+        marks = ", ".join("?" * len(names))
+        return cls(
+            table=table,
+            names=names,
+            columns={c.name: c for c in table.columns},
+            kinds={c.name: c.kind for c in table.columns},
+            list_columns=tuple(c.name for c in table.columns if c.kind == "strings"),
+            json_siblings={c.name + "Json": c for c in table.columns if c.kind == "json"},
+            required=frozenset(c.name for c in table.columns if c.required),
+            insert_sql=f"{verb} INTO {table.name} ({', '.join(names)}) VALUES ({marks})",
+            update_sql=f"UPDATE {table.name} SET {', '.join(f'{n} = ?' for n in names)} WHERE id = ?",
+            select_sql=f"SELECT id, {', '.join(names)} FROM {table.name} WHERE {table.identity} = ?",
+        )
+
+
+_PLANS: Final = {name: _TablePlan.of(table) for name, table in TABLES.items()}
+
+
+def coerce_args(plan: _TablePlan, args: Mapping[str, Any]) -> dict[str, Any]:
+    """An op's args as column values: validated, `<column>Json` folded into its column."""
+    values: dict[str, Any] = {}
+    kinds = plan.kinds
+    for name, value in args.items():
+        # Inline fast paths for the common kinds: this loop runs for every column of every op.
+        kind = kinds.get(name)
+        value_type = type(value)
+        if kind == "text" and value_type is str:
+            values[name] = value
+            continue
+        is_number = (value_type is int and -_INT64 <= value < _INT64) or (
+            value_type is float and math.isfinite(value)
+        )
+        if (kind == "int" or kind == "num") and is_number:
+            values[name] = value
+            continue
+        column = plan.columns.get(name)
+        if column is None:
+            column = plan.json_siblings.get(name)
+            if column is None:
+                raise Rejected(f"unknown column {name!r} for {plan.table.name}")
+            if value is None:
+                continue
+            if type(value) is not str:
+                raise Rejected(f"{name}: expected JSON text")
+            values[column.name] = value  # already JSON text: stored as it arrived
+        elif value is not None:
+            values[name] = _encode(column, value)
+        elif column.kind == "json" and column.required:
+            values.setdefault(name, "null")  # a JSON null payload is a value, not an absence
+    return values
+
+
+def _sql_value(value: Any) -> Any:
+    return dumps_json(value) if type(value) is list else value
+
+
+def _params(names: Iterable[str], row: Mapping[str, Any]) -> list[Any]:
+    """Bind parameters for a full row (upserts: lists are still Python lists here)."""
+    return [_sql_value(row.get(n)) for n in names]
+
+
+def _check_required(plan: _TablePlan, row: Mapping[str, Any]) -> None:
+    if row.keys() >= plan.required:
+        return
+    missing = plan.required.difference(row)
+    raise Rejected(f"missing required column(s) {', '.join(sorted(missing))}")
+
+
+@dataclass(slots=True)
+class _Upsert:
+    rowid: int | None
+    stored: dict[str, Any] | None
+    row: dict[str, Any] | None
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    counts: Counter[str] = field(default_factory=Counter)
+    """Operations by result: inserted, updated, duplicate, rejected."""
+    rejected: list[tuple[Op, str]] = field(default_factory=list)
+
+
+def _load(conn: sqlite3.Connection, plan: _TablePlan, identity: str) -> _Upsert:
+    found = conn.execute(plan.select_sql, (identity,)).fetchone()
+    if found is None:
+        return _Upsert(None, None, None)
+    stored: dict[str, Any] = {}
+    for column, value in zip(plan.table.columns, found[1:], strict=True):
+        if value is None:
+            continue
+        if column.kind == "strings":
+            value = loads_json(value)
+        stored[column.name] = value
+    return _Upsert(found[0], stored, stored)
+
+
+def apply_ops(conn: sqlite3.Connection, ops: Sequence[Op]) -> BatchOutcome:
+    """Apply a batch in one transaction (blocking: run it in a worker thread)."""
+    outcome = BatchOutcome()
+    counts = outcome.counts
+    appends: dict[str, list[list[Any]]] = {}
+    upserts: dict[tuple[str, str], _Upsert] = {}
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for op in ops:
+            try:
+                table_name = OP_TABLE.get(op["op"])
+                if table_name is None:
+                    raise Rejected(f"unknown operation {op['op']!r}")
+                plan = _PLANS[table_name]
+                values = coerce_args(plan, op["args"])
+                identity_column = plan.table.identity
+                if identity_column is None:
+                    key = op["key"]
+                    if type(key) is not str or not key:
+                        raise Rejected("key: expected a non-empty string")
+                    values["key"] = key
+                    _check_required(plan, values)
+                    for name in plan.list_columns:
+                        if name in values:
+                            values[name] = dumps_json(values[name])
+                    appends.setdefault(table_name, []).append(list(map(values.get, plan.names)))
+                    continue
+                identity = values.get(identity_column)
+                if identity is None:
+                    raise Rejected(f"missing {identity_column}")
+                pending = upserts.get((table_name, identity))
+                if pending is None:
+                    pending = upserts[(table_name, identity)] = _load(conn, plan, identity)
+                row, status = apply_upsert(table_name, pending.row, values)
+                _check_required(plan, row)
+                pending.row = row
+                counts[status] += 1
+            except Rejected as rejected:
+                counts["rejected"] += 1
+                outcome.rejected.append((op, str(rejected)))
+        _write_upserts(conn, upserts)
+        for table_name, rows in appends.items():
+            before = conn.total_changes
+            conn.executemany(_PLANS[table_name].insert_sql, rows)
+            inserted = conn.total_changes - before
+            for status, count in (("inserted", inserted), ("duplicate", len(rows) - inserted)):
+                if count:
+                    counts[status] += count
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return outcome
+
+
+def _write_upserts(conn: sqlite3.Connection, upserts: Mapping[tuple[str, str], _Upsert]) -> None:
+    inserts: dict[str, list[list[Any]]] = {}
+    updates: dict[str, list[list[Any]]] = {}
+    for (table_name, _), pending in upserts.items():
+        if pending.row is None or pending.row == pending.stored:
+            continue
+        names = _PLANS[table_name].names
+        if pending.rowid is None:
+            inserts.setdefault(table_name, []).append(_params(names, pending.row))
+        else:
+            updates.setdefault(table_name, []).append([*_params(names, pending.row), pending.rowid])
+    for table_name, rows in inserts.items():
+        conn.executemany(_PLANS[table_name].insert_sql, rows)
+    for table_name, rows in updates.items():
+        conn.executemany(_PLANS[table_name].update_sql, rows)
+
+
+def connect(path: str | Path, *, read_only: bool = False) -> sqlite3.Connection:
+    """Open the store; the writer also creates the schema (idempotent)."""
+    if read_only:
+        conn = sqlite3.connect(Path(path).absolute().as_uri() + "?mode=ro", uri=True, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 5000")
+        return conn
+    # isolation_level=None: transactions are ours (one per batch), not the sqlite3 module's.
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA busy_timeout = 5000")
+    # Random idempotency keys make index inserts touch pages all over: keep more of them cached.
+    conn.execute("PRAGMA cache_size = -65536")
+    # Checkpoints normally run in the background (SqliteSink); this automatic one, in the writer's
+    # path, is a backstop for when they fall behind. The size limit trims the WAL file back after each.
+    conn.execute("PRAGMA wal_autocheckpoint = 50000")
+    conn.execute("PRAGMA journal_size_limit = 67108864")
+    conn.execute("BEGIN IMMEDIATE")
+    for table in TABLES.values():
+        for statement in table.ddl():
+            conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    conn.execute("COMMIT")
+    return conn
+
+
+CHECKPOINT_EVERY_BATCHES: Final = 16
+
+
+class SqliteSink:
+    """Use through `open_sqlite_sink`.
+
+    WAL checkpoints (copying the log into the database file, and the only disk syncs under
+    `synchronous=NORMAL`) run on a second connection in the background, every few batches, so
+    batches never wait for them; the writer's own automatic checkpoint is only a backstop.
+    """
+
+    def __init__(
+        self, conn: sqlite3.Connection, checkpointer: sqlite3.Connection, task_group: TaskGroup
+    ) -> None:
+        self._conn = conn
+        # One connection, one thread at a time; also keeps batches in order.
+        self._limiter = anyio.CapacityLimiter(1)
+        self._checkpointer = checkpointer
+        self._checkpoint_limiter = anyio.CapacityLimiter(1)
+        self._task_group = task_group
+        self._batches = 0
+        self._checkpointing = False
+        self.counts: Counter[str] = Counter()
+
+    async def write(self, ops: Sequence[Op]) -> None:
+        outcome = await anyio.to_thread.run_sync(apply_ops, self._conn, ops, limiter=self._limiter)
+        self.counts.update(outcome.counts)
+        for op, reason in outcome.rejected:
+            log.warning("op rejected", op=op["op"], key=op["key"], reason=reason)
+        self._batches += 1
+        if self._batches % CHECKPOINT_EVERY_BATCHES == 0 and not self._checkpointing:
+            self._checkpointing = True
+            self._task_group.start_soon(self._checkpoint)
+
+    async def _checkpoint(self) -> None:
+        try:
+            # PASSIVE: copies what it can without blocking the writer (or readers).
+            await anyio.to_thread.run_sync(
+                self._checkpointer.execute, "PRAGMA wal_checkpoint(PASSIVE)", limiter=self._checkpoint_limiter
+            )
+        finally:
+            self._checkpointing = False
+
+    async def aclose(self) -> None:
+        await anyio.to_thread.run_sync(self._checkpointer.close, limiter=self._checkpoint_limiter)
+        # The writer closes last: closing the last connection checkpoints and removes the WAL.
+        await anyio.to_thread.run_sync(self._conn.close, limiter=self._limiter)
+
+
+@asynccontextmanager
+async def open_sqlite_sink(path: str | Path) -> AsyncIterator[SqliteSink]:
+    conn = await anyio.to_thread.run_sync(connect, path)
+    checkpointer = await anyio.to_thread.run_sync(lambda: sqlite3.connect(path, check_same_thread=False))
+    try:
+        async with anyio.create_task_group() as task_group:
+            sink = SqliteSink(conn, checkpointer, task_group)
+            yield sink
+    finally:
+        with anyio.CancelScope(shield=True):
+            await sink.aclose()

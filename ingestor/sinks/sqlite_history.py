@@ -1,0 +1,167 @@
+"""Reading the embedded store back, in the shapes of the Convex `history:*` queries.
+
+Rows come out as Convex documents would: camelCase columns, absent values left out, arrays and
+`any` values decoded from their JSON text, booleans as booleans. The SQLite `id` is not shown.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from ingestor.sinks.schema import TABLES, Table
+from ingestor.sinks.sqlite import connect, loads_json
+
+Row = dict[str, Any]
+
+
+# As history:getTurn: in declared position (unpositioned last), then arrival.
+_REASONING_ORDER = "turnId = ? ORDER BY position IS NULL, position, createdAt, id"
+
+
+def _select(table: Table) -> str:
+    return f"SELECT {', '.join(table.column_names)} FROM {table.name}"
+
+
+def _document(table: Table, values: tuple[Any, ...]) -> Row:
+    row: Row = {}
+    for column, value in zip(table.columns, values, strict=True):
+        if value is None:
+            continue
+        if column.kind in ("strings", "json"):
+            value = loads_json(value)
+        elif column.kind == "bool":
+            value = bool(value)
+        row[column.name] = value
+    return row
+
+
+def _rows(conn: sqlite3.Connection, table_name: str, where: str, params: tuple[Any, ...]) -> list[Row]:
+    table = TABLES[table_name]
+    cursor = conn.execute(f"{_select(table)} WHERE {where}", params)
+    return [_document(table, values) for values in cursor]
+
+
+def _one(conn: sqlite3.Connection, table_name: str, where: str, params: tuple[Any, ...]) -> Row | None:
+    rows = _rows(conn, table_name, f"{where} LIMIT 1", params)
+    return rows[0] if rows else None
+
+
+def _decode_chunk(chunk: str) -> bytes:
+    try:
+        return base64.b64decode(chunk + "=" * (-len(chunk) % 4))
+    except binascii.Error:
+        # Not base64 after all: keep the text rather than lose the output.
+        return chunk.encode()
+
+
+def command_output(call_id: str, command: Row | None, chunks: list[Row]) -> Row | None:
+    """`getCommandOutput`: chunks decoded and joined in seq order per stream (anything but
+    `stderr` counts as stdout). Without chunks, the command's own final `stdout`/`stderr`."""
+    if command is None and not chunks:
+        return None
+    if not chunks and command is not None:
+        return {
+            "callId": call_id,
+            "chunkCount": 0,
+            "stdout": command.get("stdout", ""),
+            "stderr": command.get("stderr", ""),
+        }
+    out = bytearray()
+    err = bytearray()
+    for chunk in chunks:
+        (err if chunk.get("stream") == "stderr" else out).extend(_decode_chunk(chunk["chunkBase64"]))
+    return {
+        "callId": call_id,
+        "chunkCount": len(chunks),
+        "stdout": out.decode("utf-8", "replace"),
+        "stderr": err.decode("utf-8", "replace"),
+    }
+
+
+class SqliteHistory:
+    """The `HistoryReader` over the embedded store."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._limiter = anyio.CapacityLimiter(1)
+
+    async def get_conversation(self, conversation_id: str) -> Row | None:
+        return await self._run(self._conversation, conversation_id)
+
+    async def get_turn(self, turn_id: str) -> Row | None:
+        return await self._run(self._turn, turn_id)
+
+    async def get_command_output(self, call_id: str) -> Row | None:
+        return await self._run(self._command_output, call_id)
+
+    async def list_events(self, conversation_id: str, limit: int | None = None) -> list[Row]:
+        return await anyio.to_thread.run_sync(self._events, conversation_id, limit, limiter=self._limiter)
+
+    async def aclose(self) -> None:
+        await anyio.to_thread.run_sync(self._conn.close, limiter=self._limiter)
+
+    async def _run(self, query: Any, argument: str) -> Row | None:
+        result: Row | None = await anyio.to_thread.run_sync(query, argument, limiter=self._limiter)
+        return result
+
+    def _conversation(self, conversation_id: str) -> Row | None:
+        conversation = _one(self._conn, "conversations", "conversationId = ?", (conversation_id,))
+        if conversation is None:
+            return None
+        turns = _rows(self._conn, "turns", "conversationId = ? ORDER BY startedAt, id", (conversation_id,))
+        return {"conversation": conversation, "turns": turns}
+
+    def _turn(self, turn_id: str) -> Row | None:
+        turn = _one(self._conn, "turns", "turnId = ?", (turn_id,))
+        if turn is None:
+            return None
+        by_turn = (turn_id,)
+        return {
+            "turn": turn,
+            "messages": _rows(self._conn, "messages", "turnId = ? ORDER BY createdAt, id", by_turn),
+            "reasoningSections": _rows(self._conn, "reasoning_sections", _REASONING_ORDER, by_turn),
+            "commands": _rows(self._conn, "commands", "turnId = ? ORDER BY startedAt, id", by_turn),
+            "usageSnapshots": _rows(
+                self._conn, "usage_snapshots", "turnId = ? ORDER BY capturedAt, id", by_turn
+            ),
+            "rateLimits": _rows(self._conn, "rate_limits", "turnId = ? ORDER BY capturedAt, id", by_turn),
+        }
+
+    def _command_output(self, call_id: str) -> Row | None:
+        command = _one(self._conn, "commands", "callId = ?", (call_id,))
+        chunks = _rows(self._conn, "command_chunks", "callId = ? ORDER BY seq, stream, id", (call_id,))
+        return command_output(call_id, command, chunks)
+
+    def _events(self, conversation_id: str, limit: int | None) -> list[Row]:
+        return _rows(
+            self._conn,
+            "events_raw",
+            "conversationId = ? ORDER BY receivedAt, id LIMIT ?",
+            (conversation_id, -1 if limit is None else limit),
+        )
+
+
+class StoreMissingError(Exception):
+    """`show` on a store file that does not exist (opening it would create an empty one)."""
+
+
+@asynccontextmanager
+async def open_sqlite_history(path: str | Path) -> AsyncIterator[SqliteHistory]:
+    if not Path(path).is_file():
+        raise StoreMissingError(f"no SQLite store at {path}")
+    conn = await anyio.to_thread.run_sync(lambda: connect(path, read_only=True))
+    reader = SqliteHistory(conn)
+    try:
+        yield reader
+    finally:
+        with anyio.CancelScope(shield=True):
+            await reader.aclose()

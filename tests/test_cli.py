@@ -1,0 +1,323 @@
+"""The `ingestor` command end to end: run (signals, end of input), replay, show, sink selection."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+import structlog
+from sqlite_ops import conversation_ops
+
+from ingestor.cli import main
+from ingestor.sinks.factory import SinkError, SinkSpec, open_sink, parse_sink, resolve_sink
+from ingestor.sinks.sqlite import apply_ops, connect
+from ingestor.sources.files import MissingPathError, expand_paths
+
+EXEC_LINES = [
+    b'{"type":"thread.started","thread_id":"th-9"}',
+    b'{"type":"turn.started"}',
+    b'{"type":"item.completed","item":{"id":"item_0","type":"agent_message","text":"hi"}}',
+]
+
+
+def ingestor(
+    *args: str, stdin: bytes = b"", cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "ingestor", *args],
+        input=stdin,
+        capture_output=True,
+        cwd=cwd,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("CONVEX_")}
+
+
+def events(db: Path) -> list[str]:
+    with sqlite3.connect(db) as conn:
+        return [row[0] for row in conn.execute("SELECT method FROM events_raw ORDER BY id")]
+
+
+def stored_events(db: Path) -> list[str]:
+    """Like `events`, while the daemon may still be creating the store."""
+    try:
+        return events(db) if db.exists() else []
+    except sqlite3.OperationalError:
+        return []
+
+
+# --- sink selection ---------------------------------------------------------------------------
+
+
+def test_sink_values() -> None:
+    assert parse_sink("sqlite:/x/y.db") == SinkSpec("sqlite", "/x/y.db")
+    assert parse_sink("jsonl:-") == SinkSpec("jsonl", "-")
+    assert parse_sink("null") == SinkSpec("null")
+    assert parse_sink("convex") == SinkSpec("convex")
+    for bad in ("sqlite", "sqlite:", "postgres:x", "null:x", "jsonl", ""):
+        with pytest.raises(SinkError, match="expected sqlite:PATH, convex"):
+            parse_sink(bad)
+
+
+@pytest.mark.parametrize(
+    "variable", ["CONVEX_URL", "CONVEX_DEPLOYMENT", "CONVEX_SELF_HOSTED_URL", "CONVEX_SITE_ORIGIN"]
+)
+def test_default_sink_is_convex_when_a_deployment_variable_is_set(variable: str) -> None:
+    assert resolve_sink(None, {variable: "x"}) == (SinkSpec("convex"), None)
+
+
+def test_default_sink_is_sqlite_with_a_notice() -> None:
+    spec, notice = resolve_sink(None, {"CONVEX_URL": "", "HOME": "/root"})
+    assert spec == SinkSpec("sqlite", "./ingestor.db")
+    assert notice is not None and "./ingestor.db" in notice
+    assert resolve_sink("null", {"CONVEX_URL": "x"}) == (SinkSpec("null"), None)
+
+
+def test_default_sink_notice_on_stderr(tmp_path: Path) -> None:
+    result = ingestor("replay", "-", stdin=b"\n".join(EXEC_LINES) + b"\n", cwd=tmp_path, env=clean_env())
+    assert result.returncode == 0, result.stderr
+    notice = [line for line in result.stderr.decode().splitlines() if line.startswith("ingestor:")]
+    assert notice == [
+        "ingestor: no --sink and no Convex deployment configured (CONVEX_URL, CONVEX_DEPLOYMENT, "
+        "CONVEX_SELF_HOSTED_URL, CONVEX_SITE_ORIGIN): storing in SQLite at ./ingestor.db"
+    ]
+    assert events(tmp_path / "ingestor.db") == ["thread.started", "turn.started", "item.completed"]
+
+
+def test_bad_sink_value_is_a_clear_usage_error() -> None:
+    result = ingestor("replay", "-", "--sink", "mysql:db")
+    assert result.returncode == 2
+    assert (
+        b"invalid --sink 'mysql:db': expected sqlite:PATH, convex, jsonl:PATH, jsonl:- or null"
+        in result.stderr
+    )
+
+
+# --- replay -----------------------------------------------------------------------------------
+
+
+def test_missing_replay_path_is_reported_before_anything_runs(tmp_path: Path) -> None:
+    result = ingestor("replay", str(tmp_path / "nope.jsonl"), "--sink", f"sqlite:{tmp_path / 'db'}")
+    assert result.returncode == 2
+    assert f"ingestor: no such file or directory: {tmp_path / 'nope.jsonl'}".encode() in result.stderr
+    assert not (tmp_path / "db").exists()
+
+
+def test_directories_expand_recursively_in_sorted_order(tmp_path: Path) -> None:
+    for name in ("b/2.jsonl", "b/10.jsonl", "a.jsonl", "b/c/1.jsonl", ".hidden/x.jsonl", "b/.x.jsonl"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"{}\n")
+    root = str(tmp_path)
+    assert expand_paths([root, "-"]) == [
+        f"{root}/a.jsonl",
+        f"{root}/b/10.jsonl",
+        f"{root}/b/2.jsonl",
+        f"{root}/b/c/1.jsonl",
+        "-",
+    ]
+    with pytest.raises(MissingPathError):
+        expand_paths([root, f"{root}/missing"])
+
+
+def test_replay_of_a_directory_stores_every_file_in_order(tmp_path: Path) -> None:
+    sessions = tmp_path / "sessions" / "2026" / "11"
+    for day, text in (("22", "second"), ("21", "first")):
+        (sessions / day).mkdir(parents=True)
+        (sessions / day / "rollout.jsonl").write_bytes(b'{"type":"note","text":"%s"}\n' % text.encode())
+    out = tmp_path / "ops.jsonl"
+    result = ingestor("replay", str(tmp_path / "sessions"), "--sink", f"jsonl:{out}")
+    assert result.returncode == 0, result.stderr
+    ops = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    payloads = [op["args"]["payload"]["text"] for op in ops if op["op"] == "appendEvent"]
+    assert payloads == ["first", "second"]
+
+
+def test_replay_twice_into_sqlite_stores_once(tmp_path: Path) -> None:
+    source = tmp_path / "run.jsonl"
+    source.write_bytes(b"\n".join(EXEC_LINES) + b"\nnot json\n")
+    db = tmp_path / "store.db"
+    for _ in range(2):
+        result = ingestor("replay", str(source), "--sink", f"sqlite:{db}")
+        assert result.returncode == 0, result.stderr
+    assert events(db) == ["thread.started", "turn.started", "item.completed", "ingestor/invalidJson"]
+
+
+# --- run --------------------------------------------------------------------------------------
+
+
+def test_run_on_stdin_stops_at_end_of_input() -> None:
+    result = ingestor("run", "--sink", "jsonl:-", "--conversation-id", "mine", stdin=b"\n".join(EXEC_LINES))
+    assert result.returncode == 0, result.stderr
+    ops = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert [op["args"]["method"] for op in ops if op["op"] == "appendEvent"] == [
+        "thread.started",
+        "turn.started",
+        "item.completed",  # the last one had no newline
+    ]
+    assert {op["args"]["conversationId"] for op in ops if op["op"] == "appendEvent"} == {"mine"}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_reading_flushes_and_exits_zero(tmp_path: Path, signum: int) -> None:
+    sock, db = tmp_path / "in.sock", tmp_path / "store.db"
+    # Batches of 4 ops and no age limit: the 3 lines make 7 ops, so the first batch (2 events) is
+    # written at once, showing the lines were read, and the rest waits for the flush on the signal.
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "ingestor", "run", "--unix", str(sock), "--sink", f"sqlite:{db}",
+         "--batch-max-ops", "4", "--batch-max-age-ms", "600000"],
+        stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while not sock.exists():
+            assert daemon.poll() is None, daemon.stderr.read() if daemon.stderr else ""
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        producer = socket.socket(socket.AF_UNIX)
+        producer.connect(str(sock))
+        producer.sendall(b"\n".join(EXEC_LINES) + b"\n")  # the producer stays connected
+        while len(stored_events(db)) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert stored_events(db) == ["thread.started", "turn.started"]
+        daemon.send_signal(signum)
+        assert daemon.wait(timeout=20) == 0, daemon.stderr.read() if daemon.stderr else ""
+        producer.close()
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+    assert events(db) == ["thread.started", "turn.started", "item.completed"]
+    assert not sock.exists()
+
+
+# --- show (in-process: main() configures logging onto pytest's capture, which is then closed) ---
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> object:
+    yield
+    structlog.reset_defaults()
+
+
+# --- show -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> str:
+    conn = connect(tmp_path / "store.db")
+    apply_ops(conn, conversation_ops())
+    conn.close()
+    return f"sqlite:{tmp_path / 'store.db'}"
+
+
+def show(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    status = main(["show", *args])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_show_json_has_the_history_query_shapes(store: str, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = show(capsys, "conversation", "conv-1", "--json", "--sink", store)
+    assert status == 0
+    conversation = orjson.loads(out)
+    assert set(conversation) == {"conversation", "turns"}
+    assert conversation["conversation"]["threadId"] == "th-1"
+    turn = orjson.loads(show(capsys, "turn", "turn-1", "--json", "--sink", store)[1])
+    assert set(turn) == {"turn", "messages", "reasoningSections", "commands", "usageSnapshots", "rateLimits"}
+    assert [m["content"] for m in turn["messages"]] == ["list files", "Two files."]
+    output = orjson.loads(show(capsys, "command", "call-1", "--json", "--sink", store)[1])
+    assert output == {
+        "callId": "call-1",
+        "chunkCount": 3,
+        "stdout": "a.txt\nb.txt\n",
+        "stderr": "warn \ufffd",
+    }
+    listed = orjson.loads(show(capsys, "events", "conv-1", "--json", "--sink", store)[1])
+    assert [e["method"] for e in listed] == ["turn/started"]
+    assert listed[0]["payload"] == {"params": {"n": 1}}
+
+
+def test_show_human_readable(store: str, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = show(capsys, "turn", "turn-1", "--sink", store)
+    assert status == 0
+    assert out.splitlines()[0] == "turn turn-1  [succeeded]  conversation conv-1"
+    assert "  [2025-11-22 02:53:20.002Z] user: list files" in out
+    assert "  $ ls -l" in out
+    assert "    callId call-1  status completed  exitCode 0  durationMs 12.5  cwd /tmp" in out
+    assert "    | b.txt" in out
+    assert "  - Run ls" in out
+    _, out, _ = show(capsys, "conversation", "conv-1", "--sink", store)
+    assert "turn turn-1  [succeeded]  2025-11-22 02:53:20.001Z -> 2025-11-22 02:53:20.011Z (0.0s)" in out
+    _, out, _ = show(capsys, "command", "call-1", "--sink", store)
+    assert out == "command call-1  (3 chunk(s))\nstdout:\n  a.txt\n  b.txt\nstderr:\n  warn \ufffd\n"
+    _, out, _ = show(capsys, "events", "conv-1", "--sink", store)
+    assert out == '2025-11-22 02:53:20.001Z  turn/started [turn turn-1]  {"params":{"n":1}}\n'
+
+
+@pytest.mark.parametrize("what", ["conversation", "turn", "command", "events"])
+def test_show_unknown_id_exits_1(store: str, what: str, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = show(capsys, what, "nope", "--sink", store)
+    assert status == 1
+    assert out == ""
+    assert "'nope'" in err and err.startswith("ingestor: no ")
+
+
+def test_show_on_a_missing_store_or_unreadable_sink(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, err = show(capsys, "turn", "t", "--sink", f"sqlite:{tmp_path / 'none.db'}")
+    assert status == 1
+    assert "no SQLite store at" in err
+    assert not (tmp_path / "none.db").exists()
+    status, _, err = show(capsys, "turn", "t", "--sink", "null")
+    assert status == 2
+    assert "cannot be read back" in err
+
+
+def test_replay_stopped_by_a_signal_stores_what_was_read_and_says_so(tmp_path: Path) -> None:
+    db = tmp_path / "store.db"
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "ingestor", "replay", "-", "--sink", f"sqlite:{db}"],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert daemon.stdin is not None
+    try:
+        daemon.stdin.write(b"\n".join(EXEC_LINES) + b"\n")
+        daemon.stdin.flush()  # stdin stays open: the replay is not finished
+        deadline = time.monotonic() + 20
+        while len(stored_events(db)) < len(EXEC_LINES):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=20) == 130
+    finally:
+        daemon.stdin.close()
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+    assert events(db) == ["thread.started", "turn.started", "item.completed"]
+
+
+@pytest.mark.anyio
+async def test_convex_sink_missing_its_factory_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ingestor.sinks.convex
+
+    monkeypatch.delattr(ingestor.sinks.convex, "open_sink_from_env")
+    with pytest.raises(SinkError, match=r"the convex sink is not available: .* no open_sink_from_env\(\)"):
+        async with open_sink(SinkSpec("convex"), {}):
+            pass

@@ -1,0 +1,58 @@
+"""Logging set-up: JSON lines off a terminal, readable lines on one, secrets masked everywhere."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import orjson
+import pytest
+import structlog
+
+from ingestor.logging import MASK, configure_logging, get_logger, redact, scrub
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture(autouse=True)
+def restore() -> Iterator[None]:
+    yield
+    structlog.reset_defaults()
+
+
+def test_json_lines_when_not_a_terminal() -> None:
+    stream = io.StringIO()
+    configure_logging("info", stream=stream)
+    get_logger("t").info("hello", n=1)
+    get_logger("t").debug("filtered out")
+    [line] = stream.getvalue().splitlines()
+    event = orjson.loads(line)
+    assert event["event"] == "hello" and event["n"] == 1 and event["level"] == "info"
+    assert event["component"] == "t" and event["timestamp"].endswith("Z")
+
+
+def test_readable_lines_on_a_terminal() -> None:
+    stream = Terminal()
+    configure_logging("debug", stream=stream)
+    get_logger("t").debug("hello", n=1)
+    line = stream.getvalue()
+    assert "hello" in line and "n=1" in line and not line.startswith("{")
+
+
+@pytest.mark.parametrize("json", [True, False])
+def test_secrets_are_masked_in_fields_messages_and_tracebacks(json: bool) -> None:
+    secret = "prod:some-deploy|c2VjcmV0"
+    redact(secret)
+    stream = Terminal() if not json else io.StringIO()
+    configure_logging("info", stream=stream, json=json)
+    try:
+        raise ValueError(f"bad header Convex {secret}")
+    except ValueError:
+        get_logger("t").exception(f"failed with {secret}", header=f"Convex {secret}")
+    output = stream.getvalue()
+    assert secret not in output
+    assert output.count(MASK) >= 3
+    assert scrub(f"x {secret} y") == f"x {MASK} y"

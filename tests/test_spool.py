@@ -1,0 +1,82 @@
+"""The durable FIFO: order, limits, totals, and persistence across reopen (and a killed process)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from ingestor.spool import Spool
+
+
+def test_fifo_batches_respect_count_and_bytes(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s.db")
+    spool.append([b"a" * 10, b"b" * 10, b"c" * 10, b"d" * 10], enqueued_at=1)
+    assert [row.body[:1] for row in spool.peek(max_ops=3, max_bytes=1000)] == [b"a", b"b", b"c"]
+    assert [len(row.body) for row in spool.peek(max_ops=100, max_bytes=25)] == [10, 10]
+    assert len(spool.peek(max_ops=100, max_bytes=1000)) == 4
+    spool.close()
+
+
+def test_an_op_larger_than_max_bytes_still_forms_a_batch(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s.db")
+    spool.append([b"x" * 100, b"y"], enqueued_at=1)
+    assert [len(row.body) for row in spool.peek(max_ops=10, max_bytes=10)] == [100]
+    spool.close()
+
+
+def test_delete_through_updates_totals_and_head(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s.db")
+    spool.append([b"1", b"22"], enqueued_at=5)
+    spool.append([b"333"], enqueued_at=9)
+    assert (spool.ops, spool.total_bytes, spool.head_enqueued_at()) == (3, 6, 5)
+    first_two = spool.peek(2, 100)
+    spool.delete_through(first_two[-1].seq)
+    assert (spool.ops, spool.total_bytes, spool.head_enqueued_at()) == (1, 3, 9)
+    spool.delete_through(spool.peek(10, 100)[-1].seq)
+    assert (spool.ops, spool.total_bytes, spool.head_enqueued_at()) == (0, 0, None)
+    assert spool.peek(10, 100) == []
+    spool.close()
+
+
+def test_contents_and_totals_survive_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "s.db"
+    spool = Spool(path)
+    spool.append([b"one", b"two"], enqueued_at=1)
+    spool.delete_through(spool.peek(1, 100)[0].seq)
+    spool.close()
+    reopened = Spool(path)
+    assert (reopened.ops, reopened.total_bytes) == (1, 3)
+    assert [row.body for row in reopened.peek(10, 100)] == [b"two"]
+    reopened.append([b"three"], enqueued_at=2)
+    assert [row.body for row in reopened.peek(10, 100)] == [b"two", b"three"], "seq keeps growing"
+    reopened.close()
+
+
+def test_committed_appends_survive_sigkill(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    script = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from ingestor.spool import Spool\n"
+        f"s = Spool(Path({str(path)!r}))\n"
+        "s.append([b'kept-%d' % i for i in range(100)], enqueued_at=1)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], check=False)
+    assert result.returncode == -9
+    spool = Spool(path)
+    assert spool.ops == 100
+    assert spool.peek(1, 100)[0].body == b"kept-0"
+    spool.close()
+
+
+def test_one_process_per_spool(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    spool = Spool(path)
+    script = f"from pathlib import Path; from ingestor.spool import Spool; Spool(Path({str(path)!r}))"
+    other = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert other.returncode != 0 and "in use by another ingestor" in other.stderr
+    spool.close()
+    again = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert again.returncode == 0, again.stderr
