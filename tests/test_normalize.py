@@ -120,6 +120,15 @@ def test_conversation_is_the_thread_and_early_lines_wait_for_it() -> None:
     }
 
 
+def test_conversation_starts_when_codex_created_the_thread_not_when_replayed() -> None:
+    created_s = 1_795_000_000  # thread.createdAt is in seconds, and earlier than any line's arrival
+    started = v2("thread/started", thread={**THREAD, "createdAt": created_s})
+    ops = normalize([{"id": 1, "result": {}}, started])
+    (conv,) = rows(ops, "conversations")
+    assert conv["startedAt"] == created_s * 1000
+    assert conv["lastSeenAt"] == T0 + 1
+
+
 def test_constructor_and_hello_choose_the_conversation() -> None:
     ops = normalize([STARTED], conversation_id="chat-9")
     assert rows(ops, "conversations")[0]["conversationId"] == "chat-9"

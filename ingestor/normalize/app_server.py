@@ -56,8 +56,11 @@ def thread_info(s: State, line: Line, thread: Any, at: int, out: Ops) -> None:
     if type(provider) is str and provider != s.model_provider:
         s.model_provider = provider
         changed = True
-    if changed or not s.conversation_announced:
-        facts.conversation(s, line, out, at)
+    # The thread's own creation time (seconds): a replay keeps when the conversation began, since
+    # the stores keep the earliest startedAt.
+    created = facts.epoch_ms(thread.get("createdAt"))
+    if changed or not s.conversation_announced or created is not None:
+        facts.conversation(s, line, out, at, started_at=created)
 
 
 def _thread_started(s: State, line: Line, params: dict[str, Any], at: int, out: Ops) -> None:

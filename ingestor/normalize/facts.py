@@ -89,13 +89,19 @@ def _put(args: dict[str, Any], name: str, value: Any) -> None:
 # --- conversations -------------------------------------------------------------------------------
 
 
-def conversation(s: State, line: Line, out: Ops, at: int, *, first: bool = False) -> None:
-    """Announce the conversation (first time: with startedAt) or move its lastSeenAt."""
+def conversation(
+    s: State, line: Line, out: Ops, at: int, *, first: bool = False, started_at: int | None = None
+) -> None:
+    """Announce the conversation (first time: with startedAt) or move its lastSeenAt. `started_at`:
+    when the stream says when the conversation began."""
     cid = s.conversation_id
     if cid is None:
         return
     args: dict[str, Any] = {"conversationId": cid, "lastSeenAt": at}
-    if first or not s.conversation_announced:
+    if started_at is not None:
+        args["startedAt"] = started_at
+        s.conversation_announced = True
+    elif first or not s.conversation_announced:
         args["startedAt"] = at
         s.conversation_announced = True
     _put(args, "threadId", s.thread_id)
