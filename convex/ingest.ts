@@ -1,10 +1,14 @@
 // `ingest:applyBatch`: the daemon's write path. One transaction applies a batch of ops in order and
 // returns one result per op; a batch over our limits is refused whole, before any write.
-// Internal: only a holder of the admin/deploy key can call it over HTTP.
+// `ingest:stageBlobPart` uploads a part of a value too large for a batch, `ingest:dropStage` deletes
+// a staged value its row replaced (lib/stages.ts).
+// Internal: only a holder of the admin/deploy key can call them over HTTP.
 import { ConvexError, getConvexSize, v } from "convex/values";
+import { internal } from "./_generated/api.js";
 import { internalMutation } from "./_generated/server.js";
 import { MAX_BATCH_BYTES, MAX_BATCH_OPS } from "./lib/limits.js";
 import { applyOp } from "./lib/ops.js";
+import { dropStageArgs, dropStagePage, stagePart, stagePartArgs } from "./lib/stages.js";
 import { opResult } from "./lib/validators.js";
 
 const op = v.object({ op: v.string(), key: v.string(), args: v.any() });
@@ -41,5 +45,21 @@ export const applyBatch = internalMutation({
     // In order: a later op may update the row an earlier one inserted.
     for (const { op: name, key, args } of ops) results.push(await applyOp(ctx, name, key, args));
     return results;
+  },
+});
+
+export const stageBlobPart = internalMutation({
+  args: stagePartArgs,
+  returns: v.object({ status: v.union(v.literal("inserted"), v.literal("duplicate")) }),
+  handler: async (ctx, args) => ({ status: await stagePart(ctx, args) }),
+});
+
+export const dropStage = internalMutation({
+  args: dropStageArgs,
+  returns: v.null(),
+  handler: async (ctx, args) => {
+    // A staged value may be larger than one transaction can read: one page per run.
+    if (await dropStagePage(ctx, args)) await ctx.scheduler.runAfter(0, internal.ingest.dropStage, args);
+    return null;
   },
 });

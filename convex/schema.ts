@@ -4,11 +4,16 @@
 // the UI gives them: writers never look a parent up first, so rows may arrive in any order.
 // Nullable spec columns are `v.optional`. `any` columns have a `<column>Json` string sibling for
 // values Convex cannot hold (docs/operations.md), and tables whose values can outgrow a document
-// carry a `spilled` list naming the columns moved into `blobs` (convex/lib/blobs.ts).
+// carry a `spilled` list naming the columns moved into `blobs` (convex/lib/blobs.ts); an entry with a
+// `stage` names parts uploaded before the op by `ingest:stageBlobPart` (convex/lib/stages.ts).
 import { defineSchema, defineTable } from "convex/server";
 import { v } from "convex/values";
 
-const spilled = v.optional(v.array(v.object({ field: v.string(), json: v.boolean(), parts: v.number() })));
+const spilled = v.optional(
+  v.array(
+    v.object({ field: v.string(), json: v.boolean(), parts: v.number(), stage: v.optional(v.string()) }),
+  ),
+);
 
 export default defineSchema({
   conversations: defineTable({
@@ -151,7 +156,8 @@ export default defineSchema({
     .index("by_conversationId_receivedAt", ["conversationId", "receivedAt"]),
 
   // Values too large for one document, split into ordered parts (convex/lib/blobs.ts).
-  // `ownerId` is the owning document's `_id`; `field` the column it belongs to.
+  // `ownerId` is the owning document's `_id`, or for staged parts the stage key
+  // (`ownerTable: "stages"`); `field` the column it belongs to.
   blobs: defineTable({
     ownerTable: v.string(),
     ownerId: v.string(),
@@ -159,6 +165,14 @@ export default defineSchema({
     part: v.number(),
     data: v.string(),
   }).index("by_owner", ["ownerId", "field", "part"]),
+
+  // Which parts of a staged value are in `blobs`, kept in step with them by every writer, so that
+  // applying an op checks a staged value is complete without reading its (up to 16 MiB of) parts.
+  stages: defineTable({
+    stageKey: v.string(),
+    field: v.string(),
+    parts: v.array(v.number()),
+  }).index("by_stageKey_field", ["stageKey", "field"]),
 
   work_orders: defineTable({
     sessionId: v.string(),

@@ -46,6 +46,8 @@ FUNCTIONS: Final = {
         )
     },
     "ingest:applyBatch": {"kind": "mutation", "internal": True},
+    "ingest:stageBlobPart": {"kind": "mutation", "internal": True},
+    "ingest:dropStage": {"kind": "mutation", "internal": True},
     **{
         f"history:{name}": {"kind": "query", "internal": False}
         for name in ("getConversation", "getTurn", "getCommandOutput", "listEvents")

@@ -17,7 +17,6 @@ from ingestor.convex_api import ConvexHttp
 from ingestor.logging import configure_logging, get_logger, redact
 from ingestor.metrics import Health, Metrics
 from ingestor.sinks.convex import (
-    APPLY_BATCH_MAX_BYTES,
     DEAD_LETTER_FILE,
     ConvexHistory,
     ConvexSinkConfig,
@@ -169,19 +168,6 @@ async def test_per_op_rejections_are_dead_lettered_and_the_batch_applies(
     [letter] = dead_letters(tmp_path)
     assert letter["reason"] == "field too large"
     assert letter["op"]["key"] == "e:2"  # type: ignore[index]
-
-
-async def test_an_op_over_the_convex_argument_limit_is_dead_lettered_not_sent(
-    tmp_path: Path, metrics: Metrics, health: Health
-) -> None:
-    fake = FakeConvex()
-    async with open_convex_sink(fake.api(), fast_config(tmp_path), metrics=metrics, health=health) as sink:
-        await sink.write([make_op(1), make_op(2, size=APPLY_BATCH_MAX_BYTES), make_op(3)])
-    assert fake.order == ["e:1", "e:3"]
-    [letter] = dead_letters(tmp_path)
-    assert letter["cause"] == "too_large"
-    assert "8388608" in str(letter["reason"])
-    assert len(orjson.dumps(letter["op"])) > APPLY_BATCH_MAX_BYTES
 
 
 async def test_auth_failure_makes_the_sink_not_ready_until_the_key_works(

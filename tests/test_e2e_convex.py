@@ -6,6 +6,8 @@
    as in the Kubernetes sidecar example, stopped with SIGTERM.
 3. A refused key: not ready, nothing lost; the next start with the right key delivers the spool.
 4. `ingestor replay` of Codex's session files, twice: each fact stored once.
+5. A 12 MiB line (ops far over one call's limit): staged in parts, stored whole, read back equal;
+   also when the daemon is killed mid-staging and restarted, with responses of staging calls lost.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
@@ -21,6 +24,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from convex_e2e import (
@@ -334,3 +338,93 @@ def test_replaying_codex_session_files_twice_stores_each_fact_once(
     )
     assert second.returncode == 0, second.stderr.decode(errors="replace")[-4000:]
     assert dump_history(convex.url, conversations) == once
+
+
+BIG_THREAD = "0big-thread"
+
+
+def _big_stream() -> tuple[bytes, dict[str, Any], str]:
+    """An exec --json stream whose command output makes a 12 MiB line; that line and the output."""
+    output = "".join(f"row {n:07d} é😀 {'x' * 90}\n" for n in range(115_000))
+    command = {"id": "item_1", "type": "command_execution", "command": "cat big.log"}
+    item = {**command, "aggregated_output": output, "exit_code": 0, "status": "completed"}
+    big = {"type": "item.completed", "item": item}
+    lines = [
+        {"type": "thread.started", "thread_id": BIG_THREAD},
+        {"type": "turn.started"},
+        {"type": "item.started", "item": {**command, "aggregated_output": "", "status": "in_progress"}},
+        big,
+        {"type": "turn.completed", "usage": {"input_tokens": 1, "output_tokens": 1}},
+    ]
+    stream = b"".join(json.dumps(line, ensure_ascii=False).encode() + b"\n" for line in lines)
+    assert 12 * 2**20 < len(json.dumps(big, ensure_ascii=False).encode()) < 16 * 2**20
+    return stream, big, output
+
+
+def _assert_big_stored(url: str, big: dict[str, Any], output: str) -> None:
+    events: list[Any] = []
+    cursor = None
+    while True:  # one event per page: a page reads its events' values whole (16 MiB per query)
+        page = call(
+            url,
+            "query",
+            "history:listEvents",
+            {"conversationId": BIG_THREAD, "paginationOpts": {"numItems": 1, "cursor": cursor}},
+        )
+        events += page["page"]
+        if page["isDone"]:
+            break
+        cursor = page["continueCursor"]
+    assert [event["payload"] for event in events].count(big) == 1, "the big event, once"
+    [turn] = call(url, "query", "history:getConversation", {"conversationId": BIG_THREAD})["turns"]
+    [command] = call(url, "query", "history:getTurn", {"turnId": turn["turnId"]})["commands"]
+    assert command["aggregatedOutput"] == output
+    assert command["status"] == "completed" and command["exitCode"] == 0
+
+
+def test_a_12_mib_line_is_staged_and_stored_whole(
+    convex: ConvexLocal, env: dict[str, str], tmp_path: Path
+) -> None:
+    stream, big, output = _big_stream()
+    result = run_ingestor(convex.url, tmp_path, stream, env=env, timeout=300)
+    _assert_big_stored(convex.url, big, output)
+    assert not (tmp_path / "dead-letter.jsonl").exists()
+    staged = [e for e in log_events(result.stderr) if e.get("event") == "staged a large value"]
+    assert {e["field"] for e in staged} == {"payload", "aggregatedOutput"}
+
+
+def test_a_kill_mid_staging_then_a_restart_stores_the_line_once(
+    convex: ConvexLocal, env: dict[str, str], tmp_path: Path
+) -> None:
+    stream, big, output = _big_stream()
+    convex.faults(delayMs=100)  # staging takes a few seconds: time to kill the daemon in the middle
+    daemon = subprocess.Popen(
+        ingestor_argv("run", convex.url, tmp_path, "--flush-timeout=120"),
+        env=env,
+        stdin=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert daemon.stdin is not None
+        daemon.stdin.write(stream)
+        daemon.stdin.close()
+        deadline = time.monotonic() + 60
+        while convex.stats()["executed"]["mutation"] < 8:  # a few batches, then parts staged
+            assert time.monotonic() < deadline, "no staging before the kill"
+            time.sleep(0.05)
+        daemon.kill()
+        daemon.wait(timeout=10)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+    assert daemon.returncode == -9
+    with sqlite3.connect(tmp_path / "spool.sqlite3") as db:
+        [(spooled,)] = db.execute("SELECT count(*) FROM spool WHERE size > 8388608").fetchall()
+    assert spooled == 2, "killed before both big ops were applied"
+    convex.faults(delayMs=0, dropAfterCommitNext=3)  # staging calls that commit but go unanswered
+    result = run_ingestor(convex.url, tmp_path, b"", env=env, timeout=300)
+    assert b"convex call failed, will retry" in result.stderr
+    assert convex.stats()["droppedResponses"] == 3
+    _assert_big_stored(convex.url, big, output)
+    assert not (tmp_path / "dead-letter.jsonl").exists()

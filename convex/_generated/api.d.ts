@@ -19,6 +19,7 @@ import type * as lib_merge from "../lib/merge.js";
 import type * as lib_ops from "../lib/ops.js";
 import type * as lib_present from "../lib/present.js";
 import type * as lib_rows from "../lib/rows.js";
+import type * as lib_stages from "../lib/stages.js";
 import type * as lib_validators from "../lib/validators.js";
 import type * as lib_workOrderStatus from "../lib/workOrderStatus.js";
 import type * as workOrders from "../workOrders.js";
@@ -41,6 +42,7 @@ declare const fullApi: ApiFromModules<{
   "lib/ops": typeof lib_ops;
   "lib/present": typeof lib_present;
   "lib/rows": typeof lib_rows;
+  "lib/stages": typeof lib_stages;
   "lib/validators": typeof lib_validators;
   "lib/workOrderStatus": typeof lib_workOrderStatus;
   workOrders: typeof workOrders;

@@ -1,15 +1,17 @@
 // Values too large for their document live in `blobs` as ordered parts (docs/operations.md).
 //
 // A row's "logical" form holds every column's real value; its stored form replaces each spilled
-// column by a placeholder and lists it in `spilled` ({field, json, parts}). Strings are stored as
-// they are; other values as the JSON text of `convexToJson` (lossless for every Convex value).
+// column by a placeholder and lists it in `spilled` ({field, json, parts, stage?}). Strings are stored
+// as they are; other values as the JSON text of `convexToJson` (lossless for every Convex value).
+// The parts of an entry with a `stage` were uploaded before the op (lib/stages.ts) and are owned by
+// that stage key instead of the document.
 import { convexToJson, getConvexSize, jsonToConvex, type Value } from "convex/values";
 import type { Doc, TableNames } from "../_generated/dataModel.js";
 import type { MutationCtx, QueryCtx } from "../_generated/server.js";
 import { BLOB_PART_BYTES, INLINE_VALUE_BYTES } from "./limits.js";
 
 export type Row = Record<string, Value | undefined>;
-export type SpillEntry = { field: string; json: boolean; parts: number };
+export type SpillEntry = { field: string; json: boolean; parts: number; stage?: string };
 export type Spill = { field: string; json: boolean; parts: string[] };
 
 /**
@@ -31,6 +33,10 @@ const SPILLABLE: Partial<Record<TableNames, Row>> = {
   command_chunks: { chunkBase64: "" },
   events_raw: { payload: undefined, payloadJson: undefined },
 };
+
+export function isSpillable(table: TableNames, field: string): boolean {
+  return Object.prototype.hasOwnProperty.call(SPILLABLE[table] ?? {}, field);
+}
 
 const encoder = new TextEncoder();
 
@@ -62,8 +68,8 @@ function encode(value: Value): { json: boolean; text: string } {
 
 /**
  * The stored form of a logical row: each spillable column over INLINE_VALUE_BYTES is replaced by
- * its placeholder and returned as a `Spill` to write. `keep` lists columns already in `blobs` whose
- * value is unchanged: they stay where they are.
+ * its placeholder and returned as a `Spill` to write. `keep` lists columns already in `blobs` (an
+ * unchanged spilled value, or a value staged for this op): they stay where they are.
  */
 export function planSpill(
   table: TableNames,
@@ -102,11 +108,13 @@ export async function writeBlobs(
   }
 }
 
-/** Every blob part of one document, ordered by (field, part). One index range. */
-export async function loadBlobs(ctx: QueryCtx, ownerId: string): Promise<Doc<"blobs">[]> {
+/** Every blob part of one owner (or of one of its fields), ordered by (field, part). One index range. */
+export async function loadBlobs(ctx: QueryCtx, ownerId: string, field?: string): Promise<Doc<"blobs">[]> {
   return await ctx.db
     .query("blobs")
-    .withIndex("by_owner", (q) => q.eq("ownerId", ownerId))
+    .withIndex("by_owner", (q) =>
+      field === undefined ? q.eq("ownerId", ownerId) : q.eq("ownerId", ownerId).eq("field", field),
+    )
     .collect();
 }
 

@@ -20,7 +20,8 @@ export const BLOB_PART_BYTES = 512 * KiB;
 /**
  * Ops per `ingest:applyBatch`. Each op runs at most two index queries (identity lookup, plus the
  * (callId, stream, seq) check or the owner's blobs), so 2,000 ops stay under Convex's 4,096 index
- * ranges per transaction; also far under 8,192 array items.
+ * ranges per transaction; also far under 8,192 array items. An op with staged values (lib/stages.ts)
+ * adds one range per staged column: the daemon sends such ops alone.
  */
 export const MAX_BATCH_OPS = 2000;
 
@@ -30,3 +31,16 @@ export const MAX_BATCH_OPS = 2000;
  * within this bound cannot fail on the write limits. The daemon's default (4 MiB) fits twice.
  */
 export const MAX_BATCH_BYTES = 8 * MiB;
+
+/**
+ * Parts of one staged value (lib/stages.ts): its manifest lists them in one array, and Convex
+ * arrays hold at most 8,192 items. 8,192 parts of 512 KiB is 4 GiB, far past the daemon's 16 MiB
+ * input lines.
+ */
+export const MAX_STAGE_PARTS = 8192;
+
+/**
+ * Staged parts `ingest:dropStage` deletes per transaction. A deleted document counts as read, so
+ * each part is read twice (found, then deleted): 8 MiB in all, half the 16 MiB read limit.
+ */
+export const DROP_STAGE_PARTS = 8;

@@ -1,12 +1,21 @@
 // The one implementation of the nine ops (docs/operations.md), used by `app:*` and
 // `ingest:applyBatch`. Each op returns {status: inserted|updated|duplicate|rejected, reason?};
 // rejections are deterministic (a value the table cannot hold), everything else throws.
-import type { Infer } from "convex/values";
+import { v, type GenericValidator, type Infer, type PropertyValidators } from "convex/values";
+import type { TableNames } from "../_generated/dataModel.js";
 import type { MutationCtx } from "../_generated/server.js";
-import type { Row } from "./blobs.js";
-import { checkFields } from "./check.js";
-import { ANY_COLUMNS, anySibling, mergeRow, missingColumns, type UpsertTable } from "./merge.js";
-import { insertRow, loadRow, replaceRow, sameRow } from "./rows.js";
+import { isSpillable, type Row, type SpillEntry } from "./blobs.js";
+import { checkFields, checkValue } from "./check.js";
+import {
+  ANY_COLUMNS,
+  anySibling,
+  mergeRow,
+  missingColumns,
+  UPSERT_TABLES,
+  type UpsertTable,
+} from "./merge.js";
+import { insertRow, loadRow, replaceRow, sameRow, type StoredDoc } from "./rows.js";
+import { requireStaged, stagedRef, type StagedRef } from "./stages.js";
 import { isOpName, opArgs, type OpName, opResult } from "./validators.js";
 
 export type OpResult = Infer<typeof opResult>;
@@ -31,6 +40,53 @@ const UPSERT_TABLE: Partial<Record<OpName, { table: UpsertTable; id: string }>> 
   upsertTurn: { table: "turns", id: "turnId" },
   upsertCommand: { table: "commands", id: "callId" },
 };
+
+/** Can a staged value, a string (`json` false) or the JSON text of another value, have this type? */
+function admitsStaged(validator: GenericValidator, json: boolean): boolean {
+  switch (validator.kind) {
+    case "any":
+      return true;
+    case "string":
+      return !json;
+    case "array":
+      return json;
+    case "union":
+      return validator.members.some((member) => admitsStaged(member, json));
+    default:
+      return false;
+  }
+}
+
+/**
+ * `args.staged` as spill entries, or a rejection reason. Each column must be spillable, of a type
+ * the staged form can have, and sent in one form only. Its content is not read, so not checked
+ * further: `ingest:*` is internal, and the daemon stages only what it would otherwise have sent.
+ * A column with a merge rule of its own (`command`) cannot be staged: the rule would need the
+ * value. The daemon never needs to: argv is bounded by the OS (2 MiB) below what a batch carries.
+ */
+function parseStaged(table: TableNames, fields: PropertyValidators, columns: Row): SpillEntry[] | string {
+  const staged = columns.staged;
+  if (staged === undefined) return [];
+  const problem = checkValue(v.array(stagedRef), staged, "args.staged");
+  if (problem !== null) return problem;
+  const entries: SpillEntry[] = [];
+  for (const { field, json, parts, stageKey } of staged as StagedRef[]) {
+    const sent = (name: string | null) =>
+      name !== null && (columns[name] !== undefined || entries.some((entry) => entry.field === name));
+    const rules: Record<string, unknown> =
+      table in UPSERT_TABLES ? UPSERT_TABLES[table as UpsertTable].rules : {};
+    if (!isSpillable(table, field) || !(field in fields) || field in rules)
+      return `${field} cannot be staged`;
+    if (!admitsStaged(fields[field], json)) return `staged ${field} cannot be ${json ? "JSON" : "a string"}`;
+    if (!Number.isInteger(parts) || parts < 1 || stageKey.length === 0) {
+      return `staged ${field} needs a stageKey and a positive number of parts`;
+    }
+    if (sent(field) || sent(anySibling(field)))
+      return `${field} is sent twice (staged and inline, or in two forms)`;
+    entries.push({ field, json, parts, stage: stageKey });
+  }
+  return entries;
+}
 
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
@@ -61,7 +117,13 @@ function withoutNulls(args: Row, keepAnyNull: boolean): Row {
   return row;
 }
 
-async function append(ctx: MutationCtx, table: AppendTable, key: string, row: Row): Promise<OpResult> {
+async function append(
+  ctx: MutationCtx,
+  table: AppendTable,
+  key: string,
+  row: Row,
+  staged: SpillEntry[],
+): Promise<OpResult> {
   // All append tables have `by_key`; the cast picks one to satisfy the table-generic index types.
   const byKey = await ctx.db
     .query(table as "messages")
@@ -78,11 +140,17 @@ async function append(ctx: MutationCtx, table: AppendTable, key: string, row: Ro
       return { status: "duplicate", reason: `chunk ${callId}/${stream}/${seq} is already stored` };
     }
   }
-  const problem = await insertRow(ctx, table, { ...row, key });
+  const problem = await insertRow(ctx, table, { ...row, key }, staged);
   return problem === null ? inserted : rejected(problem);
 }
 
-async function upsert(ctx: MutationCtx, table: UpsertTable, idField: string, row: Row): Promise<OpResult> {
+async function upsert(
+  ctx: MutationCtx,
+  table: UpsertTable,
+  idField: string,
+  row: Row,
+  staged: SpillEntry[],
+): Promise<OpResult> {
   const id = row[idField] as string;
   // Each upsert table is indexed `by_<idField>`; the casts name one for the generic index types.
   const doc = await ctx.db
@@ -93,14 +161,25 @@ async function upsert(ctx: MutationCtx, table: UpsertTable, idField: string, row
     const created = mergeRow(table, null, row);
     const missing = missingColumns(table, created);
     if (missing.length > 0) return rejected(`a new ${table} row needs ${missing.join(", ")}`);
-    const problem = await insertRow(ctx, table, created);
+    const problem = await insertRow(ctx, table, created, staged);
     return problem === null ? inserted : rejected(problem);
   }
-  const touched = new Set(Object.keys(row).flatMap((field) => [field, anySibling(field) ?? field]));
+  // Staged columns replace the stored value (merge rule 5: parseStaged refuses columns with other
+  // rules). A stage the row already holds is the same value (a stage key names one op's value).
+  const stored = (doc as StoredDoc).spilled ?? [];
+  const fresh = staged.filter(
+    (entry) => !stored.some((s) => s.field === entry.field && s.stage === entry.stage),
+  );
+  const incoming = [...Object.keys(row), ...fresh.map((entry) => entry.field)];
+  const touched = new Set(incoming.flatMap((field) => [field, anySibling(field) ?? field]));
   const loaded = await loadRow(ctx, doc, touched);
   const merged = mergeRow(table, loaded.row, row);
-  if (sameRow(loaded.row, merged)) return { status: "duplicate" };
-  const problem = await replaceRow(ctx, table, loaded, merged);
+  for (const { field } of fresh) {
+    delete merged[field];
+    delete merged[anySibling(field) ?? field];
+  }
+  if (fresh.length === 0 && sameRow(loaded.row, merged)) return { status: "duplicate" };
+  const problem = await replaceRow(ctx, table, loaded, merged, fresh);
   return problem === null ? { status: "updated" } : rejected(problem);
 }
 
@@ -114,17 +193,25 @@ export async function applyOp(ctx: MutationCtx, op: string, key: string, args: u
     return rejected("args must be an object");
   const columns: Row = { ...(args as Row) };
   delete columns.key;
-  const problem = checkFields(opArgs[op], { ...columns, key }, "args");
-  if (problem !== null) return rejected(problem);
   const upsertTable = UPSERT_TABLE[op];
+  const table = upsertTable?.table ?? (APPEND_TABLE[op] as AppendTable);
+  const staged = parseStaged(table, opArgs[op], columns);
+  if (typeof staged === "string") return rejected(staged);
+  delete columns.staged;
+  // Staged columns are checked by parseStaged; the others (required ones included) as usual.
+  const unstaged: PropertyValidators = { ...opArgs[op] };
+  for (const { field } of staged) delete unstaged[field];
+  const problem = checkFields(unstaged, { ...columns, key }, "args");
+  if (problem !== null) return rejected(problem);
   if (upsertTable === undefined && key.length === 0) return rejected("appends need a non-empty key");
   const row = withoutNulls(columns, upsertTable === undefined);
   const invalid = invalidValues(row);
   if (invalid !== null) return rejected(invalid);
-  if (upsertTable !== undefined) return await upsert(ctx, upsertTable.table, upsertTable.id, row);
-  const table = APPEND_TABLE[op] as AppendTable;
-  if (table === "events_raw" && row.payload === undefined && row.payloadJson === undefined) {
-    return rejected("an event needs payload or payloadJson");
-  }
-  return await append(ctx, table, key, row);
+  await requireStaged(ctx, staged);
+  if (upsertTable !== undefined) return await upsert(ctx, upsertTable.table, upsertTable.id, row, staged);
+  const hasPayload = ["payload", "payloadJson"].some(
+    (field) => row[field] !== undefined || staged.some((entry) => entry.field === field),
+  );
+  if (table === "events_raw" && !hasPayload) return rejected("an event needs payload or payloadJson");
+  return await append(ctx, table as AppendTable, key, row, staged);
 }

@@ -13,15 +13,22 @@ Failures (classified in ingestor/convex_api.py):
   offending ops are alone, the rest is delivered, and each offender goes to the dead-letter file.
   This also copes with batches that exceed a transaction limit (they succeed once halved).
 - per-op `rejected` results: the rest of the batch applied; offenders go to the dead-letter file.
-An op too large for any request (over `ingest:applyBatch`'s 8 MiB per call) is dead-lettered at
-`write()` and never spooled, so it cannot wedge the queue.
+
+An op larger than a batch may carry (`batch_max_bytes`) is delivered alone and staged: its large
+columns are uploaded first, part by part (`ingest:stageBlobPart`, each part its own retried,
+idempotent request), then the op is applied with references to them (docs/operations.md, "Values
+larger than one call"). It stays spooled until that last call is confirmed; the stage keys derive
+from the op, so staging again after a crash or a retry finds the parts already there. A smaller op
+that Convex still refuses alone as too large (it counts sizes its own way) is staged the same way.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +57,7 @@ from ingestor.deployment import (
 )
 from ingestor.logging import get_logger, redact
 from ingestor.metrics import HEALTH, METRICS, Health, Metrics
-from ingestor.ops import Op
+from ingestor.ops import Op, make_key
 from ingestor.sinks.factory import SinkError
 from ingestor.spool import Row, Spool
 
@@ -62,6 +69,26 @@ MIB: Final = 1024 * 1024
 # as too large is bisected like any rejected batch.
 APPLY_BATCH_MAX_OPS: Final = 2000
 APPLY_BATCH_MAX_BYTES: Final = 8 * MIB
+STAGE_PART: Final = "ingest:stageBlobPart"
+# convex/lib/limits.ts: BLOB_PART_BYTES (UTF-8 bytes per part) and INLINE_VALUE_BYTES (values up to
+# this size stay in their document, so staging them would gain nothing).
+STAGE_PART_BYTES: Final = 512 * 1024
+STAGE_MIN_BYTES: Final = 64 * 1024
+# Columns an op may stage: convex/lib/blobs.ts `SPILLABLE` without `command` (its merge rule needs the
+# value; argv is bounded by the OS far below a batch anyway).
+STAGEABLE: Final[Mapping[str, tuple[str, ...]]] = {
+    "upsertTurn": ("error",),
+    "upsertCommand": ("parsedCmd", "parsedCmdJson", "stdout", "stderr", "aggregatedOutput"),
+    "appendMessage": ("content", "rawContent", "rawContentJson"),
+    "appendReasoningSection": ("summaryText", "rawContent", "rawContentJson"),
+    "appendCommandChunk": ("chunkBase64",),
+    "appendEvent": ("payload", "payloadJson"),
+}
+# The ConvexError code of an op whose staged parts are not all there (convex/lib/stages.ts).
+_STAGED_PARTS_MISSING: Final = "StagedPartsMissing"
+# A lone op refused for its size (our `BatchTooLarge`, or Convex's own argument limit): Convex counts
+# sizes its own way (a number is 9 bytes), so an op under the batch budget in JSON may still be.
+_TOO_LARGE: Final = re.compile(r"BatchTooLarge|too large", re.IGNORECASE)
 DEAD_LETTER_FILE: Final = "dead-letter.jsonl"
 # A local backend or stand-in may run without a key; anywhere else a missing key is worth a warning.
 _LOOPBACK: Final = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -140,18 +167,7 @@ class ConvexSink:
     async def write(self, ops: Sequence[Op]) -> None:
         if self._closing:
             raise RuntimeError("write() after aclose()")
-        bodies: list[bytes] = []
-        for op in ops:
-            body = encode_op(op)
-            if len(body) > APPLY_BATCH_MAX_BYTES:
-                await self._dead_letter(
-                    [body],
-                    cause="too_large",
-                    reason=f"op is {len(body)} bytes encoded; {APPLY_BATCH} accepts at most "
-                    f"{APPLY_BATCH_MAX_BYTES} bytes per call",
-                )
-            else:
-                bodies.append(body)
+        bodies = [encode_op(op) for op in ops]
         if not bodies:
             return
         await self._wait_for_room(sum(len(b) for b in bodies))
@@ -209,9 +225,16 @@ class ConvexSink:
         """The delivery loop: returns once closing and drained (or is cancelled by the owner)."""
         try:
             while (batch := await self._next_batch()) is not None:
-                await self._deliver(batch)
-                await anyio.to_thread.run_sync(self._spool.delete_through, batch[-1].seq)
-                self._metrics.delivery_latency.observe(max(0.0, (_now_ms() - batch[0].enqueued_at) / 1000))
+                last, enqueued_at = batch[-1].seq, batch[0].enqueued_at
+                if len(batch) == 1 and len(batch[0].body) > self._config.batch_max_bytes:
+                    # Staging reads the op from the spool again: dropping this copy first keeps the
+                    # memory for a huge op at about two copies of it (parsed, one column encoded).
+                    batch.clear()
+                    await self._deliver_staged(self._head)
+                else:
+                    await self._deliver(batch)
+                await anyio.to_thread.run_sync(self._spool.delete_through, last)
+                self._metrics.delivery_latency.observe(max(0.0, (_now_ms() - enqueued_at) / 1000))
                 self._head_at = None
                 self._update_gauges()
                 self._space.set()
@@ -249,10 +272,18 @@ class ConvexSink:
     async def _deliver(self, rows: list[Row]) -> None:
         """Apply `rows` or dead-letter the ones Convex refuses; returns when each is settled."""
         try:
-            results = await self._send(rows)
+            results = await self._send([row.body for row in rows])
         except RejectedError as exc:
             if len(rows) == 1:
-                await self._dead_letter([rows[0].body], cause="rejected", reason=str(exc))
+                body = rows[0].body
+
+                async def load() -> bytes:
+                    return body
+
+                if _TOO_LARGE.search(str(exc)):
+                    await self._deliver_staged(load)
+                else:
+                    await self._dead_letter([body], cause="rejected", reason=str(exc))
                 return
             log.warning(
                 "batch rejected: bisecting to isolate the offending ops", ops=len(rows), error=str(exc)
@@ -268,9 +299,81 @@ class ConvexSink:
             else:
                 self._metrics.ops_delivered.labels(result=status).inc()
 
-    async def _send(self, rows: list[Row]) -> list[dict[str, Any]]:
+    async def _deliver_staged(self, load: Callable[[], Awaitable[bytes]]) -> None:
+        """Deliver one op too large for a batch by staging its large columns first. `load` reads the
+        op (again: it is not kept while its columns are staged, nor to dead-letter it whole)."""
+        while True:
+            op = orjson.loads(await load())
+            args: dict[str, Any] = op["args"]
+            try:
+                staged = [
+                    ref
+                    for field in STAGEABLE.get(op["op"], ())
+                    if (ref := await self._stage(op["key"], field, args)) is not None
+                ]
+                if staged:
+                    args["staged"] = staged
+                apply_body = orjson.dumps(op)
+                del op, args
+                [result] = await self._send([apply_body])
+            except RejectedError as exc:
+                if _STAGED_PARTS_MISSING not in str(exc):
+                    await self._dead_letter([await load()], cause="rejected", reason=str(exc))
+                    return
+                # A part went missing after it was staged (convex/lib/stages.ts says when): stage again.
+                log.warning("staged parts missing when applying: staging again", error=str(exc))
+                self._metrics.retries.labels(cause="staged_parts_missing").inc()
+                await anyio.sleep(min(1.0, self._config.retry_max_wait))
+                continue
+            status = str(result.get("status", "unknown"))
+            if status == "rejected":
+                reason = str(result.get("reason", ""))
+                await self._dead_letter([await load()], cause="rejected", reason=reason)
+            else:
+                self._metrics.ops_delivered.labels(result=status).inc()
+            return
+
+    async def _stage(self, op_key: str, field: str, args: dict[str, Any]) -> dict[str, Any] | None:
+        """Uploads `args[field]` in parts and removes it from `args`; its reference for `args.staged`.
+
+        None when the column is absent or small enough to stay inline. The stage key derives from
+        the op key, the column and the value, so the same op staged again (after a retry, a restart,
+        or in a replay) finds its parts already there.
+        """
+        value = args.get(field)
+        if value is None:
+            return None
+        if isinstance(value, str):
+            if len(value) <= STAGE_MIN_BYTES:  # UTF-8 takes at most 4 bytes per character: stays inline
+                return None
+            text, json = value.encode(), False
+        else:
+            text, json = orjson.dumps(value), True
+            if len(text) <= STAGE_MIN_BYTES:
+                return None
+        del args[field], value
+        stage_key = make_key("s", op_key, field, hashlib.blake2b(text, digest_size=16).hexdigest())
+        bounds = _utf8_parts(text, STAGE_PART_BYTES)
+        for part, (start, end) in enumerate(bounds):
+            data = {"stageKey": stage_key, "field": field, "part": part, "data": text[start:end].decode()}
+            await self._call(STAGE_PART, orjson.dumps(data))
+        log.info("staged a large value", field=field, bytes=len(text), parts=len(bounds), stage_key=stage_key)
+        return {"field": field, "json": json, "parts": len(bounds), "stageKey": stage_key}
+
+    async def _head(self) -> bytes:
+        """The op at the head of the spool."""
+        return (await anyio.to_thread.run_sync(self._spool.peek, 1, 0))[0].body
+
+    async def _send(self, bodies: list[bytes]) -> list[dict[str, Any]]:
         """One `ingest:applyBatch` call, retried until it is answered (or deterministically refused)."""
-        args = b'{"ops":[' + b",".join(row.body for row in rows) + b"]}"
+        args = b'{"ops":[' + b",".join(bodies) + b"]}"
+        value = await self._call(APPLY_BATCH, args)
+        self._metrics.batch_ops.observe(len(bodies))
+        self._metrics.batch_bytes.observe(len(args))
+        return _results(value, len(bodies))
+
+    async def _call(self, path: str, args: bytes) -> Any:
+        """One mutation, retried until it is answered (or deterministically refused)."""
         retrying = AsyncRetrying(
             retry=retry_if_exception_type((TransientError, AuthError, ConfigError)),
             wait=self._wait,
@@ -282,12 +385,10 @@ class ConvexSink:
         async for attempt in retrying:
             with attempt:
                 started = time.perf_counter()
-                value = await self._api.call_raw("mutation", APPLY_BATCH, args)
+                value = await self._api.call_raw("mutation", path, args)
                 self._metrics.request_seconds.observe(time.perf_counter() - started)
-        self._metrics.batch_ops.observe(len(rows))
-        self._metrics.batch_bytes.observe(len(args))
         self._end_incident()
-        return _results(value, len(rows))
+        return value
 
     def _wait(self, state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
@@ -370,6 +471,20 @@ def _results(value: Any, count: int) -> list[dict[str, Any]]:
     # delivered rather than re-send it forever.
     log.error("ingest:applyBatch returned an unexpected value; counting the batch delivered", ops=count)
     return [{"status": "unknown"}] * count
+
+
+def _utf8_parts(text: bytes, size: int) -> list[tuple[int, int]]:
+    """(start, end) of consecutive slices of UTF-8 `text`, each at most `size` bytes, never
+    splitting a character (so never a surrogate pair in Convex's UTF-16 strings either)."""
+    bounds: list[tuple[int, int]] = []
+    start = 0
+    while start < len(text):
+        end = min(len(text), start + size)
+        while end < len(text) and text[end] & 0xC0 == 0x80:  # a continuation byte: back off
+            end -= 1
+        bounds.append((start, end))
+        start = end
+    return bounds
 
 
 def _op_label(body: bytes) -> str:
