@@ -11,12 +11,15 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
 import pytest
+from convex_local import ConvexLocal
 
 REPO: Final = Path(__file__).resolve().parents[1]
 INGESTOR: Final = [sys.executable, "-m", "ingestor"]
@@ -77,6 +80,30 @@ def run_ingestor(
     )
     assert result.returncode == 0, result.stderr.decode(errors="replace")[-4000:]
     return result
+
+
+@contextmanager
+def daemon_process(argv: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """The daemon fed through a pipe; killed on the way out if the test left it running."""
+    daemon = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        yield daemon
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+
+
+def kill_after_mutations(
+    daemon: subprocess.Popen[bytes], convex: ConvexLocal, count: int, *, timeout: float, reason: str
+) -> None:
+    """SIGKILL the daemon once the server has executed `count` mutations: mid-delivery."""
+    deadline = time.monotonic() + timeout
+    while convex.stats()["executed"]["mutation"] < count:
+        assert time.monotonic() < deadline, reason
+        time.sleep(0.02)
+    daemon.kill()
+    assert daemon.wait(timeout=10) == -9
 
 
 def log_events(stderr: bytes) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from convex_local import ConvexLocal, start
 
-from ingestor.ops import make_key
+from ingestor.ops import OP_TABLE, make_key
 
 pytestmark = pytest.mark.e2e
 
@@ -31,20 +31,8 @@ SESSION: Final = "chat-session-7"
 
 # What Python expects of each function: kind and whether only the admin key may call it.
 FUNCTIONS: Final = {
-    **{
-        f"app:{op}": {"kind": "mutation", "internal": True}
-        for op in (
-            "upsertConversation",
-            "upsertTurn",
-            "upsertCommand",
-            "appendMessage",
-            "appendReasoningSection",
-            "appendCommandChunk",
-            "appendUsageSnapshot",
-            "appendRateLimit",
-            "appendEvent",
-        )
-    },
+    # The app:* functions are exactly the ops the normalizer emits (the contract's names).
+    **{f"app:{op}": {"kind": "mutation", "internal": True} for op in OP_TABLE},
     "ingest:applyBatch": {"kind": "mutation", "internal": True},
     "ingest:stageBlobPart": {"kind": "mutation", "internal": True},
     "ingest:dropStage": {"kind": "mutation", "internal": True},

@@ -33,8 +33,10 @@ from convex_e2e import (
     REPO,
     call,
     daemon_env,
+    daemon_process,
     dump_history,
     ingestor_argv,
+    kill_after_mutations,
     log_events,
     needs_codex,
     row_count,
@@ -398,27 +400,12 @@ def test_a_kill_mid_staging_then_a_restart_stores_the_line_once(
 ) -> None:
     stream, big, output = _big_stream()
     convex.faults(delayMs=100)  # staging takes a few seconds: time to kill the daemon in the middle
-    daemon = subprocess.Popen(
-        ingestor_argv("run", convex.url, tmp_path, "--flush-timeout=120"),
-        env=env,
-        stdin=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    with daemon_process(ingestor_argv("run", convex.url, tmp_path, "--flush-timeout=120"), env) as daemon:
         assert daemon.stdin is not None
         daemon.stdin.write(stream)
         daemon.stdin.close()
-        deadline = time.monotonic() + 60
-        while convex.stats()["executed"]["mutation"] < 8:  # a few batches, then parts staged
-            assert time.monotonic() < deadline, "no staging before the kill"
-            time.sleep(0.05)
-        daemon.kill()
-        daemon.wait(timeout=10)
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
-    assert daemon.returncode == -9
+        # A few batches, then parts staged.
+        kill_after_mutations(daemon, convex, 8, timeout=60, reason="no staging before the kill")
     with sqlite3.connect(tmp_path / "spool.sqlite3") as db:
         [(spooled,)] = db.execute("SELECT count(*) FROM spool WHERE size > 8388608").fetchall()
     assert spooled == 2, "killed before both big ops were applied"

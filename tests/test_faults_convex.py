@@ -10,7 +10,6 @@ exactly the state of a clean run of the same input (full history dumps compared)
 from __future__ import annotations
 
 import sqlite3
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,10 @@ import pytest
 from convex_e2e import (
     FIXTURES,
     daemon_env,
+    daemon_process,
     dump_history,
     ingestor_argv,
+    kill_after_mutations,
     row_count,
     run_ingestor,
 )
@@ -146,13 +147,7 @@ def test_sigkill_mid_stream_then_restart_and_refeed(
     convex.reset()
     convex.faults(delayMs=40)  # deliveries lag behind reading: the spool holds a backlog
     state = tmp_path / "state"
-    daemon = subprocess.Popen(
-        ingestor_argv("run", convex.url, state, "--batch-max-ops=20"),
-        env=env,
-        stdin=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    with daemon_process(ingestor_argv("run", convex.url, state, "--batch-max-ops=20"), env) as daemon:
         assert daemon.stdin is not None
         lines = stream.splitlines(keepends=True)
         half = len(lines) // 2
@@ -160,17 +155,7 @@ def test_sigkill_mid_stream_then_restart_and_refeed(
             daemon.stdin.write(b"".join(lines[start : start + 10]))
             daemon.stdin.flush()
             time.sleep(0.01)
-        deadline = time.monotonic() + 30
-        while convex.stats()["executed"]["mutation"] < 3:
-            assert time.monotonic() < deadline, "no deliveries before the kill"
-            time.sleep(0.02)
-        daemon.kill()
-        daemon.wait(timeout=10)
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
-    assert daemon.returncode == -9
+        kill_after_mutations(daemon, convex, 3, timeout=30, reason="no deliveries before the kill")
     backlog = _spooled(state)
     assert backlog > 0, "killed with undelivered ops in the spool"
     partial = dump_history(convex.url, conversations)
