@@ -156,7 +156,7 @@ describe("history:getCommandOutput", () => {
     expect(output?.stdout).toBe(text);
   });
 
-  test("without chunks, the command's own stdout/stderr (reassembled when large); unknown callId is null", async () => {
+  test("without chunks, the command's own stdout/stderr (reassembled when large), else its merged output; unknown callId is null", async () => {
     const t = setup();
     expect(await t.query(api.history.getCommandOutput, { callId: "none" })).toBeNull();
     const stdout = "s".repeat(2 * MiB);
@@ -172,6 +172,18 @@ describe("history:getCommandOutput", () => {
       chunkCount: 0,
       stdout,
       stderr: "warn",
+    });
+    await t.mutation(internal.app.upsertCommand, {
+      callId: "m",
+      turnId: "t",
+      startedAt: 1,
+      aggregatedOutput: "merged out+err",
+    });
+    expect(await t.query(api.history.getCommandOutput, { callId: "m" })).toEqual({
+      callId: "m",
+      chunkCount: 0,
+      stdout: "merged out+err",
+      stderr: "",
     });
     await t.mutation(internal.app.upsertCommand, { callId: "q", turnId: "t", startedAt: 1 });
     expect(await t.query(api.history.getCommandOutput, { callId: "q" })).toEqual({

@@ -109,8 +109,13 @@ export const getCommandOutput = query({
         .withIndex("by_callId", (q) => q.eq("callId", callId))
         .first();
       if (command === null) return null;
-      const { stdout = "", stderr = "" } = await show(ctx, command);
-      return { callId, chunkCount: 0, stdout, stderr };
+      const { stdout, stderr, aggregatedOutput } = await show(ctx, command);
+      // Codex 0.169 streams no output for short commands and reports only the merged output: it
+      // stands as stdout, as merged v2 chunks do.
+      if (stdout === undefined && stderr === undefined) {
+        return { callId, chunkCount: 0, stdout: aggregatedOutput ?? "", stderr: "" };
+      }
+      return { callId, chunkCount: 0, stdout: stdout ?? "", stderr: stderr ?? "" };
     }
     const stdout: Uint8Array[] = [];
     const stderr: Uint8Array[] = [];

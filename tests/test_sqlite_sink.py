@@ -11,7 +11,7 @@ import pytest
 from sqlite_ops import T0, conversation_ops, op
 
 from ingestor.sinks.sqlite import CHECKPOINT_EVERY_BATCHES, apply_ops, connect, open_sqlite_sink
-from ingestor.sinks.sqlite_history import open_sqlite_history
+from ingestor.sinks.sqlite_history import command_output, open_sqlite_history
 
 TABLES = (
     "conversations",
@@ -121,6 +121,20 @@ def test_rejected_ops_do_not_stop_the_batch(conn: sqlite3.Connection) -> None:
 def test_json_null_payload_is_kept(conn: sqlite3.Connection) -> None:
     apply_ops(conn, [op("appendEvent", "n", conversationId="c", method="m", payload=None, receivedAt=1)])
     assert conn.execute("SELECT payload FROM events_raw").fetchone() == ("null",)
+
+
+def test_command_output_without_chunks_is_its_own_output_else_the_merged_one() -> None:
+    own = {"callId": "c", "stdout": "out", "stderr": "err", "aggregatedOutput": "outerr"}
+    assert command_output("c", own, []) == {"callId": "c", "chunkCount": 0, "stdout": "out", "stderr": "err"}
+    merged_only = {"callId": "c", "aggregatedOutput": "outerr"}
+    assert command_output("c", merged_only, []) == {
+        "callId": "c",
+        "chunkCount": 0,
+        "stdout": "outerr",
+        "stderr": "",
+    }
+    nothing = {"callId": "c", "chunkCount": 0, "stdout": "", "stderr": ""}
+    assert command_output("c", {"callId": "c"}, []) == nothing
 
 
 @pytest.mark.anyio

@@ -65,16 +65,15 @@ def _decode_chunk(chunk: str) -> bytes:
 
 def command_output(call_id: str, command: Row | None, chunks: list[Row]) -> Row | None:
     """`getCommandOutput`: chunks decoded and joined in seq order per stream (anything but
-    `stderr` counts as stdout). Without chunks, the command's own final `stdout`/`stderr`."""
+    `stderr` counts as stdout). Without chunks, the command's own final `stdout`/`stderr`, else its
+    merged `aggregatedOutput` as stdout (Codex 0.169 streams nothing for short commands)."""
     if command is None and not chunks:
         return None
     if not chunks and command is not None:
-        return {
-            "callId": call_id,
-            "chunkCount": 0,
-            "stdout": command.get("stdout", ""),
-            "stderr": command.get("stderr", ""),
-        }
+        stdout, stderr = command.get("stdout"), command.get("stderr")
+        if stdout is None and stderr is None:
+            stdout = command.get("aggregatedOutput")
+        return {"callId": call_id, "chunkCount": 0, "stdout": stdout or "", "stderr": stderr or ""}
     out = bytearray()
     err = bytearray()
     for chunk in chunks:
