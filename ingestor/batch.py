@@ -1,9 +1,15 @@
 """The batcher: groups the operations of all streams into sink writes.
 
-A batch is written when it reaches `max_ops` operations, when its oldest operation is `max_age`
-seconds old, or when a stream ends; whichever comes first. Writes are awaited one at a time, so a
-slow sink stops the batcher from receiving, which fills the bounded channel, which blocks the
-stream readers: backpressure all the way to the producers, nothing dropped.
+A batch is written as soon as the readers have nothing more to hand over ("flush on idle": the
+channel is empty even after every ready task had its turn), so a lone line on a live pipe reaches
+the sink at once, while a burst is still written in few, large batches. `max_ops` and `max_age` are
+caps on top of that: a batch is also written when it reaches `max_ops` operations, when its oldest
+operation is `max_age` seconds old (input that never pauses), or when a stream ends; whichever comes
+first. Sinks that need larger batches for the network (Convex) batch again on their own.
+
+Writes are awaited one at a time, so a slow sink stops the batcher from receiving, which fills the
+bounded channel, which blocks the stream readers: backpressure all the way to the producers, nothing
+dropped.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from collections.abc import Sequence
 from typing import Final
 
 import anyio
+from anyio.lowlevel import checkpoint
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from ingestor.ops import Op
@@ -25,18 +32,25 @@ DEFAULT_MAX_AGE: Final = 0.050
 BatchItem = list[Op] | None
 """What streams send to the batcher: the operations of one read, or None when a stream ended."""
 
-_TIMED_OUT: Final = object()
+_FLUSH: Final = object()
+"""Write what is pending now: its age is up, or the readers are idle."""
 
 
 class Batcher:
     def __init__(
-        self, sink: Sink, *, max_ops: int = DEFAULT_MAX_OPS, max_age: float = DEFAULT_MAX_AGE
+        self,
+        sink: Sink,
+        *,
+        max_ops: int = DEFAULT_MAX_OPS,
+        max_age: float = DEFAULT_MAX_AGE,
+        flush_on_idle: bool = True,
     ) -> None:
         if max_ops < 1:
             raise ValueError("max_ops must be positive")
         self._sink = sink
         self._max_ops = max_ops
         self._max_age = max_age
+        self._flush_on_idle = flush_on_idle
         # Counters for logs and metrics (read them; the batcher only ever increments them).
         self.batches = 0
         self.ops_written = 0
@@ -46,19 +60,14 @@ class Batcher:
         """Consume until every sender has closed; then write what is left."""
         pending: list[Op] = []
         deadline = math.inf
+        max_ops = self._max_ops
         async with receive:
             while True:
-                item: object = _TIMED_OUT
                 try:
-                    if pending:
-                        # Safe to time out: anyio never cancels a receive whose item was delivered.
-                        with anyio.move_on_after(deadline - anyio.current_time()):
-                            item = await receive.receive()
-                    else:
-                        item = await receive.receive()
+                    item = await self._next(receive, pending, deadline)
                 except anyio.EndOfStream:
                     break
-                if item is _TIMED_OUT or item is None:
+                if item is _FLUSH or item is None:
                     await self._write(pending)
                     pending = []
                     continue
@@ -66,18 +75,63 @@ class Batcher:
                 if not pending:
                     deadline = anyio.current_time() + self._max_age
                 pending.extend(item)
-                if len(pending) >= self._max_ops:
-                    full = len(pending) - len(pending) % self._max_ops
-                    await self._write(pending[:full])
-                    pending = pending[full:]
+                if len(pending) >= max_ops:
+                    # A burst: what is already buffered joins this write (one sink call for all).
+                    cut = -1
+                    while True:
+                        try:
+                            more = receive.receive_nowait()
+                        except (anyio.WouldBlock, anyio.EndOfStream):
+                            break
+                        if more is None:
+                            cut = len(pending)  # a stream ended: everything goes
+                            break
+                        pending.extend(more)
+                    if cut < 0:
+                        cut = len(pending) - len(pending) % max_ops
+                    await self._write(pending[:cut])
+                    pending = pending[cut:]
                     deadline = anyio.current_time() + self._max_age
         await self._write(pending)
 
+    async def _next(
+        self, receive: MemoryObjectReceiveStream[BatchItem], pending: list[Op], deadline: float
+    ) -> object:
+        """The next item, or `_FLUSH` when what is pending should be written first."""
+        if not pending:
+            return await receive.receive()
+        if anyio.current_time() >= deadline:
+            return _FLUSH  # input that never pauses: the age is a cap
+        try:
+            return receive.receive_nowait()
+        except anyio.WouldBlock:
+            pass
+        if self._flush_on_idle:
+            # Nothing buffered: let every task that is ready run first (a reader about to hand over
+            # the rest of a burst), then flush unless that brought something.
+            await checkpoint()
+            try:
+                return receive.receive_nowait()
+            except anyio.WouldBlock:
+                return _FLUSH
+        # Safe to time out: anyio never cancels a receive whose item was delivered.
+        with anyio.move_on_after(deadline - anyio.current_time()):
+            return await receive.receive()
+        return _FLUSH
+
     async def _write(self, ops: Sequence[Op]) -> None:
-        for start in range(0, len(ops), self._max_ops):
-            batch = ops[start : start + self._max_ops]
-            began = time.perf_counter()
-            await self._sink.write(batch)
-            self.write_seconds += time.perf_counter() - began
-            self.batches += 1
-            self.ops_written += len(batch)
+        """Write `ops` in batches of at most `max_ops`; a sink that can commit several batches at once
+        (`write_batches`, e.g. one SQLite transaction) gets them all in one call."""
+        if not ops:
+            return
+        batches = [ops[start : start + self._max_ops] for start in range(0, len(ops), self._max_ops)]
+        write_batches = getattr(self._sink, "write_batches", None)
+        began = time.perf_counter()
+        if write_batches is not None and len(batches) > 1:
+            await write_batches(batches)
+        else:
+            for batch in batches:
+                await self._sink.write(batch)
+        self.write_seconds += time.perf_counter() - began
+        self.batches += len(batches)
+        self.ops_written += len(ops)

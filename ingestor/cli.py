@@ -80,14 +80,16 @@ def _add_pipeline(parser: argparse.ArgumentParser) -> None:
         type=_positive_int,
         default=DEFAULT_MAX_OPS,
         metavar="N",
-        help="write a batch at this many operations (default: %(default)s)",
+        help="a batch goes to the sink as soon as the input pauses (nothing more buffered); "
+        "during a burst, at the latest at this many operations (default: %(default)s)",
     )
     parser.add_argument(
         "--batch-max-age-ms",
         type=_positive_int,
         default=int(DEFAULT_MAX_AGE * 1000),
         metavar="MS",
-        help="or when its oldest operation is this old (default: %(default)s)",
+        help="or when its oldest operation is this old, if the input never pauses (default: "
+        "%(default)s). The Convex sink batches again for the network, with its own age",
     )
 
 

@@ -47,6 +47,19 @@ class Op(TypedDict):
     args: dict[str, Any]
 
 
+class EventArgs(dict[str, Any]):
+    """The args of an `appendEvent` whose payload is its whole input line: a plain dict to everyone
+    (equal to one, serialized as one), which also remembers the line's own JSON text, so that a sink
+    storing JSON text (SQLite) can keep that exact text instead of encoding the parsed value again.
+
+    `line_json` is `(payload, text)`: the text is the payload's only while `args["payload"]` is still
+    that very object (a sink checks with `is`)."""
+
+    __slots__ = ("line_json",)
+
+    line_json: tuple[Any, bytes] | None
+
+
 def make_key(prefix: str, *parts: object) -> str:
     """A deterministic idempotency key: `prefix:` + 32 hex chars of BLAKE2b over the parts."""
     digest = hashlib.blake2b(orjson.dumps(parts), digest_size=16).hexdigest()

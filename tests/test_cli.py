@@ -173,8 +173,8 @@ def test_run_on_stdin_stops_at_end_of_input() -> None:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_reading_flushes_and_exits_zero(tmp_path: Path, signum: int) -> None:
     sock, db = tmp_path / "in.sock", tmp_path / "store.db"
-    # Batches of 4 ops and no age limit: the 3 lines make 7 ops, so the first batch (2 events) is
-    # written at once, showing the lines were read, and the rest waits for the flush on the signal.
+    # No age limit, and the last line has no newline yet: the first two lines are written as soon as
+    # the input pauses, showing they were read; the unfinished third waits for the flush on the signal.
     daemon = subprocess.Popen(
         [sys.executable, "-m", "ingestor", "run", "--unix", str(sock), "--sink", f"sqlite:{db}",
          "--batch-max-ops", "4", "--batch-max-age-ms", "600000"],
@@ -188,10 +188,11 @@ def test_signal_stops_reading_flushes_and_exits_zero(tmp_path: Path, signum: int
             time.sleep(0.02)
         producer = socket.socket(socket.AF_UNIX)
         producer.connect(str(sock))
-        producer.sendall(b"\n".join(EXEC_LINES) + b"\n")  # the producer stays connected
+        producer.sendall(b"\n".join(EXEC_LINES))  # the producer stays connected
         while len(stored_events(db)) < 2:
             assert time.monotonic() < deadline
             time.sleep(0.02)
+        time.sleep(0.2)
         assert stored_events(db) == ["thread.started", "turn.started"]
         daemon.send_signal(signum)
         assert daemon.wait(timeout=20) == 0, daemon.stderr.read() if daemon.stderr else ""

@@ -126,13 +126,15 @@ async def test_stale_unix_socket_file_is_replaced(tmp_path: Path) -> None:
 async def test_stop_flushes_what_was_read_including_a_partial_line(tmp_path: Path) -> None:
     path = str(tmp_path / "in.sock")
     sink = MemorySink()
-    pipeline = make_pipeline(sink, batch_max_age=60.0)  # only a flush on stop can deliver
+    pipeline = make_pipeline(sink, batch_max_age=60.0)
     async with anyio.create_task_group() as tg:
         await start(pipeline, [UnixSource(path)], tg)
         stream = await anyio.connect_unix(path)
         await stream.send(b"one\ntwo\nthr")
+        # Complete lines are written once the reader is idle; the partial one only a stop can end.
+        assert texts(await sink.wait_for(2, timeout=2)) == ["one", "two"]
         await anyio.sleep(0.1)
-        assert sink.ops == []
+        assert texts(sink.ops) == ["one", "two"]
         pipeline.stop()
     await stream.aclose()
     assert texts(sink.ops) == ["one", "two", "thr"]
@@ -204,6 +206,82 @@ async def test_batcher_flushes_at_age() -> None:
             assert [len(b) for b in sink.batches] == [3]
             await send.send(_ops(2))
     assert [len(b) for b in sink.batches] == [3, 2]
+
+
+async def test_a_lone_line_reaches_the_sink_without_waiting_for_the_age() -> None:
+    """Flush on idle: the batch age is a cap, not a delay; a line on a quiet pipe is written at once."""
+    read_fd, write_fd = os.pipe()
+    sink = MemorySink()
+    pipeline = make_pipeline(sink, batch_max_age=60.0)
+    try:
+        async with anyio.create_task_group() as tg:
+            await start(pipeline, [StdinSource(read_fd)], tg)
+            began = anyio.current_time()
+            os.write(write_fd, b"lone\n")
+            assert texts(await sink.wait_for(1, timeout=5)) == ["lone"]
+            assert anyio.current_time() - began < 1.0
+            os.write(write_fd, b"next\n")
+            assert texts(await sink.wait_for(2, timeout=5)) == ["lone", "next"]
+            assert [len(b) for b in sink.batches] == [1, 1]
+            os.close(write_fd)
+            write_fd = -1
+    finally:
+        os.close(read_fd)
+        if write_fd >= 0:
+            os.close(write_fd)
+
+
+async def test_batcher_on_idle_still_batches_a_burst_and_keeps_order() -> None:
+    sink = MemorySink()
+    send, receive = anyio.create_memory_object_stream[BatchItem](10)
+    for i in range(4):
+        send.send_nowait(_ops(3, f"b{i}-"))  # buffered before the batcher looks: one burst
+    send.close()
+    await Batcher(sink, max_ops=1000, max_age=60).run(receive)  # type: ignore[arg-type]
+    assert [len(b) for b in sink.batches] == [12]
+    assert [op["key"] for op in sink.ops] == [op["key"] for i in range(4) for op in _ops(3, f"b{i}-")]
+
+
+class BatchesSink(MemorySink):
+    """A sink that takes several batches in one call (as the SQLite sink does, in one transaction)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[list[int]] = []
+
+    async def write_batches(self, batches: list[list[Op]]) -> None:
+        self.calls.append([len(b) for b in batches])
+        for batch in batches:
+            await self.write(batch)
+
+
+async def test_batcher_hands_a_buffered_burst_to_write_batches_in_one_call() -> None:
+    sink = BatchesSink()
+    send, receive = anyio.create_memory_object_stream[BatchItem](10)
+    for i in range(5):
+        send.send_nowait(_ops(3, f"b{i}-"))
+    send.close()
+    await Batcher(sink, max_ops=4, max_age=60).run(receive)  # type: ignore[arg-type]
+    # The first item alone is under max_ops; once over it, everything buffered joins one call of
+    # full batches, and the rest (3 ops) is written at the end.
+    assert sink.calls == [[4, 4, 4]]
+    assert [len(b) for b in sink.batches] == [4, 4, 4, 3]
+    assert [op["key"] for op in sink.ops] == [op["key"] for i in range(5) for op in _ops(3, f"b{i}-")]
+
+
+async def test_batcher_without_flush_on_idle_waits_for_the_age() -> None:
+    sink = MemorySink()
+    batcher = Batcher(sink, max_ops=1000, max_age=0.2, flush_on_idle=False)  # type: ignore[arg-type]
+    send, receive = anyio.create_memory_object_stream[BatchItem](10)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(batcher.run, receive)
+        async with send:
+            await send.send(_ops(1))
+            await anyio.sleep(0.05)
+            assert sink.batches == []
+            with anyio.fail_after(2):
+                await sink.arrived.wait()
+            assert [len(b) for b in sink.batches] == [1]
 
 
 async def test_batcher_flushes_at_end_of_a_stream() -> None:

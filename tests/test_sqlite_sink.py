@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import anyio
+import orjson
 import pytest
 from sqlite_ops import T0, conversation_ops, op
 
-from ingestor.sinks.sqlite import CHECKPOINT_EVERY_BATCHES, apply_ops, connect, open_sqlite_sink
+from ingestor.lines import Line
+from ingestor.normalize import Normalizer
+from ingestor.sinks.sqlite import (
+    CHECKPOINT_EVERY_BATCHES,
+    apply_batches,
+    apply_ops,
+    connect,
+    open_sqlite_sink,
+)
 from ingestor.sinks.sqlite_history import command_output, open_sqlite_history
 
 TABLES = (
@@ -160,8 +171,10 @@ async def test_sink_and_history_reader_round_trip(tmp_path: Path) -> None:
         }
         assert turn["commands"][0]["command"] == ["ls", "-l"]
         assert turn["commands"][0]["chunked"] is True
-        assert turn["commands"][0]["parsedCmd"] == {"$k": 1}
-        assert turn["messages"][1]["rawContent"] == {"n": 123456789012345678901234567890}
+        # Values Convex cannot hold come back as their untouched JSON text, as history:getTurn gives them.
+        assert turn["commands"][0]["parsedCmdJson"] == '{"$k":1}'
+        assert turn["messages"][1]["rawContentJson"] == '{"n":123456789012345678901234567890}'
+        assert "parsedCmd" not in turn["commands"][0] and "rawContent" not in turn["messages"][1]
         assert turn["reasoningSections"][0]["summaryText"] == ["Plan", "Run ls"]
         assert turn["rateLimits"][1]["hasCredits"] is True
         output = await history.get_command_output("call-1")
@@ -212,3 +225,45 @@ async def test_background_checkpoints_keep_every_batch(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         stored = conn.execute("SELECT count(*), sum(payload) FROM events_raw").fetchone()
     assert stored == (batches, sum(range(batches)))
+
+
+def test_several_batches_in_one_transaction_equal_one_transaction_each(tmp_path: Path) -> None:
+    ops = conversation_ops()
+    batches = [ops[i : i + 3] for i in range(0, len(ops), 3)]
+    one_each, together = connect(tmp_path / "a.db"), connect(tmp_path / "b.db")
+    counts: Counter[str] = Counter()
+    for batch in batches:
+        counts.update(apply_ops(one_each, batch).counts)
+    assert apply_batches(together, batches).counts == counts
+    assert dump(together) == dump(one_each)  # the same rows, with the same ids
+
+
+def test_a_raw_event_keeps_its_line_exactly_as_written(conn: sqlite3.Connection) -> None:
+    """The payload of an event is its whole line: the store keeps the line's own JSON text (spacing,
+    escapes, number spelling), not a re-encoding of the parsed value."""
+    data = b'{"method": "x/y", "params": {"t": "caf\\u00e9", "n": 1.50, "big": -9223372036854775809}}'
+    (event,) = [
+        o
+        for o in Normalizer("t", conversation_id="c").feed(Line("t", 0, T0, data))
+        if o["op"] == "appendEvent"
+    ]
+    assert event["args"] == {
+        "conversationId": "c",
+        "method": "x/y",
+        "payload": orjson.loads(data),
+        "receivedAt": T0,
+    }
+    assert orjson.loads(orjson.dumps(event)) == orjson.loads(
+        orjson.dumps({**event, "args": dict(event["args"])})
+    )
+    apply_ops(conn, [event])
+    (stored,) = conn.execute("SELECT payload FROM events_raw").fetchone()
+    assert stored == data.decode()
+    assert json.loads(stored)["params"]["big"] == -9223372036854775809  # exact, unlike the parsed float
+    # A payload replaced after the fact is encoded as usual: the remembered text is no longer its own.
+    event["args"]["payload"] = {"other": True}
+    event["key"] = "e:other"
+    apply_ops(conn, [event])
+    assert conn.execute("SELECT payload FROM events_raw WHERE key = 'e:other'").fetchone() == (
+        '{"other":true}',
+    )

@@ -31,15 +31,22 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+import orjson
+
 from ingestor.lines import Line
 from ingestor.normalize import app_server, exec_json, legacy, session_file
-from ingestor.normalize.detect import BAD, HELLO, IDMSG, RPC
-from ingestor.normalize.facts import conversation, epoch_ms, iso_ms
+from ingestor.normalize.detect import BAD, HELLO, IDMSG, LEGACY_PREFIX, RPC, classify
+from ingestor.normalize.facts import _MAX_NUMBER, _MS_THRESHOLD, conversation, epoch_ms, iso_ms
+from ingestor.normalize.facts import turn_key as facts_turn_key
 from ingestor.normalize.raw import event_op, parse
 from ingestor.normalize.state import EXEC, LEGACY, SESSION, V2, Ops, State
 from ingestor.ops import Op
 
 __all__ = ["Normalizer"]
+
+_loads: Final = orjson.loads
+_V2_HANDLERS: Final = app_server.HANDLERS
+_JSONDecodeError: Final = orjson.JSONDecodeError
 
 MAX_PENDING_LINES: Final = 10_000
 MAX_PENDING_BYTES: Final = 64 * 1024 * 1024
@@ -113,12 +120,29 @@ class Normalizer:
             self._s.start(conversation_id)
 
     def feed(self, line: Line) -> list[Op]:
-        kind, method, obj = parse(line)
+        # `raw.parse` and `detect.classify`, with the common case (a JSON-RPC notification) inline.
+        obj: Any = None
+        if line.oversize is None:
+            try:
+                obj = _loads(line.data)
+            except _JSONDecodeError:
+                kind, method, obj = parse(line)
+            else:
+                found = obj.get("method") if type(obj) is dict else None
+                if type(found) is str:
+                    kind, method = (LEGACY if found.startswith(LEGACY_PREFIX) else V2), found
+                else:
+                    kind, method = classify(obj)
+        else:
+            kind, method, obj = parse(line)
         s = self._s
         self._last_line = line
-        if s.conversation_id is not None:
+        if s.cur is not None:
             out: Ops = []
-            self._process(line, kind, method, obj, out)
+            if kind is V2:
+                self._process_v2(line, method, obj, out)
+            else:
+                self._process(line, kind, method, obj, out)
             return out
         cid = revealed_id(kind, method, obj)
         if cid is None:
@@ -177,6 +201,49 @@ class Normalizer:
         # also have switched threads).
         out.append(event_op(s.cur or cur, line, method, obj, s.line_turn, kind != BAD))
         out.extend(derived)
+
+    def _process_v2(self, line: Line, method: str, obj: dict[str, Any], out: Ops) -> None:
+        """`_process` for an app-server v2 line (most lines), with `line_time`, `line_thread` and the
+        dispatch of `app_server.handle` inline; the same steps in the same order."""
+        s = self._s
+        emitted = obj.get("emittedAtMs")
+        if type(emitted) is int and _MS_THRESHOLD <= emitted <= _MAX_NUMBER:
+            at = emitted  # what epoch_ms makes of a time already in ms
+        else:
+            at = (epoch_ms(emitted) if emitted is not None else None) or line.received_at
+        s.last_at = at
+        cur = s.cur
+        assert cur is not None
+        params = obj.get("params")
+        derived: Ops = []
+        if type(params) is dict:
+            thread = params.get("threadId")
+            if thread is None and method == "thread/started":
+                thread = _get(params, "thread", "id")
+            if type(thread) is str and thread and thread != cur.thread_id:
+                if s.enter_thread(thread):
+                    conversation(s, line, derived, at)
+                cur = s.cur  # entering a known thread switches too
+                assert cur is not None
+        s.line_turn = cur.turn_id if cur.turn_active else None
+        if type(params) is dict:
+            try:
+                if s.saw_legacy and "threadId" not in params and method != "thread/started":
+                    pass  # the anonymous twin of a legacy event: raw only (see app_server.handle)
+                else:
+                    handler = _V2_HANDLERS.get(method)
+                    if handler is None:
+                        tid = params.get("turnId")
+                        if type(tid) is str and tid:
+                            s.line_turn = tid if not tid.isdigit() else facts_turn_key(s, tid)
+                    else:
+                        handler(s, line, params, at, derived)
+            except Exception:
+                self.derive_errors += 1
+                derived = []
+        out.append(event_op(s.cur or cur, line, method, obj, s.line_turn, True))
+        if derived:
+            out.extend(derived)
 
     def _derive(self, line: Line, kind: str, method: str, obj: Any, out: Ops) -> None:
         s = self._s

@@ -34,10 +34,22 @@ def split_command(command: Any) -> list[str] | None:
         return [str(a) for a in command]
     if type(command) is not str:
         return None
-    try:
-        return shlex.split(command) or [command]
-    except ValueError:
-        return [command]
+    argv = _SPLIT_MEMO.get(command)
+    if argv is None:
+        try:
+            argv = shlex.split(command) or [command]
+        except ValueError:
+            argv = [command]
+        if len(_SPLIT_MEMO) >= _SPLIT_MEMO_MAX:
+            _SPLIT_MEMO.clear()
+        _SPLIT_MEMO[command] = argv
+    return list(argv)  # a copy: the memo must not share a list with an op
+
+
+_SPLIT_MEMO: Final[dict[str, list[str]]] = {}
+"""shlex is slow and every command arrives at least twice (started, completed; v2 and legacy): a
+memo only (same answer), bounded."""
+_SPLIT_MEMO_MAX: Final = 1024
 
 
 def thread_info(s: State, line: Line, thread: Any, at: int, out: Ops) -> None:

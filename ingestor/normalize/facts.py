@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from ingestor.lines import Line
+from ingestor.normalize.raw import encode_any as encode_any_columns
 from ingestor.normalize.state import Command, Ops, State
-from ingestor.ops import encode_any_columns, make_key
+from ingestor.ops import make_key
 
 CHUNK_MAX: Final = 64 * 1024
 _MS_THRESHOLD: Final = 100_000_000_000

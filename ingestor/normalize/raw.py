@@ -26,8 +26,9 @@ from ingestor.ops import (
     _MAX_FIELD_NAME,
     _MAX_FIELDS,
     _MAX_SAFE_INT,
+    ANY_COLUMNS,
+    EventArgs,
     Op,
-    encode_any_columns,
 )
 
 OVERSIZE_HEAD: Final = 64 * 1024
@@ -98,45 +99,93 @@ def _good_key(key: Any) -> bool:
     return True
 
 
-def convex_safe(value: Any, depth: int = 1) -> bool:
-    """`ingestor.ops.is_convex_safe`, exactly (property tests hold them equal), but about twice as
-    fast on Codex payloads: string values, the bulk of them, are passed without a call."""
+def _walk(value: Any, depth: int) -> int:
+    """The safety walk of a container: 0 = unsafe, 1 = safe, 2 = safe but it holds a float (which may
+    be orjson's reading of an integer beyond 64 bits: see `event_op`). Keys are checked in one C-level
+    `issuperset` against the memo; values that are strings (most of them) cost one type test."""
     kind = type(value)
-    if kind is str or value is None or kind is bool:
-        return True
-    if kind is int:
-        return bool(-_MAX_SAFE_INT <= value <= _MAX_SAFE_INT)
-    if kind is float:
-        return bool(value == value and value not in _INFINITIES)
-    if depth > _MAX_DEPTH:
-        return False
     if kind is dict:
-        if len(value) > _MAX_FIELDS:
-            return False
-        for key, item in value.items():
-            if key not in _GOOD_KEYS and not _good_key(key):
-                return False
-            if type(item) is not str and not convex_safe(item, depth + 1):
-                return False
-        return True
-    if kind is list:
-        if len(value) > _MAX_ARRAY:
-            return False
-        return all(type(item) is str or convex_safe(item, depth + 1) for item in value)
-    return False
+        if len(value) > _MAX_FIELDS or depth > _MAX_DEPTH:
+            return 0
+        if not _GOOD_KEYS.issuperset(value):
+            for key in value:
+                if key not in _GOOD_KEYS and not _good_key(key):
+                    return 0
+        items: Any = value.values()
+    elif kind is list:
+        if len(value) > _MAX_ARRAY or depth > _MAX_DEPTH:
+            return 0
+        items = value
+    else:
+        return 0
+    result = 1
+    for item in items:
+        kind = type(item)
+        if kind is str or kind is bool or item is None:
+            continue
+        if kind is int:
+            if -_MAX_SAFE_INT <= item <= _MAX_SAFE_INT:
+                continue
+            return 0
+        if kind is float:
+            if item == item and item not in _INFINITIES:
+                result = 2
+                continue
+            return 0
+        if kind is dict and depth < _MAX_DEPTH and len(item) <= _MAX_FIELDS and _GOOD_KEYS.issuperset(item):
+            # One level down without a call: most nested objects hold scalars only. Anything else
+            # (or a float, or a large integer) is walked again the general way.
+            for sub in item.values():
+                kind = type(sub)
+                if kind is str or kind is bool or sub is None:
+                    continue
+                if kind is int and -_MAX_SAFE_INT <= sub <= _MAX_SAFE_INT:
+                    continue
+                break
+            else:
+                continue
+        found = _walk(item, depth + 1)
+        if found != 1:
+            if found == 0:
+                return 0
+            result = 2
+    return result
 
 
-def _exact_payload(args: dict[str, Any], line: Line, parsed: bool) -> dict[str, Any]:
-    """orjson reads integers beyond 64 bits as floats (and can't write them back): a line holding such a
-    number keeps its own JSON text as `payloadJson`, exact. Other values go through the usual check."""
-    if parsed and _HUGE_RUN in line.data.translate(_DIGITS):
-        args = dict(args)
-        del args["payload"]
-        args["payloadJson"] = line.data.decode()
-        return args
-    if convex_safe(args["payload"]):
-        return args
-    return encode_any_columns(args)
+def _safety(value: Any) -> int:
+    """`_walk` for any value (0 unsafe, 1 safe, 2 safe with a float)."""
+    kind = type(value)
+    if kind is dict or kind is list:
+        return _walk(value, 1)
+    if kind is float:
+        return 2 if value == value and value not in _INFINITIES else 0
+    if kind is str or value is None or kind is bool:
+        return 1
+    if kind is int:
+        return 1 if -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT else 0
+    return 0
+
+
+def convex_safe(value: Any, depth: int = 1) -> bool:
+    """`ingestor.ops.is_convex_safe`, exactly (property tests hold them equal), but several times as
+    fast on Codex payloads: keys are checked at once, string values cost one type test."""
+    kind = type(value)
+    if kind is dict or kind is list:
+        return _walk(value, depth) != 0
+    return _safety(value) != 0
+
+
+def encode_any(args: dict[str, Any]) -> dict[str, Any]:
+    """`ingestor.ops.encode_any_columns` with the fast (and equal) safety check."""
+    out = args
+    for column in ANY_COLUMNS:
+        value = args.get(column)
+        if value is not None and not convex_safe(value):
+            if out is args:
+                out = dict(args)
+            del out[column]
+            out[column + "Json"] = orjson.dumps(value).decode()
+    return out
 
 
 def key_base(conversation_id: str) -> hashlib.blake2b:
@@ -153,17 +202,38 @@ def event_key(base: hashlib.blake2b, line: Line) -> str:
 
 
 def event_op(thread: Thread, line: Line, method: str, payload: Any, turn_id: str | None, parsed: bool) -> Op:
-    """The raw event of a line; `parsed` is False when `payload` stands in for a bad line."""
-    if thread.key_base is None:
-        thread.key_base = key_base(thread.conversation_id)
-    args: dict[str, Any] = {
-        "conversationId": thread.conversation_id,
-        "method": method,
-        "payload": payload,
-        "receivedAt": line.received_at,
-    }
+    """The raw event of a line; `parsed` is False when `payload` stands in for a bad line.
+
+    A parsed line's payload is the line's whole value; when Convex cannot hold it as is, it goes to
+    `payloadJson` (see the contract). orjson reads integers beyond 64 bits as floats (and can't write
+    them back): a line that may hold one (a float, or an unsafe value, and a run of 20 digits) keeps
+    its own JSON text in `payloadJson`, exact."""
+    base = thread.key_base
+    if base is None:
+        base = thread.key_base = key_base(thread.conversation_id)
+    data = line.data
+    oversize = line.oversize
+    h = base.copy()
+    h.update(b"%d:-1:" % line.ordinal if oversize is None else b"%d:%d:" % (line.ordinal, oversize))
+    h.update(data)
+    args = EventArgs()
+    args["conversationId"] = thread.conversation_id
+    args["method"] = method
+    args["payload"] = payload
+    args["receivedAt"] = line.received_at
+    args.line_json = None
     if turn_id is not None:
         args["turnId"] = turn_id
-    if line.oversize is not None or not surely_convex_safe(line.data):
-        args = _exact_payload(args, line, parsed)
-    return {"op": "appendEvent", "key": event_key(thread.key_base, line), "args": args}
+    if parsed:
+        safe = _walk(payload, 1) if type(payload) is dict else _safety(payload)
+        if safe == 1:
+            args.line_json = (payload, data)
+        elif _HUGE_RUN in data.translate(_DIGITS):
+            del args["payload"]
+            args["payloadJson"] = data.decode()
+        elif safe == 2:
+            args.line_json = (payload, data)
+        else:
+            return {"op": "appendEvent", "key": "e:" + h.hexdigest(), "args": encode_any(args)}
+    # A bad line's stand-in payload (strings and a length) is always safe.
+    return {"op": "appendEvent", "key": "e:" + h.hexdigest(), "args": args}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from ingestor.ops import Op
 
@@ -17,7 +17,10 @@ class Sink(Protocol):
 
 
 class HistoryReader(Protocol):
-    """The read side behind `ingestor show`: the same shapes as the Convex `history:*` queries."""
+    """The read side behind `ingestor show`: the same shapes as the Convex `history:*` queries.
+
+    Numbers included: every reader returns them as `json_numbers` does.
+    """
 
     async def get_conversation(self, conversation_id: str) -> dict[str, Any] | None: ...
 
@@ -26,3 +29,27 @@ class HistoryReader(Protocol):
     async def get_command_output(self, call_id: str) -> dict[str, Any] | None: ...
 
     async def list_events(self, conversation_id: str, limit: int | None = None) -> list[dict[str, Any]]: ...
+
+
+_PLAIN_DIGITS_BELOW: Final = 1e21
+"""JavaScript (so Convex) writes integral numbers below this in plain digits, larger ones as `1e+21`."""
+
+
+def json_numbers(value: Any) -> Any:
+    """`value` with its numbers as a Convex query returns them, the one form every reader gives.
+
+    Convex holds every number as a float64 and writes an integral one without a fraction: the JSON
+    text `11.0` stored reads back as `11`, and an integral value up to 1e21 in plain digits, which a
+    JSON parser may give as an int or (orjson, past 64 bits) a float. Here an integral float below
+    1e21 becomes the int of the same value (exact: it is that float's value); other numbers stay.
+    """
+    kind = type(value)
+    if kind is float:
+        if value.is_integer() and abs(value) < _PLAIN_DIGITS_BELOW:
+            return int(value)
+        return value
+    if kind is list:
+        return [json_numbers(item) for item in value]
+    if kind is dict:
+        return {key: json_numbers(item) for key, item in value.items()}
+    return value

@@ -2,6 +2,11 @@
 
 Rows come out as Convex documents would: camelCase columns, absent values left out, arrays and
 `any` values decoded from their JSON text, booleans as booleans. The SQLite `id` is not shown.
+
+`any` columns are presented as `history:*` presents them (convex/lib/present.ts): the store keeps
+one JSON text per column whichever form arrived, so a value Convex cannot carry (the daemon sent it
+as `<column>Json`, `ingestor.ops.is_convex_safe`) comes back as that untouched `<column>Json` text,
+and numbers come back as Convex returns its float64s (`base.json_numbers`: `11.0` reads as `11`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from ingestor.ops import is_convex_safe
+from ingestor.sinks.base import json_numbers
 from ingestor.sinks.schema import TABLES, Table
 from ingestor.sinks.sqlite import connect, loads_json
 
@@ -25,6 +32,15 @@ Row = dict[str, Any]
 
 # As history:getTurn: in declared position (unpositioned last), then arrival.
 _REASONING_ORDER = "turnId = ? ORDER BY position IS NULL, position, createdAt, id"
+
+
+def present_any(name: str, text: str) -> tuple[str, Any]:
+    """An `any` column's stored JSON text as `history:*` returns it: `(name, value)` when Convex can
+    carry the value, else `(name + "Json", text)`, the text untouched."""
+    value = loads_json(text)
+    if is_convex_safe(value):
+        return name, value
+    return name + "Json", text
 
 
 def _select(table: Table) -> str:
@@ -36,11 +52,15 @@ def _document(table: Table, values: tuple[Any, ...]) -> Row:
     for column, value in zip(table.columns, values, strict=True):
         if value is None:
             continue
-        if column.kind in ("strings", "json"):
+        name = column.name
+        kind = column.kind
+        if kind == "json":
+            name, value = present_any(name, value)
+        elif kind == "strings":
             value = loads_json(value)
-        elif column.kind == "bool":
+        elif kind == "bool":
             value = bool(value)
-        row[column.name] = value
+        row[name] = json_numbers(value) if kind != "text" else value
     return row
 
 
