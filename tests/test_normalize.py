@@ -495,7 +495,7 @@ def test_new_session_files_use_turn_ids_and_items() -> None:
     (cmd,) = rows(ops, "commands")
     assert (cmd["cwd"], cmd["source"], cmd["exitCode"], cmd["durationMs"]) == (
         "/tmp/a b",
-        "unifiedExecStartup",
+        "command",  # the spec's kind of tool call, not Codex's origin (unified_exec_startup)
         3,
         0,
     )

@@ -159,7 +159,7 @@ def _item(s: State, line: Line, params: dict[str, Any], at: int, out: Ops, compl
         fields: dict[str, Any] = {
             "command": split_command(item.get("command")),
             "cwd": item.get("cwd") if type(item.get("cwd")) is str else None,
-            "source": item.get("source") if type(item.get("source")) is str else None,
+            "source": facts.COMMAND_SOURCE,
             "parsedCmd": item.get("commandActions"),
             "status": facts.lookup(COMMAND_STATUS, item.get("status")),
             "exitCode": facts.integer(item.get("exitCode")),

@@ -76,6 +76,7 @@ def _item(s: State, line: Line, obj: dict[str, Any], at: int, out: Ops) -> None:
         exit_code = item.get("exit_code")
         fields: dict[str, Any] = {
             "command": split_command(item.get("command")),
+            "source": facts.COMMAND_SOURCE,
             "status": facts.lookup(COMMAND_STATUS, item.get("status")),
             # Partial (often "") until the item completes: a replayed start must not overwrite it.
             "aggregatedOutput": output if completed and type(output) is str else None,

@@ -18,6 +18,10 @@ from ingestor.normalize.state import Command, Ops, State
 from ingestor.ops import make_key
 
 CHUNK_MAX: Final = 64 * 1024
+COMMAND_SOURCE: Final = "command"
+"""`commands.source` is the spec's kind of tool call (command | file | mcp | search). Every row the
+normalizer makes is a shell command; Codex's own origin of it (agent, userShell, ...) stays in the raw
+event."""
 _MS_THRESHOLD: Final = 100_000_000_000
 """Epoch values below this are seconds (year 5138 in seconds, 1973 in milliseconds)."""
 

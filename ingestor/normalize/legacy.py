@@ -28,13 +28,6 @@ Handler = Callable[[State, Line, str, dict[str, Any], str | None, int, Ops], Non
 RAW_ENCODING: Final = "raw"
 """Legacy deltas carry the exact bytes of one stream."""
 COMMAND_STATUS: Final = {"completed": "completed", "failed": "failed", "declined": "declined"}
-SOURCE_NAMES: Final = {
-    "agent": "agent",
-    "user_shell": "userShell",
-    "unified_exec_startup": "unifiedExecStartup",
-    "unified_exec_interaction": "unifiedExecInteraction",
-}
-"""Legacy snake_case command sources, spelled as v2 spells them so both streams agree."""
 
 
 def _str(value: Any) -> str | None:
@@ -106,12 +99,11 @@ def _exec_begin(
         return
     facts.turn_seen(s, line, out, tid, at)
     argv = msg.get("command")
-    source = msg.get("source")
     fields = {
         "command": [str(a) for a in argv] if type(argv) is list else None,
         "cwd": _str(msg.get("cwd")),
         "parsedCmd": msg.get("parsed_cmd"),
-        "source": facts.lookup(SOURCE_NAMES, source) or _str(source),
+        "source": facts.COMMAND_SOURCE,
         "status": "running",
         "startedAt": facts.epoch_ms(msg.get("started_at_ms")) or at,
     }
@@ -331,12 +323,11 @@ def _item_completed(
     elif item_type == "CommandExecution" and item_id is not None:
         exit_code = _int(item.get("exit_code"))
         argv = item.get("command")
-        source = item.get("source")
         fields = {
             "command": [str(a) for a in argv] if type(argv) is list else None,
             "cwd": file_path(item.get("cwd")),
             "parsedCmd": item.get("parsed_cmd"),
-            "source": facts.lookup(SOURCE_NAMES, source) or _str(source),
+            "source": facts.COMMAND_SOURCE,
             "status": facts.lookup(COMMAND_STATUS, item.get("status")),
             "exitCode": exit_code,
             "durationMs": duration_ms(item.get("duration")),
