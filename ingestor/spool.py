@@ -1,14 +1,29 @@
-"""The durable FIFO between the pipeline and Convex: one SQLite file (WAL) in the state directory.
+"""The durable FIFO between the pipeline and Convex, in the state directory.
 
 Operations are appended before `Sink.write()` returns, read back in batches in arrival order, and
 deleted once Convex has confirmed them. Nothing of the backlog is kept in memory: a batch is read
 from disk when it is about to be sent. All methods are blocking; the sink calls them from a worker
 thread, one at a time.
+
+Storage: the encoded ops go to append-only segment files (`spool.sqlite3.<n>.seg`, a new one every
+`SEGMENT_BYTES`), written once and fsynced; an SQLite table (WAL, `synchronous=FULL`) indexes them,
+one row per appended group of ops (a pipeline batch, cut to what one request may carry), committed
+after the data is on disk. A segment is deleted once no row refers to it. Bytes a crash left in a
+segment without a row are never read. The ops of a row are stored as sent, joined by `SEP` (`,` and
+a newline: valid JSON between array items, and never inside compact JSON, where a newline is always
+escaped), so a request body is the rows' data joined, and a row is split into its ops only when a
+batch must be bisected or is larger than a request. Ops are numbered consecutively across rows: a
+row's `seq` is the number of its first op, and confirming up to an op in the middle of a row (a
+bisected batch) moves that row's start past it, so what was confirmed is not sent again.
+
+Format history: spools of the earlier format (one SQLite row per op, its body in the row) are
+converted on open, in order.
 """
 
 from __future__ import annotations
 
 import fcntl
+import os
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -17,22 +32,63 @@ from pathlib import Path
 from typing import Final
 
 FILENAME: Final = "spool.sqlite3"
+SEP: Final = b",\n"
+"""Between the ops of a row (and of a request body): a JSON separator that compact JSON never holds."""
+
+SEGMENT_BYTES: Final = 64 * 1024 * 1024
+"""A new segment file is started once the current one holds this much."""
+_CONVERT_ROW_BYTES: Final = 4 * 1024 * 1024
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS spool (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,       -- the number of the row's first op (ops are numbered in order)
     enqueued_at INTEGER NOT NULL,  -- epoch ms: the age trigger and the delivery-latency metric
-    size INTEGER NOT NULL,         -- len(body), kept apart so totals never read the bodies
-    body BLOB NOT NULL             -- one operation, JSON as sent to Convex
+    ops INTEGER NOT NULL,          -- how many ops the row holds
+    size INTEGER NOT NULL,         -- the ops' bytes (separators not counted): totals never read data
+    segment INTEGER NOT NULL,      -- the segment file holding the ops, joined by SEP
+    offset INTEGER NOT NULL,
+    length INTEGER NOT NULL
 )
 """
 
 
 @dataclass(frozen=True, slots=True)
 class Row:
+    """One op: its number, when its row was spooled, its encoded body."""
+
     seq: int
     enqueued_at: int
     body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Consecutive ops from the head of the spool, as read for one request."""
+
+    first: int
+    """The number of the first op."""
+    enqueued_at: int
+    """When the oldest op was spooled (epoch ms)."""
+    count: int
+    size: int
+    """The ops' encoded bytes, without separators."""
+    parts: tuple[bytes, ...]
+    """Row bodies (or a row's prefix): the ops joined by SEP."""
+
+    @property
+    def last(self) -> int:
+        return self.first + self.count - 1
+
+    def body(self) -> bytes:
+        """The ops joined by SEP: what goes between the brackets of the `ops` array."""
+        return self.parts[0] if len(self.parts) == 1 else SEP.join(self.parts)
+
+    def ops(self) -> list[bytes]:
+        """Each op's encoded body, in order."""
+        bodies = [op for part in self.parts for op in part.split(SEP)]
+        if len(bodies) != self.count:
+            raise RuntimeError(f"spool batch at {self.first}: {len(bodies)} ops found, {self.count} expected")
+        return bodies
 
 
 class SpoolInUseError(RuntimeError):
@@ -59,10 +115,69 @@ class Spool:
         # WAL + synchronous=FULL: a committed append survives a SIGKILL and a power cut alike.
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        self._readers: dict[int, int] = {}
+        self._writer: int | None = None
+        self._writer_at = 0
+        old = self._old_format()
         self._db.execute(_SCHEMA)
-        count, total = self._db.execute("SELECT count(*), coalesce(sum(size), 0) FROM spool").fetchone()
+        count, total = self._db.execute(
+            "SELECT coalesce(sum(ops), 0), coalesce(sum(size), 0) FROM spool"
+        ).fetchone()
         self._ops: int = count
         self._bytes: int = total
+        last = self._db.execute("SELECT seq + ops FROM spool ORDER BY seq DESC LIMIT 1").fetchone()
+        self._next: int = 1 if last is None else int(last[0])
+        # Segments left by earlier runs: appends go to a new one; the old ones go once confirmed.
+        self._segments = sorted(
+            int(name[len(self._prefix) : -4])
+            for name in os.listdir(path.parent)
+            if name.startswith(self._prefix)
+            and name.endswith(".seg")
+            and name[len(self._prefix) : -4].isdigit()
+        )
+        self._segment = (self._segments[-1] if self._segments else 0) + 1
+        if old:
+            self._convert(old)
+        self._collect()
+
+    @property
+    def _prefix(self) -> str:
+        return self.path.name + "."
+
+    def _segment_path(self, segment: int) -> Path:
+        return self.path.with_name(f"{self._prefix}{segment:08d}.seg")
+
+    def _old_format(self) -> str | None:
+        """The name the table of the one-row-per-op format was moved to, if this spool has one."""
+        columns = [row[1] for row in self._db.execute("PRAGMA table_info(spool)")]
+        if "body" in columns:
+            self._db.execute("ALTER TABLE spool RENAME TO spool_v1")
+            return "spool_v1"
+        if [row[1] for row in self._db.execute("PRAGMA table_info(spool_v1)")]:
+            return "spool_v1"
+        return None
+
+    def _convert(self, table: str) -> None:
+        """Move the ops of the earlier format into segments, in order; then drop its table. (A crash
+        in the middle converts it again on the next start: ops sent twice are applied once.)"""
+        group: list[bytes] = []
+        group_at = last = 0
+        while True:
+            rows = self._db.execute(
+                f"SELECT seq, enqueued_at, body FROM {table} WHERE seq > ? ORDER BY seq LIMIT 1000",
+                (last,),
+            ).fetchall()
+            if not rows:
+                break
+            for seq, enqueued_at, body in rows:
+                if group and (enqueued_at != group_at or len(group) >= 1000):
+                    self.append(group, group_at, max_ops=1000, max_bytes=_CONVERT_ROW_BYTES)
+                    group = []
+                group_at, last = enqueued_at, seq
+                group.append(body)
+        if group:
+            self.append(group, group_at, max_ops=1000, max_bytes=_CONVERT_ROW_BYTES)
+        self._db.execute(f"DROP TABLE {table}")
 
     @property
     def ops(self) -> int:
@@ -72,36 +187,146 @@ class Spool:
     def total_bytes(self) -> int:
         return self._bytes
 
-    def append(self, bodies: Sequence[bytes], enqueued_at: int) -> None:
+    def append(
+        self,
+        bodies: Sequence[bytes],
+        enqueued_at: int,
+        *,
+        max_ops: int | None = None,
+        max_bytes: int | None = None,
+    ) -> None:
+        """Spool `bodies` (compact JSON, no newline): one write and fsync of the data, one
+        transaction; one row per `max_ops` ops / `max_bytes` bytes (an op larger than `max_bytes`
+        gets a row of its own)."""
+        if not bodies:
+            return
+        sizes = [len(body) for body in bodies]
+        total = sum(sizes)
+        row_ops = max_ops or len(bodies)
+        row_bytes = max_bytes or total
+        groups: list[Sequence[bytes]]
+        if len(bodies) <= row_ops and total <= row_bytes:
+            groups = [bodies]
+        else:
+            groups = []
+            start = size = 0
+            for index, length in enumerate(sizes):
+                if index > start and (index - start >= row_ops or size + length > row_bytes):
+                    groups.append(bodies[start:index])
+                    start, size = index, 0
+                size += length
+            groups.append(bodies[start:])
         with self._lock:
+            fd = self._open_writer()
+            rows = []
+            blobs = []
+            seq, offset, position = self._next, self._writer_at, 0
+            for group in groups:
+                blob = group[0] if len(group) == 1 else SEP.join(group)
+                if blob.count(b"\n") != len(group) - 1:
+                    raise ValueError("spooled ops must be compact JSON (no newline)")
+                group_size = sum(sizes[position : position + len(group)])
+                rows.append((seq, enqueued_at, len(group), group_size, self._segment, offset, len(blob)))
+                blobs.append(blob)
+                seq += len(group)
+                offset += len(blob)
+                position += len(group)
+            # The data first, durable; then the rows that refer to it. A crash in between leaves
+            # bytes no row points at, which are never read.
+            _write_all(fd, blobs)
+            os.fdatasync(fd)
+            self._writer_at = offset
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.executemany(
-                    "INSERT INTO spool (enqueued_at, size, body) VALUES (?, ?, ?)",
-                    [(enqueued_at, len(body), body) for body in bodies],
+                    "INSERT INTO spool (seq, enqueued_at, ops, size, segment, offset, length) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    rows,
                 )
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+            self._next = seq
             self._ops += len(bodies)
-            self._bytes += sum(len(body) for body in bodies)
+            self._bytes += total
+
+    def _open_writer(self) -> int:
+        """The segment appends go to: a new one at start and whenever the current one is full."""
+        if self._writer is not None and self._writer_at < SEGMENT_BYTES:
+            return self._writer
+        if self._writer is not None:
+            os.close(self._writer)
+            self._segment += 1
+        path = self._segment_path(self._segment)
+        self._writer = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        self._writer_at = 0
+        self._segments.append(self._segment)
+        # The new file's name must survive a power cut too, before any row refers to it.
+        directory = os.open(path.parent, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+        self._collect()  # the previous segment, if nothing in it waits any more
+        return self._writer
+
+    def _read(self, segment: int, offset: int, length: int) -> bytes:
+        fd = self._readers.get(segment)
+        if fd is None:
+            fd = self._readers[segment] = os.open(self._segment_path(segment), os.O_RDONLY | os.O_CLOEXEC)
+        data = os.pread(fd, length, offset)
+        if len(data) != length:
+            raise RuntimeError(f"spool segment {segment}: {len(data)} of {length} bytes at {offset}")
+        return data
+
+    def peek_batch(self, max_ops: int, max_bytes: int) -> Batch | None:
+        """The oldest ops, at most `max_ops` and `max_bytes` (but always at least one if any), whole
+        rows where they fit; a first row larger than that is cut (its first ops, at least one)."""
+        with self._lock:
+            heads: list[tuple[int, int, int, int, int, int, int]] = []
+            count = size = 0
+            cursor = self._db.execute(
+                "SELECT seq, enqueued_at, ops, size, segment, offset, length FROM spool ORDER BY seq"
+            )
+            try:
+                for row in cursor:
+                    ops, row_size = row[2], row[3]
+                    if heads and (count + ops > max_ops or size + row_size > max_bytes):
+                        break
+                    heads.append(row)
+                    count += ops
+                    size += row_size
+                    if count >= max_ops or size >= max_bytes:
+                        break
+            finally:
+                cursor.close()
+            if not heads:
+                return None
+            bodies = [self._read(segment, offset, length) for *_, segment, offset, length in heads]
+        first, enqueued_at, ops, row_size = heads[0][:4]
+        if len(heads) == 1 and ops > 1 and (ops > max_ops or row_size > max_bytes):
+            cut = _prefix(bodies[0].split(SEP), max_ops, max_bytes)
+            return Batch(first, enqueued_at, len(cut), sum(map(len, cut)), (SEP.join(cut),))
+        return Batch(first, enqueued_at, count, size, tuple(bodies))
 
     def peek(self, max_ops: int, max_bytes: int) -> list[Row]:
-        """The oldest ops, at most `max_ops` and `max_bytes` (but always at least one if any)."""
+        """The oldest ops one by one, at most `max_ops` and `max_bytes` (but at least one if any)."""
         rows: list[Row] = []
         size = 0
         with self._lock:
-            # Iterating the cursor steps row by row: we stop reading as soon as the batch is full.
-            cursor = self._db.execute("SELECT seq, enqueued_at, body FROM spool ORDER BY seq")
+            cursor = self._db.execute(
+                "SELECT seq, enqueued_at, segment, offset, length FROM spool ORDER BY seq"
+            )
             try:
-                for seq, enqueued_at, body in cursor:
-                    if rows and size + len(body) > max_bytes:
-                        break
-                    rows.append(Row(seq, enqueued_at, body))
-                    size += len(body)
-                    if len(rows) >= max_ops:
-                        break
+                for seq, enqueued_at, segment, offset, length in cursor:
+                    for index, op in enumerate(self._read(segment, offset, length).split(SEP)):
+                        if rows and size + len(op) > max_bytes:
+                            return rows
+                        rows.append(Row(seq + index, enqueued_at, op))
+                        size += len(op)
+                        if len(rows) >= max_ops:
+                            return rows
             finally:
                 cursor.close()
         return rows
@@ -112,22 +337,83 @@ class Spool:
         return None if row is None else int(row[0])
 
     def delete_through(self, seq: int) -> None:
-        """Forget every op up to and including `seq` (the delivery loop confirms in FIFO order)."""
+        """Forget every op up to and including op number `seq` (confirmed in FIFO order). A row that
+        `seq` ends in the middle of keeps its remaining ops (their numbers unchanged)."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 count, total = self._db.execute(
-                    "SELECT count(*), coalesce(sum(size), 0) FROM spool WHERE seq <= ?", (seq,)
+                    "SELECT coalesce(sum(ops), 0), coalesce(sum(size), 0) FROM spool WHERE seq <= ?", (seq,)
+                ).fetchone()
+                partial = self._db.execute(
+                    "SELECT seq, enqueued_at, segment, offset, length FROM spool "
+                    "WHERE seq <= ? AND seq + ops - 1 > ? ORDER BY seq DESC LIMIT 1",
+                    (seq, seq),
                 ).fetchone()
                 self._db.execute("DELETE FROM spool WHERE seq <= ?", (seq,))
+                if partial is not None:
+                    row_seq, enqueued_at, segment, offset, length = partial
+                    ops = self._read(segment, offset, length).split(SEP)
+                    done = ops[: seq - row_seq + 1]
+                    rest = ops[len(done) :]
+                    skip = sum(map(len, done)) + len(SEP) * len(done)
+                    rest_size = sum(map(len, rest))
+                    # The row now starts at its first unconfirmed op: same data, fewer ops.
+                    self._db.execute(
+                        "INSERT INTO spool (seq, enqueued_at, ops, size, segment, offset, length) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (seq + 1, enqueued_at, len(rest), rest_size, segment, offset + skip, length - skip),
+                    )
+                    count -= len(rest)
+                    total -= rest_size
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
             self._ops -= count
             self._bytes -= total
+            self._collect()
+
+    def _collect(self) -> None:
+        """Delete the segments no row refers to any more (all but the one being appended to)."""
+        row = self._db.execute("SELECT segment FROM spool ORDER BY seq LIMIT 1").fetchone()
+        oldest = self._segment if row is None else int(row[0])
+        while self._segments and self._segments[0] < oldest:
+            segment = self._segments.pop(0)
+            reader = self._readers.pop(segment, None)
+            if reader is not None:
+                os.close(reader)
+            self._segment_path(segment).unlink(missing_ok=True)
 
     def close(self) -> None:
         with self._lock:
+            for fd in self._readers.values():
+                os.close(fd)
+            self._readers.clear()
+            if self._writer is not None:
+                os.close(self._writer)
+                self._writer = None
             self._db.close()
             self._owner.close()
+
+
+def _write_all(fd: int, blobs: list[bytes]) -> None:
+    """Write `blobs` in order (one writev when the kernel takes them at once)."""
+    pending = [memoryview(blob) for blob in blobs]
+    while pending:
+        written = os.writev(fd, pending[:1024])
+        while pending and written >= len(pending[0]):
+            written -= len(pending[0])
+            pending.pop(0)
+        if written:
+            pending[0] = pending[0][written:]
+
+
+def _prefix(bodies: list[bytes], max_ops: int, max_bytes: int) -> list[bytes]:
+    """The first of `bodies` within `max_ops` and `max_bytes` (at least one)."""
+    size = 0
+    for index, body in enumerate(bodies):
+        if index >= max_ops or (index and size + len(body) > max_bytes):
+            return bodies[:index]
+        size += len(body)
+    return bodies

@@ -28,9 +28,11 @@ import hashlib
 import os
 import re
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -47,7 +49,14 @@ from tenacity import (
 )
 
 from ingestor import spool as spool_module
-from ingestor.convex_api import AuthError, ConfigError, ConvexHttp, RejectedError, TransientError
+from ingestor.convex_api import (
+    AuthError,
+    ConfigError,
+    ConvexHttp,
+    RejectedError,
+    TransientError,
+    envelope,
+)
 from ingestor.deployment import (
     KEY_VARIABLES,
     Deployment,
@@ -58,8 +67,9 @@ from ingestor.deployment import (
 from ingestor.logging import get_logger, redact
 from ingestor.metrics import HEALTH, METRICS, Health, Metrics
 from ingestor.ops import Op, make_key
+from ingestor.sinks.base import json_numbers
 from ingestor.sinks.factory import SinkError
-from ingestor.spool import Row, Spool
+from ingestor.spool import SEP, Batch, Spool
 
 APPLY_BATCH: Final = "ingest:applyBatch"
 MIB: Final = 1024 * 1024
@@ -155,6 +165,8 @@ class ConvexSink:
         self._closing = False
         self._closed = False
         self._head_at: int | None = None
+        self._next: Batch | None = None
+        """The next batch, when it was read together with the confirmation of the previous one."""
         self._incident: str | None = None
         # Full jitter: a random wait up to initial * 2^attempt (capped), so restarted daemons spread out.
         self._backoff = wait_random_exponential(
@@ -165,15 +177,27 @@ class ConvexSink:
     # -- the pipeline side -------------------------------------------------------------------
 
     async def write(self, ops: Sequence[Op]) -> None:
+        """Spool `ops` in one transaction (one fsync). No `write_batches`: the batcher then writes a
+        burst batch by batch, so a burst is never all encoded in memory at once."""
         if self._closing:
             raise RuntimeError("write() after aclose()")
         bodies = [encode_op(op) for op in ops]
         if not bodies:
             return
-        await self._wait_for_room(sum(len(b) for b in bodies))
+        await self._wait_for_room(sum(map(len, bodies)))
         enqueued_at = _now_ms()
         was_empty = self._spool.ops == 0
-        await anyio.to_thread.run_sync(self._spool.append, bodies, enqueued_at)
+        config = self._config
+        # Rows cut to what one request carries: the delivery loop sends whole rows as they are.
+        await anyio.to_thread.run_sync(
+            partial(
+                self._spool.append,
+                bodies,
+                enqueued_at,
+                max_ops=config.batch_max_ops,
+                max_bytes=config.batch_max_bytes,
+            )
+        )
         if was_empty:
             self._head_at = enqueued_at
         self._update_gauges()
@@ -225,15 +249,18 @@ class ConvexSink:
         """The delivery loop: returns once closing and drained (or is cancelled by the owner)."""
         try:
             while (batch := await self._next_batch()) is not None:
-                last, enqueued_at = batch[-1].seq, batch[0].enqueued_at
-                if len(batch) == 1 and len(batch[0].body) > self._config.batch_max_bytes:
+                last, enqueued_at = batch.last, batch.enqueued_at
+                if batch.count == 1 and batch.size > self._config.batch_max_bytes:
                     # Staging reads the op from the spool again: dropping this copy first keeps the
                     # memory for a huge op at about two copies of it (parsed, one column encoded).
-                    batch.clear()
+                    del batch
                     await self._deliver_staged(self._head)
                 else:
                     await self._deliver(batch)
-                await anyio.to_thread.run_sync(self._spool.delete_through, last)
+                    del batch
+                # One trip to the worker thread: confirm this batch and, if the next one is due
+                # already (a backlog), read it.
+                self._next = await anyio.to_thread.run_sync(self._confirm_and_peek, last)
                 self._metrics.delivery_latency.observe(max(0.0, (_now_ms() - enqueued_at) / 1000))
                 self._head_at = None
                 self._update_gauges()
@@ -242,9 +269,28 @@ class ConvexSink:
             # Also on a crash of the loop: aclose() must not wait out its deadline for nothing.
             self._drained.set()
 
-    async def _next_batch(self) -> list[Row] | None:
+    def _due_now(self) -> bool:
+        """Whether the spool holds a full batch (or is being flushed): no reason to wait for more."""
+        config = self._config
+        return (
+            self._closing
+            or self._spool.ops >= config.batch_max_ops
+            or self._spool.total_bytes >= config.batch_max_bytes
+        )
+
+    def _confirm_and_peek(self, last: int) -> Batch | None:
+        """(In the worker thread.) Forget the ops through `last`; the next batch if it is due now."""
+        self._spool.delete_through(last)
+        if self._spool.ops and self._due_now():
+            return self._spool.peek_batch(self._config.batch_max_ops, self._config.batch_max_bytes)
+        return None
+
+    async def _next_batch(self) -> Batch | None:
         """Wait until a batch is due (count, size, or age of its oldest op), then read it."""
         config = self._config
+        if self._next is not None:
+            ready, self._next = self._next, None
+            return ready
         while True:
             self._wakeup = anyio.Event()
             if self._spool.ops == 0:
@@ -252,12 +298,7 @@ class ConvexSink:
                     return None
                 await self._wakeup.wait()
                 continue
-            due = (
-                self._closing
-                or self._spool.ops >= config.batch_max_ops
-                or self._spool.total_bytes >= config.batch_max_bytes
-            )
-            if not due:
+            if not self._due_now():
                 if self._head_at is None:
                     self._head_at = await anyio.to_thread.run_sync(self._spool.head_enqueued_at)
                 remaining = ((self._head_at or 0) - _now_ms()) / 1000 + config.batch_max_age
@@ -265,39 +306,83 @@ class ConvexSink:
                     with anyio.move_on_after(remaining):
                         await self._wakeup.wait()
                     continue
-            return await anyio.to_thread.run_sync(
-                self._spool.peek, config.batch_max_ops, config.batch_max_bytes
+            batch = await anyio.to_thread.run_sync(
+                self._spool.peek_batch, config.batch_max_ops, config.batch_max_bytes
             )
+            if batch is not None:
+                return batch
 
-    async def _deliver(self, rows: list[Row]) -> None:
-        """Apply `rows` or dead-letter the ones Convex refuses; returns when each is settled."""
+    async def _deliver(self, batch: Batch) -> None:
+        """Apply `batch` or dead-letter the ops Convex refuses; returns when each is settled.
+
+        The request is the spooled rows joined as they are (no op is decoded or encoded again);
+        only a refused batch is split into its ops, to be bisected.
+        """
         try:
-            results = await self._send([row.body for row in rows])
+            results = await self._send_parts(batch.parts, batch.count)
         except RejectedError as exc:
-            if len(rows) == 1:
-                body = rows[0].body
-
-                async def load() -> bytes:
-                    return body
-
-                if _TOO_LARGE.search(str(exc)):
-                    await self._deliver_staged(load)
-                else:
-                    await self._dead_letter([body], cause="rejected", reason=str(exc))
-                return
-            log.warning(
-                "batch rejected: bisecting to isolate the offending ops", ops=len(rows), error=str(exc)
-            )
-            middle = len(rows) // 2
-            await self._deliver(rows[:middle])
-            await self._deliver(rows[middle:])
+            first, ops = batch.first, batch.ops()
+            del batch
+            await self._bisect(first, ops, exc)
             return
-        for row, result in zip(rows, results, strict=True):
-            status = str(result.get("status", "unknown"))
-            if status == "rejected":
-                await self._dead_letter([row.body], cause="rejected", reason=str(result.get("reason", "")))
-            else:
-                self._metrics.ops_delivered.labels(result=status).inc()
+        split: list[list[bytes]] = []
+
+        def body_of(index: int) -> bytes:
+            if not split:
+                split.append(batch.ops())
+            return split[0][index]
+
+        await self._settle_results(results, body_of)
+
+    async def _deliver_ops(self, first: int, bodies: list[bytes]) -> None:
+        """`_deliver` for ops already split (part of a refused batch); `first`: the first op's number."""
+        try:
+            results = await self._send(bodies)
+        except RejectedError as exc:
+            await self._bisect(first, bodies, exc)
+            return
+        await self._settle_results(results, bodies.__getitem__)
+
+    async def _bisect(self, first: int, bodies: list[bytes], exc: RejectedError) -> None:
+        """Settle `bodies`, which Convex refused together: alone, or each half on its own."""
+        if len(bodies) == 1:
+            await self._settle_alone(bodies[0], exc)
+            return
+        log.warning("batch rejected: bisecting to isolate the offending ops", ops=len(bodies), error=str(exc))
+        middle = len(bodies) // 2
+        await self._deliver_ops(first, bodies[:middle])
+        # The settled half is confirmed at once: after a crash from here on, it is not sent again.
+        await self._confirm(first + middle - 1)
+        await self._deliver_ops(first + middle, bodies[middle:])
+
+    async def _confirm(self, last: int) -> None:
+        """Forget the ops through op number `last`: applied or dead-lettered."""
+        await anyio.to_thread.run_sync(self._spool.delete_through, last)
+        self._update_gauges()
+        self._space.set()
+
+    async def _settle_results(self, results: list[dict[str, Any]], body_of: Callable[[int], bytes]) -> None:
+        """Count the per-op results; dead-letter the ops the mutation reports `rejected`."""
+        counts = Counter(result.get("status", "unknown") for result in results)
+        if "rejected" in counts:
+            for index, result in enumerate(results):
+                if result.get("status") == "rejected":
+                    reason = str(result.get("reason", ""))
+                    await self._dead_letter([body_of(index)], cause="rejected", reason=reason)
+        for status, count in counts.items():
+            if status != "rejected":
+                self._metrics.ops_delivered.labels(result=str(status)).inc(count)
+
+    async def _settle_alone(self, body: bytes, exc: RejectedError) -> None:
+        """One op refused on its own: staged if refused for its size, else dead-lettered."""
+
+        async def load() -> bytes:
+            return body
+
+        if _TOO_LARGE.search(str(exc)):
+            await self._deliver_staged(load)
+        else:
+            await self._dead_letter([body], cause="rejected", reason=str(exc))
 
     async def _deliver_staged(self, load: Callable[[], Awaitable[bytes]]) -> None:
         """Deliver one op too large for a batch by staging its large columns first. `load` reads the
@@ -366,14 +451,28 @@ class ConvexSink:
 
     async def _send(self, bodies: list[bytes]) -> list[dict[str, Any]]:
         """One `ingest:applyBatch` call, retried until it is answered (or deterministically refused)."""
-        args = b'{"ops":[' + b",".join(bodies) + b"]}"
-        value = await self._call(APPLY_BATCH, args)
-        self._metrics.batch_ops.observe(len(bodies))
-        self._metrics.batch_bytes.observe(len(args))
-        return _results(value, len(bodies))
+        return await self._send_parts(bodies, len(bodies))
 
-    async def _call(self, path: str, args: bytes) -> Any:
-        """One mutation, retried until it is answered (or deterministically refused)."""
+    async def _send_parts(self, parts: Sequence[bytes], count: int) -> list[dict[str, Any]]:
+        """`_send` for `count` ops as spooled rows: each the ops joined by `spool.SEP`,
+        which is valid between JSON array items too. The request body is built in one copy."""
+        pieces = [b'{"ops":[']
+        for part in parts:
+            pieces += (part, SEP)
+        pieces[-1] = b"]}"
+        body = envelope(APPLY_BATCH, pieces)
+        del pieces
+        length = len(body)
+        value = await self._call(APPLY_BATCH, body, enveloped=True)
+        self._metrics.batch_ops.observe(count)
+        self._metrics.batch_bytes.observe(length)
+        return _results(value, count)
+
+    async def _call(self, path: str, args: bytes, *, enveloped: bool = False) -> Any:
+        """One mutation, retried until it is answered (or deterministically refused). `args` is the
+        arguments' JSON, or with `enveloped` the whole request body (`convex_api.envelope`)."""
+        body = args if enveloped else envelope(path, [args])
+        del args
         retrying = AsyncRetrying(
             retry=retry_if_exception_type((TransientError, AuthError, ConfigError)),
             wait=self._wait,
@@ -385,7 +484,7 @@ class ConvexSink:
         async for attempt in retrying:
             with attempt:
                 started = time.perf_counter()
-                value = await self._api.call_raw("mutation", path, args)
+                value = await self._api.call_body("mutation", path, body)
                 self._metrics.request_seconds.observe(time.perf_counter() - started)
         self._end_incident()
         return value
@@ -532,7 +631,11 @@ async def open_convex_sink(
 
 
 class ConvexHistory:
-    """The `HistoryReader` behind `ingestor show --sink convex`: the `history:*` queries."""
+    """The `HistoryReader` behind `ingestor show --sink convex`: the `history:*` queries.
+
+    Results as the queries return them, numbers in the readers' one form (`json_numbers`: orjson
+    parses an integral float64 past 64 bits, which Convex writes in digits, as a float).
+    """
 
     PAGE_SIZE: Final = 200
 
@@ -562,7 +665,7 @@ class ConvexHistory:
                     "paginationOpts": {"numItems": self.PAGE_SIZE, "cursor": cursor},
                 },
             )
-            events.extend(page["page"])
+            events.extend(json_numbers(page["page"]))
             if page["isDone"]:
                 break
             cursor = page["continueCursor"]
@@ -573,8 +676,11 @@ class ConvexHistory:
 
 
 def _optional_dict(value: Any) -> dict[str, Any] | None:
-    if value is None or isinstance(value, dict):
-        return value
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        result: dict[str, Any] = json_numbers(value)
+        return result
     raise TypeError(f"expected an object or null from Convex, got {type(value).__name__}")
 
 
