@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The benchmark suite in one command: installs what it needs, runs, writes bench-results/ and
+# docs/benchmarks.md + docs/benchmarks.png.
+#
+#   bench/run.sh            # full suite: five runs each, workloads up to 1M events (~30 min)
+#   bench/run.sh --smoke    # everything tiny (10k events, one run), < 60 s; asserts no target
+#   bench/run.sh --only throughput,sqlite --runs 3
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System tools: taskset (util-linux) pins the daemon to core 0; ps/free/lscpu describe the machine.
+need_apt=()
+command -v taskset >/dev/null || need_apt+=(util-linux)
+command -v ps >/dev/null || need_apt+=(procps)
+command -v free >/dev/null || need_apt+=(procps)
+if ((${#need_apt[@]})); then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+  else
+    echo "bench: missing ${need_apt[*]} (the suite still runs, unpinned)" >&2
+  fi
+fi
+
+# Python: the project's venv with the bench extras (matplotlib, py-spy).
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+if ! .venv/bin/python -c 'import matplotlib, ingestor' 2>/dev/null || [ ! -x .venv/bin/py-spy ]; then
+  .venv/bin/pip install -q -e '.[bench]'
+fi
+
+exec .venv/bin/python -m bench "$@"
