@@ -11,7 +11,6 @@ import orjson
 import pytest
 import structlog
 from convex_fake import FakeConvex, fast_config, make_op
-from prometheus_client import CollectorRegistry
 
 from ingestor.convex_api import ConvexHttp
 from ingestor.logging import configure_logging, get_logger, redact
@@ -24,16 +23,6 @@ from ingestor.sinks.convex import (
 )
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def metrics() -> Metrics:
-    return Metrics(CollectorRegistry())
-
-
-@pytest.fixture
-def health(metrics: Metrics) -> Health:
-    return Health(metrics)
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float:

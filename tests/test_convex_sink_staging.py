@@ -9,7 +9,6 @@ import httpx
 import orjson
 import pytest
 from convex_fake import FakeConvex, fast_config, make_op
-from prometheus_client import CollectorRegistry
 from test_convex_sink import dead_letters, sample
 
 from ingestor.convex_api import ConvexHttp
@@ -21,16 +20,6 @@ pytestmark = pytest.mark.anyio
 
 MIB = 1024 * 1024
 BUDGET = MIB  # the batch byte budget in these tests: larger ops are staged
-
-
-@pytest.fixture
-def metrics() -> Metrics:
-    return Metrics(CollectorRegistry())
-
-
-@pytest.fixture
-def health(metrics: Metrics) -> Health:
-    return Health(metrics)
 
 
 def big_command(output: str) -> Op:

@@ -12,7 +12,6 @@ import httpx
 import orjson
 import pytest
 from convex_fake import FakeConvex, fast_config, make_op
-from prometheus_client import CollectorRegistry
 
 from ingestor import spool as spool_module
 from ingestor.convex_api import ConvexHttp
@@ -162,16 +161,6 @@ def test_ops_must_be_compact_json(tmp_path: Path) -> None:
 
 
 # -- the sink -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def metrics() -> Metrics:
-    return Metrics(CollectorRegistry())
-
-
-@pytest.fixture
-def health(metrics: Metrics) -> Health:
-    return Health(metrics)
 
 
 @pytest.mark.anyio

@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from ingestor.lines import Line
-from ingestor.normalize.raw import encode_any as encode_any_columns
+from ingestor.normalize.raw import convex_safe
 from ingestor.normalize.state import Command, Ops, State
-from ingestor.ops import make_key
+from ingestor.ops import encode_any_columns, make_key
 
 CHUNK_MAX: Final = 64 * 1024
 COMMAND_SOURCE: Final = "command"
@@ -200,7 +200,7 @@ def command(
             continue
         args[name] = value
     if "parsedCmd" in args:
-        args = encode_any_columns(args)
+        args = encode_any_columns(args, convex_safe)
     out.append({"op": "upsertCommand", "key": make_key("x", call_id, line.ordinal, kind), "args": args})
 
 
@@ -264,7 +264,11 @@ def message(
     n = s.occurrence(family, turn_id, role, h)
     args = {"turnId": turn_id, "role": role, "content": content, "rawContent": raw, "createdAt": at}
     out.append(
-        {"op": "appendMessage", "key": make_key("m", turn_id, role, h, n), "args": encode_any_columns(args)}
+        {
+            "op": "appendMessage",
+            "key": make_key("m", turn_id, role, h, n),
+            "args": encode_any_columns(args, convex_safe),
+        }
     )
 
 
@@ -296,7 +300,7 @@ def reasoning(
         {
             "op": "appendReasoningSection",
             "key": make_key("r", turn_id, h, n),
-            "args": encode_any_columns(args),
+            "args": encode_any_columns(args, convex_safe),
         }
     )
 

@@ -26,9 +26,9 @@ from ingestor.ops import (
     _MAX_FIELD_NAME,
     _MAX_FIELDS,
     _MAX_SAFE_INT,
-    ANY_COLUMNS,
     EventArgs,
     Op,
+    encode_any_columns,
 )
 
 OVERSIZE_HEAD: Final = 64 * 1024
@@ -175,19 +175,6 @@ def convex_safe(value: Any, depth: int = 1) -> bool:
     return _safety(value) != 0
 
 
-def encode_any(args: dict[str, Any]) -> dict[str, Any]:
-    """`ingestor.ops.encode_any_columns` with the fast (and equal) safety check."""
-    out = args
-    for column in ANY_COLUMNS:
-        value = args.get(column)
-        if value is not None and not convex_safe(value):
-            if out is args:
-                out = dict(args)
-            del out[column]
-            out[column + "Json"] = orjson.dumps(value).decode()
-    return out
-
-
 def key_base(conversation_id: str) -> hashlib.blake2b:
     """A BLAKE2b state fed with the conversation id: copying it per line is cheaper than rehashing."""
     return hashlib.blake2b(f"{len(conversation_id)}:{conversation_id}:".encode(), digest_size=16)
@@ -234,6 +221,10 @@ def event_op(thread: Thread, line: Line, method: str, payload: Any, turn_id: str
         elif safe == 2:
             args.line_json = (payload, data)
         else:
-            return {"op": "appendEvent", "key": "e:" + h.hexdigest(), "args": encode_any(args)}
+            return {
+                "op": "appendEvent",
+                "key": "e:" + h.hexdigest(),
+                "args": encode_any_columns(args, convex_safe),
+            }
     # A bad line's stand-in payload (strings and a length) is always safe.
     return {"op": "appendEvent", "key": "e:" + h.hexdigest(), "args": args}
