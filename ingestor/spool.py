@@ -53,15 +53,6 @@ CREATE TABLE IF NOT EXISTS spool (
 
 
 @dataclass(frozen=True, slots=True)
-class Row:
-    """One op: its number, when its row was spooled, its encoded body."""
-
-    seq: int
-    enqueued_at: int
-    body: bytes
-
-
-@dataclass(frozen=True, slots=True)
 class Batch:
     """Consecutive ops from the head of the spool, as read for one request."""
 
@@ -309,27 +300,6 @@ class Spool:
             cut = _prefix(bodies[0].split(SEP), max_ops, max_bytes)
             return Batch(first, enqueued_at, len(cut), sum(map(len, cut)), (SEP.join(cut),))
         return Batch(first, enqueued_at, count, size, tuple(bodies))
-
-    def peek(self, max_ops: int, max_bytes: int) -> list[Row]:
-        """The oldest ops one by one, at most `max_ops` and `max_bytes` (but at least one if any)."""
-        rows: list[Row] = []
-        size = 0
-        with self._lock:
-            cursor = self._db.execute(
-                "SELECT seq, enqueued_at, segment, offset, length FROM spool ORDER BY seq"
-            )
-            try:
-                for seq, enqueued_at, segment, offset, length in cursor:
-                    for index, op in enumerate(self._read(segment, offset, length).split(SEP)):
-                        if rows and size + len(op) > max_bytes:
-                            return rows
-                        rows.append(Row(seq + index, enqueued_at, op))
-                        size += len(op)
-                        if len(rows) >= max_ops:
-                            return rows
-            finally:
-                cursor.close()
-        return rows
 
     def head_enqueued_at(self) -> int | None:
         with self._lock:

@@ -6,22 +6,28 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ingestor.spool import Spool
+from ingestor.spool import Batch, Spool
+
+
+def head(spool: Spool, max_ops: int, max_bytes: int) -> Batch:
+    batch = spool.peek_batch(max_ops, max_bytes)
+    assert batch is not None, "the spool is empty"
+    return batch
 
 
 def test_fifo_batches_respect_count_and_bytes(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "s.db")
     spool.append([b"a" * 10, b"b" * 10, b"c" * 10, b"d" * 10], enqueued_at=1)
-    assert [row.body[:1] for row in spool.peek(max_ops=3, max_bytes=1000)] == [b"a", b"b", b"c"]
-    assert [len(row.body) for row in spool.peek(max_ops=100, max_bytes=25)] == [10, 10]
-    assert len(spool.peek(max_ops=100, max_bytes=1000)) == 4
+    assert [op[:1] for op in head(spool, max_ops=3, max_bytes=1000).ops()] == [b"a", b"b", b"c"]
+    assert [len(op) for op in head(spool, max_ops=100, max_bytes=25).ops()] == [10, 10]
+    assert len(head(spool, max_ops=100, max_bytes=1000).ops()) == 4
     spool.close()
 
 
 def test_an_op_larger_than_max_bytes_still_forms_a_batch(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "s.db")
     spool.append([b"x" * 100, b"y"], enqueued_at=1)
-    assert [len(row.body) for row in spool.peek(max_ops=10, max_bytes=10)] == [100]
+    assert [len(op) for op in head(spool, max_ops=10, max_bytes=10).ops()] == [100]
     spool.close()
 
 
@@ -30,12 +36,11 @@ def test_delete_through_updates_totals_and_head(tmp_path: Path) -> None:
     spool.append([b"1", b"22"], enqueued_at=5)
     spool.append([b"333"], enqueued_at=9)
     assert (spool.ops, spool.total_bytes, spool.head_enqueued_at()) == (3, 6, 5)
-    first_two = spool.peek(2, 100)
-    spool.delete_through(first_two[-1].seq)
+    spool.delete_through(head(spool, 2, 100).last)
     assert (spool.ops, spool.total_bytes, spool.head_enqueued_at()) == (1, 3, 9)
-    spool.delete_through(spool.peek(10, 100)[-1].seq)
+    spool.delete_through(head(spool, 10, 100).last)
     assert (spool.ops, spool.total_bytes, spool.head_enqueued_at()) == (0, 0, None)
-    assert spool.peek(10, 100) == []
+    assert spool.peek_batch(10, 100) is None
     spool.close()
 
 
@@ -43,13 +48,13 @@ def test_contents_and_totals_survive_reopen(tmp_path: Path) -> None:
     path = tmp_path / "state" / "s.db"
     spool = Spool(path)
     spool.append([b"one", b"two"], enqueued_at=1)
-    spool.delete_through(spool.peek(1, 100)[0].seq)
+    spool.delete_through(head(spool, 1, 100).first)
     spool.close()
     reopened = Spool(path)
     assert (reopened.ops, reopened.total_bytes) == (1, 3)
-    assert [row.body for row in reopened.peek(10, 100)] == [b"two"]
+    assert head(reopened, 10, 100).ops() == [b"two"]
     reopened.append([b"three"], enqueued_at=2)
-    assert [row.body for row in reopened.peek(10, 100)] == [b"two", b"three"], "seq keeps growing"
+    assert head(reopened, 10, 100).ops() == [b"two", b"three"], "seq keeps growing"
     reopened.close()
 
 
@@ -67,7 +72,7 @@ def test_committed_appends_survive_sigkill(tmp_path: Path) -> None:
     assert result.returncode == -9
     spool = Spool(path)
     assert spool.ops == 100
-    assert spool.peek(1, 100)[0].body == b"kept-0"
+    assert head(spool, 1, 100).ops() == [b"kept-0"]
     spool.close()
 
 

@@ -446,8 +446,11 @@ class ConvexSink:
         return {"field": field, "json": json, "parts": len(bounds), "stageKey": stage_key}
 
     async def _head(self) -> bytes:
-        """The op at the head of the spool."""
-        return (await anyio.to_thread.run_sync(self._spool.peek, 1, 0))[0].body
+        """The op at the head of the spool (it holds the op being delivered: never empty here)."""
+        batch = await anyio.to_thread.run_sync(self._spool.peek_batch, 1, 0)
+        if batch is None:
+            raise RuntimeError("spool: the op being delivered is gone")
+        return batch.ops()[0]
 
     async def _send(self, bodies: list[bytes]) -> list[dict[str, Any]]:
         """One `ingest:applyBatch` call, retried until it is answered (or deterministically refused)."""
