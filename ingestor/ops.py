@@ -6,7 +6,6 @@ Pure data and pure functions only: no I/O here.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from typing import Any, Final, Literal, TypedDict
 
 import orjson
@@ -38,7 +37,8 @@ OP_TABLE: Final[dict[str, str]] = {
 TURN_TERMINAL: Final = frozenset({"succeeded", "failed", "canceled"})
 COMMAND_TERMINAL: Final = frozenset({"completed", "failed", "declined"})
 
-# Columns of type `any`: sent as `<column>Json` text when Convex cannot hold the value as is.
+# Columns of type `any`: sent as `<column>Json` text when Convex cannot hold the value as is
+# (ingestor.sinks.wire).
 ANY_COLUMNS: Final = ("payload", "rawContent", "parsedCmd", "workflowArgs")
 
 
@@ -50,8 +50,9 @@ class Op(TypedDict):
 
 class EventArgs(dict[str, Any]):
     """The args of an `appendEvent` whose payload is its whole input line: a plain dict to everyone
-    (equal to one, serialized as one), which also remembers the line's own JSON text, so that a sink
-    storing JSON text (SQLite) can keep that exact text instead of encoding the parsed value again.
+    (equal to one, serialized as one), which also remembers the line's own JSON text, so that sinks
+    keep or send that exact text instead of encoding the parsed value again (SQLite stores it, the
+    Convex encoding sends it: `ingestor.sinks.wire`).
 
     `line_json` is `(payload, text)`: the text is the payload's only while `args["payload"]` is still
     that very object (a sink checks with `is`)."""
@@ -76,44 +77,100 @@ _MAX_FIELDS: Final = 1024
 _MAX_FIELD_NAME: Final = 1024
 
 
-def _safe_field_name(name: str) -> bool:
-    return (
-        0 < len(name) <= _MAX_FIELD_NAME
-        and not name.startswith("$")
-        and name.isascii()
-        and name.isprintable()
-    )
+_INFINITIES: Final = (float("inf"), float("-inf"))
+_GOOD_KEYS: Final[set[str]] = set()
+"""Field names already found valid: Codex uses a few hundred, and a set lookup is cheaper than the
+checks. A memo only (it never changes an answer), bounded so arbitrary keys can't grow it forever."""
+_GOOD_KEYS_MAX: Final = 10_000
 
 
-def is_convex_safe(value: object, depth: int = 1) -> bool:
-    """True when Convex can store `value` as a document value exactly, with no loss."""
-    if value is None or isinstance(value, (bool, str)):
-        return True
-    if isinstance(value, int):
-        return -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT
-    if isinstance(value, float):
-        return value == value and value not in (float("inf"), float("-inf"))
-    if depth > _MAX_DEPTH:
+def _good_key(key: Any) -> bool:
+    if (
+        type(key) is not str
+        or not 0 < len(key) <= _MAX_FIELD_NAME
+        or key[0] == "$"
+        or not key.isascii()
+        or not key.isprintable()
+    ):
         return False
-    if isinstance(value, list):
-        return len(value) <= _MAX_ARRAY and all(is_convex_safe(v, depth + 1) for v in value)
-    if isinstance(value, dict):
-        return len(value) <= _MAX_FIELDS and all(
-            isinstance(k, str) and _safe_field_name(k) and is_convex_safe(v, depth + 1)
-            for k, v in value.items()
-        )
-    return False
+    if len(_GOOD_KEYS) < _GOOD_KEYS_MAX:
+        _GOOD_KEYS.add(key)
+    return True
 
 
-def encode_any_columns(
-    args: dict[str, Any], is_safe: Callable[[object], bool] = is_convex_safe
-) -> dict[str, Any]:
-    """Replace each unsafe `any` column by its JSON text in `<column>Json` (see the contract).
-    `is_safe`: `is_convex_safe` or an equal, faster check (the normalizer's)."""
+def safety(value: Any, depth: int = 1) -> int:
+    """0 = unsafe, 1 = safe, 2 = safe but holds a float (which may be orjson's reading of an integer
+    beyond 64 bits: a caller holding the JSON text checks it for long digit runs).
+
+    Written for speed (it runs on every raw event sent to Convex): keys are checked in one C-level
+    `issuperset` against the memo, and values that are strings (most of them) cost one type test.
+    tests/test_ops.py holds it equal to a plain recursive reading of the rules."""
+    kind = type(value)
+    if kind is dict:
+        if len(value) > _MAX_FIELDS or depth > _MAX_DEPTH:
+            return 0
+        if not _GOOD_KEYS.issuperset(value):
+            for key in value:
+                if key not in _GOOD_KEYS and not _good_key(key):
+                    return 0
+        items: Any = value.values()
+    elif kind is list:
+        if len(value) > _MAX_ARRAY or depth > _MAX_DEPTH:
+            return 0
+        items = value
+    elif kind is str or kind is bool or value is None:
+        return 1
+    elif kind is int:
+        return 1 if -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT else 0
+    elif kind is float:
+        return 2 if value == value and value not in _INFINITIES else 0
+    else:
+        return 0
+    result = 1
+    for item in items:
+        kind = type(item)
+        if kind is str or kind is bool or item is None:
+            continue
+        if kind is int:
+            if -_MAX_SAFE_INT <= item <= _MAX_SAFE_INT:
+                continue
+            return 0
+        if kind is float:
+            if item == item and item not in _INFINITIES:
+                result = 2
+                continue
+            return 0
+        if kind is dict and depth < _MAX_DEPTH and len(item) <= _MAX_FIELDS and _GOOD_KEYS.issuperset(item):
+            # One level down without a call: most nested objects hold scalars only. Anything else
+            # (or a float, or a large integer) is walked again the general way.
+            for sub in item.values():
+                kind = type(sub)
+                if kind is str or kind is bool or sub is None:
+                    continue
+                if kind is int and -_MAX_SAFE_INT <= sub <= _MAX_SAFE_INT:
+                    continue
+                break
+            else:
+                continue
+        found = safety(item, depth + 1)
+        if found != 1:
+            if found == 0:
+                return 0
+            result = 2
+    return result
+
+
+def is_convex_safe(value: object) -> bool:
+    """True when Convex can store `value` as a document value exactly, with no loss."""
+    return safety(value) != 0
+
+
+def encode_any_columns(args: dict[str, Any]) -> dict[str, Any]:
+    """Replace each unsafe `any` column by its JSON text in `<column>Json` (see the contract)."""
     out = args
     for column in ANY_COLUMNS:
         value = args.get(column)
-        if value is not None and not is_safe(value):
+        if value is not None and safety(value) == 0:
             if out is args:
                 out = dict(args)
             del out[column]

@@ -34,7 +34,7 @@ log = get_logger("ingestor.pipeline")
 class StreamNormalizer(Protocol):
     """What the pipeline needs from `ingestor.normalize.Normalizer` (one per input stream)."""
 
-    def feed(self, line: Line) -> list[Op]: ...
+    def feed_into(self, line: Line, out: list[Op]) -> None: ...
 
     def finish(self) -> list[Op]: ...
 
@@ -189,12 +189,11 @@ class Pipeline:
 
     def _normalize(self, normalizer: StreamNormalizer, lines: list[Line], failures: _Failures) -> list[Op]:
         ops: list[Op] = []
-        extend = ops.extend
-        feed = normalizer.feed
+        feed_into = normalizer.feed_into
         for line in lines:
             # A normalizer bug on one line must not take down every producer's stream.
             try:
-                extend(feed(line))
+                feed_into(line, ops)
             except Exception:
                 self.stats.normalizer_errors += 1
                 failures.record(ordinal=line.ordinal)

@@ -16,8 +16,8 @@ class EchoNormalizer:
     def __init__(self, source: str) -> None:
         self.source = source
 
-    def feed(self, line: Line) -> list[Op]:
-        return [
+    def feed_into(self, line: Line, out: list[Op]) -> None:
+        out.append(
             {
                 "op": "appendEvent",
                 "key": f"e:{line.source}:{line.ordinal}",
@@ -28,7 +28,7 @@ class EchoNormalizer:
                     "receivedAt": line.received_at,
                 },
             }
-        ]
+        )
 
     def finish(self) -> list[Op]:
         return [{"op": "appendEvent", "key": f"end:{self.source}", "args": {"method": "end"}}]

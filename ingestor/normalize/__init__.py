@@ -4,7 +4,7 @@ One `Normalizer` per input stream::
 
     n = Normalizer("file:/tmp/run.jsonl")
     for line in lines:
-        sink(n.feed(line))
+        sink(n.feed(line))  # or n.feed_into(line, ops), appending to a list of one's own
     sink(n.finish())
 
 Every line yields exactly one `appendEvent` (also lines that are not JSON, see raw.py), plus the facts
@@ -120,6 +120,13 @@ class Normalizer:
             self._s.start(conversation_id)
 
     def feed(self, line: Line) -> list[Op]:
+        """The operations of one line."""
+        out: Ops = []
+        self.feed_into(line, out)
+        return out
+
+    def feed_into(self, line: Line, out: Ops) -> None:
+        """`feed`, appending to `out`: the pipeline's per-line call, spared a list per line."""
         # `raw.parse` and `detect.classify`, with the common case (a JSON-RPC notification) inline.
         obj: Any = None
         if line.oversize is None:
@@ -130,7 +137,14 @@ class Normalizer:
             else:
                 found = obj.get("method") if type(obj) is dict else None
                 if type(found) is str:
-                    kind, method = (LEGACY if found.startswith(LEGACY_PREFIX) else V2), found
+                    if not found.startswith(LEGACY_PREFIX):
+                        if self._s.cur is not None:
+                            self._last_line = line
+                            self._process_v2(line, found, obj, out)
+                            return
+                        kind, method = V2, found
+                    else:
+                        kind, method = LEGACY, found
                 else:
                     kind, method = classify(obj)
         else:
@@ -138,23 +152,19 @@ class Normalizer:
         s = self._s
         self._last_line = line
         if s.cur is not None:
-            out: Ops = []
-            if kind is V2:
-                self._process_v2(line, method, obj, out)
-            else:
-                self._process(line, kind, method, obj, out)
-            return out
+            self._process(line, kind, method, obj, out)
+            return
         cid = revealed_id(kind, method, obj)
         if cid is None:
             s.pending.append((line, kind, method, obj))
             s.pending_bytes += len(line.data)
             if len(s.pending) >= MAX_PENDING_LINES or s.pending_bytes >= MAX_PENDING_BYTES:
-                return self._release(f"source:{s.source}")
-            return []
+                out.extend(self._release(f"source:{s.source}"))
+            return
         if kind == HELLO:
             s.fixed_conversation = cid
         s.pending.append((line, kind, method, obj))
-        return self._release(cid)
+        out.extend(self._release(cid))
 
     def finish(self) -> list[Op]:
         s = self._s

@@ -13,9 +13,8 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from ingestor.lines import Line
-from ingestor.normalize.raw import convex_safe
 from ingestor.normalize.state import Command, Ops, State
-from ingestor.ops import encode_any_columns, make_key
+from ingestor.ops import make_key
 
 CHUNK_MAX: Final = 64 * 1024
 COMMAND_SOURCE: Final = "command"
@@ -199,8 +198,6 @@ def command(
         if not owner and name in ("command", "parsedCmd", "source"):
             continue
         args[name] = value
-    if "parsedCmd" in args:
-        args = encode_any_columns(args, convex_safe)
     out.append({"op": "upsertCommand", "key": make_key("x", call_id, line.ordinal, kind), "args": args})
 
 
@@ -267,7 +264,7 @@ def message(
         {
             "op": "appendMessage",
             "key": make_key("m", turn_id, role, h, n),
-            "args": encode_any_columns(args, convex_safe),
+            "args": args,
         }
     )
 
@@ -300,7 +297,7 @@ def reasoning(
         {
             "op": "appendReasoningSection",
             "key": make_key("r", turn_id, h, n),
-            "args": encode_any_columns(args, convex_safe),
+            "args": args,
         }
     )
 

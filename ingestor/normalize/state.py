@@ -47,7 +47,7 @@ class Thread:
     model: str | None = None
     service_tier: str | None = None
     key_base: Any = None
-    """The raw events' key hasher, primed with the conversation id (see raw.event_key)."""
+    """The raw events' key hasher, primed with the conversation id (see raw.event_op)."""
 
 
 @dataclass(slots=True)

@@ -69,6 +69,7 @@ from ingestor.metrics import HEALTH, METRICS, Health, Metrics
 from ingestor.ops import Op, make_key
 from ingestor.sinks.base import json_numbers
 from ingestor.sinks.factory import SinkError
+from ingestor.sinks.wire import encode_op
 from ingestor.spool import SEP, Batch, Spool
 
 APPLY_BATCH: Final = "ingest:applyBatch"
@@ -132,13 +133,6 @@ class ConvexSinkConfig:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def encode_op(op: Op) -> bytes:
-    """One op as sent to Convex. Values Convex cannot hold were already moved to `<column>Json` by the
-    normalizer (docs/operations.md); walking every payload again here cost a fifth of the delivery
-    CPU. An op that still slips through is refused by Convex and dead-lettered, not retried forever."""
-    return orjson.dumps(op)
 
 
 class ConvexSink:

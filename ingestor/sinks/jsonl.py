@@ -1,4 +1,5 @@
-"""The JSONL sink: the normalized operations, one JSON object per line, to a file or stdout.
+"""The JSONL sink: the normalized operations as Convex would receive them (`ingestor.sinks.wire`), one
+JSON object per line, to a file or stdout.
 
 For debugging the normalizer (`ingestor replay run.jsonl --sink jsonl:-`). A file is overwritten,
 like a shell redirection: one run's operations, not an accumulation of runs.
@@ -17,6 +18,7 @@ import anyio.to_thread
 import orjson
 
 from ingestor.ops import Op
+from ingestor.sinks.wire import convex_op
 
 STDOUT = "-"
 
@@ -27,7 +29,7 @@ class JsonlSink:
         self._limiter = anyio.CapacityLimiter(1)  # writes in batch order
 
     async def write(self, ops: Sequence[Op]) -> None:
-        data = b"".join(orjson.dumps(op, option=orjson.OPT_APPEND_NEWLINE) for op in ops)
+        data = b"".join(orjson.dumps(convex_op(op), option=orjson.OPT_APPEND_NEWLINE) for op in ops)
         # A reader on the other end of a pipe may be slow: block a worker thread, not the loop.
         await anyio.to_thread.run_sync(self._write, data, limiter=self._limiter)
 
