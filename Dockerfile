@@ -1,8 +1,11 @@
 # codex-ingestor: the daemon alone (no Node, no Codex). Build: docker build -t codex-ingestor .
 # Runs as a sidecar listening on a Unix socket and delivering to Convex; see docs/sidecar.md.
 FROM python:3.11-slim AS build
+# gcc: setup.py compiles the per-line hot path with mypyc (the image's Python has its headers).
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY ingestor ./ingestor
 RUN pip install --no-cache-dir --prefix=/install .
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from typing import Any
 
-from bench.procs import ROOT
+from bench.procs import ROOT, ingestor_cmd
 
 
 def _run(*cmd: str) -> str:
@@ -59,6 +59,7 @@ def describe() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "git": _run("git", "rev-parse", "--short", "HEAD").strip(),
         "git_dirty": bool(_run("git", "status", "--porcelain", "--", "ingestor").strip()),
+        "daemon": ingestor_cmd()[0],
         "tools": {
             "orjson": _version("orjson"),
             "anyio": _version("anyio"),

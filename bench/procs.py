@@ -34,11 +34,17 @@ def pin_self(core: int = HARNESS_CORE) -> None:
         os.sched_setaffinity(0, {core})
 
 
+COMPILED_DAEMON = ROOT / ".venv-compiled" / "bin" / "ingestor"
+"""The build users run (`pip install .`, the Docker image: setup.py compiles the hot path), which
+bench/run.sh keeps current. Without it (a bare `python -m bench`), the development install."""
+
+
 def ingestor_cmd(*args: str) -> list[str]:
-    """The daemon's command line: the installed console script, else `python -m ingestor.cli`."""
-    script = Path(PYTHON).parent / "ingestor"
-    if script.exists():
-        return [str(script), *args]
+    """The daemon's command line: the compiled build, else the development install's console script,
+    else `python -m ingestor.cli`."""
+    for script in (COMPILED_DAEMON, Path(PYTHON).parent / "ingestor"):
+        if script.exists():
+            return [str(script), *args]
     return [PYTHON, "-m", "ingestor.cli", *args]
 
 

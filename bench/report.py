@@ -107,6 +107,9 @@ def _machine(meta: dict[str, Any]) -> list[str]:
     )
     dirty = " (with uncommitted changes in ingestor/)" if m.get("git_dirty") else ""
     lines.append(f"- Code: commit `{m.get('git', '?')}`{dirty}")
+    daemon = m.get("daemon", "")
+    build = "compiled build (setup.py: mypyc)" if ".venv-compiled" in daemon else "pure Python build"
+    lines.append(f"- Daemon: `{daemon.replace(str(ROOT) + '/', '')}`, the {build}")
     lines.append(
         f"- Pinning: the daemon (and the ceiling, and the naive client) run under "
         f"`{meta['pinning']['daemon']}`; the harness and the blackhole on core 1."

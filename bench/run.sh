@@ -21,12 +21,8 @@ if ((${#need_apt[@]})); then
   fi
 fi
 
-# Python: the project's venv with the bench extras (matplotlib, py-spy).
-if [ ! -x .venv/bin/python ]; then
-  python3 -m venv .venv
-fi
-if ! .venv/bin/python -c 'import matplotlib, ingestor' 2>/dev/null || [ ! -x .venv/bin/py-spy ]; then
-  .venv/bin/pip install -q -e '.[bench]'
-fi
+# Python: the project's venv with the bench extras (matplotlib, py-spy) for the harness, and the
+# daemon as users install it, compiled (.venv-compiled, rebuilt when a source changed).
+scripts/bootstrap --compiled
 
 exec .venv/bin/python -m bench "$@"

@@ -70,7 +70,7 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-GC_YOUNG_THRESHOLD = 20_000
+GC_YOUNG_THRESHOLD = 100_000
 """Allocations between young-generation collections while the pipeline runs (CPython's default: 700).
 Every line allocates a few containers (the parsed line, its ops) that refcounting frees anyway; at the
 default the cycle collector ran every ~150 lines, scanning batches still waiting for the sink, and

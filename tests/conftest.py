@@ -1,14 +1,23 @@
-"""Shared fixtures."""
+"""Shared fixtures, and the check that a run meant for the compiled build really tests it."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 from convex_local import ConvexLocal, convex_local_server
 from prometheus_client import CollectorRegistry
 
+import ingestor.normalize
 from ingestor.metrics import Health, Metrics
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # scripts/test runs the normalizer's tests again with .venv-compiled (setup.py): there, a pure
+    # Python module found first (e.g. the source tree on sys.path) would test the wrong code.
+    if os.environ.get("INGESTOR_EXPECT_COMPILED") == "1" and ingestor.normalize.__file__.endswith(".py"):
+        raise pytest.UsageError(f"expected the compiled normalizer, imported {ingestor.normalize.__file__}")
 
 
 @pytest.fixture(scope="session")

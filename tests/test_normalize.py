@@ -147,13 +147,15 @@ def test_constructor_and_hello_choose_the_conversation() -> None:
     assert events(ops)[0]["args"]["method"] == "ingestor.hello"
 
 
-def test_fallback_conversation_at_finish_and_at_the_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fallback_conversation_at_finish_and_at_the_bound() -> None:
     ops = normalize([{"id": 1, "result": {}}], source="unix:/s#3")
     assert events(ops)[0]["args"]["conversationId"] == "source:unix:/s#3"
-    monkeypatch.setattr(normalize_module, "MAX_PENDING_LINES", 3)
+    # The real bound, not a patched one: the compiled normalizer (setup.py) inlines its constants.
+    bound = normalize_module.MAX_PENDING_LINES
     n = Normalizer("s")
-    outs = [n.feed(line) for line in as_lines([{"id": i, "result": {}} for i in range(4)])]
-    assert [len(events(o)) for o in outs] == [0, 0, 3, 1]
+    outs = [n.feed(line) for line in as_lines([{"id": i, "result": {}} for i in range(bound + 1)])]
+    assert [len(events(o)) for o in outs[bound - 2 :]] == [0, bound, 1]
+    assert sum(len(events(o)) for o in outs[: bound - 2]) == 0
 
 
 def test_each_thread_is_its_own_conversation() -> None:

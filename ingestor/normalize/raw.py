@@ -62,12 +62,17 @@ def event_op(thread: Thread, line: Line, method: str, payload: Any, turn_id: str
     h = base.copy()
     h.update(b"%d:-1:" % line.ordinal if oversize is None else b"%d:%d:" % (line.ordinal, oversize))
     h.update(data)
-    args = EventArgs()
-    args["conversationId"] = thread.conversation_id
-    args["method"] = method
-    args["payload"] = payload
-    args["receivedAt"] = line.received_at
+    if turn_id is None:
+        args = EventArgs(
+            conversationId=thread.conversation_id, method=method, payload=payload, receivedAt=line.received_at
+        )
+    else:
+        args = EventArgs(
+            conversationId=thread.conversation_id,
+            method=method,
+            payload=payload,
+            receivedAt=line.received_at,
+            turnId=turn_id,
+        )
     args.line_json = (payload, data) if parsed else None
-    if turn_id is not None:
-        args["turnId"] = turn_id
     return {"op": "appendEvent", "key": "e:" + h.hexdigest(), "args": args}
