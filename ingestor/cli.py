@@ -24,7 +24,6 @@ from ingestor.normalize import Normalizer
 from ingestor.pipeline import NormalizerFactory, Pipeline, PipelineConfig
 from ingestor.show import WHAT, NotFoundError, show
 from ingestor.sinks.factory import SINK_SYNTAX, SinkError, SinkSpec, open_history, open_sink, resolve_sink
-from ingestor.sinks.sqlite_history import StoreMissingError
 from ingestor.sources import Source
 from ingestor.sources.files import FilesSource, MissingPathError, expand_paths
 from ingestor.sources.sockets import TcpSource, UnixSource, parse_host_port
@@ -274,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _fail(f"no such file or directory: {cause}", EXIT_USAGE)
         if isinstance(cause, SinkError):
             return _fail(str(cause), EXIT_USAGE)
-        if isinstance(cause, (NotFoundError, StoreMissingError)):
+        if isinstance(cause, NotFoundError):  # also a missing store (sqlite_history.StoreMissingError)
             return _fail(f"{cause} (in {spec})", EXIT_FAILURE)
         if isinstance(cause, (KeyboardInterrupt, SystemExit)):
             raise

@@ -22,7 +22,7 @@ PAYLOAD_CHARS: Final = 160
 
 
 class NotFoundError(LookupError):
-    """The id names nothing in the store."""
+    """The id names nothing in the store (or there is no store)."""
 
 
 def fmt_time(ms: Any) -> str:

@@ -23,6 +23,7 @@ import anyio
 import anyio.to_thread
 
 from ingestor.ops import is_convex_safe
+from ingestor.show import NotFoundError
 from ingestor.sinks.base import json_numbers
 from ingestor.sinks.schema import TABLES, Table
 from ingestor.sinks.sqlite import connect, loads_json
@@ -169,7 +170,7 @@ class SqliteHistory:
         )
 
 
-class StoreMissingError(Exception):
+class StoreMissingError(NotFoundError):
     """`show` on a store file that does not exist (opening it would create an empty one)."""
 
 
