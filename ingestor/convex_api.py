@@ -14,6 +14,7 @@ timeout). Every failure is classified here, once, into what the caller should do
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Sequence
 from typing import Any, Final, Literal
 
@@ -25,6 +26,13 @@ from ingestor.logging import scrub
 
 DEFAULT_TIMEOUT: Final = httpx.Timeout(connect=5.0, read=60.0, write=60.0, pool=10.0)
 _MAX_ERROR_TEXT: Final = 500
+_LIMITS: Final = httpx.Limits(max_connections=4, max_keepalive_connections=4, keepalive_expiry=60.0)
+# A request (up to 8 MiB of ops) goes into the kernel in one or two writes rather than trickling out
+# through the event loop 16 KiB at a time: every wait for the socket to drain costs a loop turn, and
+# the loop is busy normalizing. The kernel caps this at net.core.wmem_max (and only ever uses what
+# is queued).
+_SEND_BUFFER: Final = 4 * 1024 * 1024
+_SOCKET_OPTIONS: Final = [(socket.SOL_SOCKET, socket.SO_SNDBUF, _SEND_BUFFER)]
 # What Convex answers when the function is missing (not deployed, or a typo in the path).
 _MISSING_FUNCTION: Final = re.compile(r"could not find (?:public )?function|no (?:public )?function", re.I)
 
@@ -128,16 +136,15 @@ class ConvexHttp:
         if key is not None:
             headers["Authorization"] = f"Convex {key.reveal()}"
         self.url = url
-        self._client = httpx.AsyncClient(
-            base_url=url,
-            headers=headers,
-            timeout=timeout,
-            transport=transport,
-            # A plain-HTTP deployment (a local backend) never negotiates TLS (no redirects are
-            # followed): skip loading the CA bundle, which costs ~40 ms of start-up.
-            verify=not url.lower().startswith("http://"),
-            limits=httpx.Limits(max_connections=4, max_keepalive_connections=4, keepalive_expiry=60.0),
-        )
+        if transport is None:
+            transport = httpx.AsyncHTTPTransport(
+                # A plain-HTTP deployment (a local backend) never negotiates TLS (no redirects are
+                # followed): skip loading the CA bundle, which costs ~40 ms of start-up.
+                verify=not url.lower().startswith("http://"),
+                limits=_LIMITS,
+                socket_options=_SOCKET_OPTIONS,
+            )
+        self._client = httpx.AsyncClient(base_url=url, headers=headers, timeout=timeout, transport=transport)
 
     async def call_raw(self, kind: Literal["mutation", "query"], path: str, args_json: bytes) -> Any:
         return await self.call_body(kind, path, _envelope(path, args_json))

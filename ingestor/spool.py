@@ -15,6 +15,9 @@ escaped), so a request body is the rows' data joined, and a row is split into it
 batch must be bisected or is larger than a request. Ops are numbered consecutively across rows: a
 row's `seq` is the number of its first op, and confirming up to an op in the middle of a row (a
 bisected batch) moves that row's start past it, so what was confirmed is not sent again.
+Confirmations may be committed without an fsync (`delete_through(durable=False)`): a power cut can
+undo them (never an append), and the ops are then sent again; the WAL is synced before a segment
+file is deleted, so no row ever outlives its data.
 
 Format history: spools of the earlier format (one SQLite row per op, its body in the row) are
 converted on open, in order.
@@ -106,6 +109,8 @@ class Spool:
         # WAL + synchronous=FULL: a committed append survives a SIGKILL and a power cut alike.
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        self._wal_synced = True
+        """False while a confirmation was committed without syncing the WAL (`durable=False`)."""
         self._readers: dict[int, int] = {}
         self._writer: int | None = None
         self._writer_at = 0
@@ -238,6 +243,7 @@ class Spool:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+            self._wal_synced = True
             self._next = seq
             self._ops += len(bodies)
             self._bytes += total
@@ -271,28 +277,41 @@ class Spool:
             raise RuntimeError(f"spool segment {segment}: {len(data)} of {length} bytes at {offset}")
         return data
 
-    def peek_batch(self, max_ops: int, max_bytes: int) -> Batch | None:
+    def peek_batch(
+        self, max_ops: int, max_bytes: int, *, after: int | None = None, full: bool = False
+    ) -> Batch | None:
         """The oldest ops, at most `max_ops` and `max_bytes` (but always at least one if any), whole
-        rows where they fit; a first row larger than that is cut (its first ops, at least one)."""
+        rows where they fit; a first row larger than that is cut (its first ops, at least one).
+
+        `after`: the ops from number `after + 1` on, as if those up to `after` were confirmed already
+        (None unless a row starts there). `full`: None unless the batch reaches `max_ops` or
+        `max_bytes` (or there is more than fits in it)."""
         with self._lock:
             heads: list[tuple[int, int, int, int, int, int, int]] = []
             count = size = 0
+            reached = False
             cursor = self._db.execute(
-                "SELECT seq, enqueued_at, ops, size, segment, offset, length FROM spool ORDER BY seq"
+                "SELECT seq, enqueued_at, ops, size, segment, offset, length FROM spool WHERE seq > ? "
+                "ORDER BY seq",
+                (0 if after is None else after,),
             )
             try:
                 for row in cursor:
+                    if after is not None and not heads and row[0] != after + 1:
+                        return None
                     ops, row_size = row[2], row[3]
                     if heads and (count + ops > max_ops or size + row_size > max_bytes):
+                        reached = True
                         break
                     heads.append(row)
                     count += ops
                     size += row_size
                     if count >= max_ops or size >= max_bytes:
+                        reached = True
                         break
             finally:
                 cursor.close()
-            if not heads:
+            if not heads or (full and not reached):
                 return None
             bodies = [self._read(segment, offset, length) for *_, segment, offset, length in heads]
         first, enqueued_at, ops, row_size = heads[0][:4]
@@ -306,48 +325,83 @@ class Spool:
             row = self._db.execute("SELECT enqueued_at FROM spool ORDER BY seq LIMIT 1").fetchone()
         return None if row is None else int(row[0])
 
-    def delete_through(self, seq: int) -> None:
+    def delete_through(self, seq: int, *, durable: bool = True) -> None:
         """Forget every op up to and including op number `seq` (confirmed in FIFO order). A row that
-        `seq` ends in the middle of keeps its remaining ops (their numbers unchanged)."""
+        `seq` ends in the middle of keeps its remaining ops (their numbers unchanged).
+
+        `durable=False`: committed without an fsync (it survives the process dying, not a power cut;
+        the next durable commit, `sync()` or `close()` makes it durable). Losing one to a power cut
+        only means those ops are sent again, which their keys make harmless."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            if not durable:
+                self._db.execute("PRAGMA synchronous=NORMAL")
             try:
-                count, total = self._db.execute(
-                    "SELECT coalesce(sum(ops), 0), coalesce(sum(size), 0) FROM spool WHERE seq <= ?", (seq,)
-                ).fetchone()
-                partial = self._db.execute(
-                    "SELECT seq, enqueued_at, segment, offset, length FROM spool "
-                    "WHERE seq <= ? AND seq + ops - 1 > ? ORDER BY seq DESC LIMIT 1",
-                    (seq, seq),
-                ).fetchone()
-                self._db.execute("DELETE FROM spool WHERE seq <= ?", (seq,))
-                if partial is not None:
-                    row_seq, enqueued_at, segment, offset, length = partial
-                    ops = self._read(segment, offset, length).split(SEP)
-                    done = ops[: seq - row_seq + 1]
-                    rest = ops[len(done) :]
-                    skip = sum(map(len, done)) + len(SEP) * len(done)
-                    rest_size = sum(map(len, rest))
-                    # The row now starts at its first unconfirmed op: same data, fewer ops.
-                    self._db.execute(
-                        "INSERT INTO spool (seq, enqueued_at, ops, size, segment, offset, length) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (seq + 1, enqueued_at, len(rest), rest_size, segment, offset + skip, length - skip),
-                    )
-                    count -= len(rest)
-                    total -= rest_size
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-            self._ops -= count
-            self._bytes -= total
+                self._delete_through(seq)
+            finally:
+                if not durable:
+                    self._db.execute("PRAGMA synchronous=FULL")
+            # A durable commit syncs the WAL, and with it every earlier commit.
+            self._wal_synced = durable
             self._collect()
+
+    def _delete_through(self, seq: int) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            count, total = self._db.execute(
+                "SELECT coalesce(sum(ops), 0), coalesce(sum(size), 0) FROM spool WHERE seq <= ?", (seq,)
+            ).fetchone()
+            partial = self._db.execute(
+                "SELECT seq, enqueued_at, segment, offset, length FROM spool "
+                "WHERE seq <= ? AND seq + ops - 1 > ? ORDER BY seq DESC LIMIT 1",
+                (seq, seq),
+            ).fetchone()
+            self._db.execute("DELETE FROM spool WHERE seq <= ?", (seq,))
+            if partial is not None:
+                row_seq, enqueued_at, segment, offset, length = partial
+                ops = self._read(segment, offset, length).split(SEP)
+                done = ops[: seq - row_seq + 1]
+                rest = ops[len(done) :]
+                skip = sum(map(len, done)) + len(SEP) * len(done)
+                rest_size = sum(map(len, rest))
+                # The row now starts at its first unconfirmed op: same data, fewer ops.
+                self._db.execute(
+                    "INSERT INTO spool (seq, enqueued_at, ops, size, segment, offset, length) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (seq + 1, enqueued_at, len(rest), rest_size, segment, offset + skip, length - skip),
+                )
+                count -= len(rest)
+                total -= rest_size
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        self._ops -= count
+        self._bytes -= total
+
+    def sync(self) -> None:
+        """Make the confirmations committed with `durable=False` durable (one fsync of the WAL)."""
+        with self._lock:
+            self._sync_wal()
+
+    def _sync_wal(self) -> None:
+        if self._wal_synced:
+            return
+        # SQLite has written the committed frames to the WAL file: syncing it is what
+        # `synchronous=FULL` would have done at those commits.
+        wal = os.open(self.path.with_name(self.path.name + "-wal"), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(wal)
+        finally:
+            os.close(wal)
+        self._wal_synced = True
 
     def _collect(self) -> None:
         """Delete the segments no row refers to any more (all but the one being appended to)."""
         row = self._db.execute("SELECT segment FROM spool ORDER BY seq LIMIT 1").fetchone()
         oldest = self._segment if row is None else int(row[0])
+        if self._segments and self._segments[0] < oldest:
+            # The rows that referred to a segment must be gone for good before the segment is.
+            self._sync_wal()
         while self._segments and self._segments[0] < oldest:
             segment = self._segments.pop(0)
             reader = self._readers.pop(segment, None)
@@ -357,6 +411,7 @@ class Spool:
 
     def close(self) -> None:
         with self._lock:
+            self._sync_wal()
             for fd in self._readers.values():
                 os.close(fd)
             self._readers.clear()

@@ -119,6 +119,45 @@ def test_segments_rotate_and_are_deleted_once_confirmed(
     spool.close()
 
 
+def test_a_confirmation_without_fsync_survives_the_process_and_syncs_before_a_segment_goes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool_module, "SEGMENT_BYTES", 20)
+    synced: list[int] = []
+    real_fsync = spool_module.os.fsync
+    monkeypatch.setattr(spool_module.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    path = tmp_path / "s.db"
+    spool = Spool(path)
+    for n in range(3):
+        spool.append(_ops(2, 2 * n), enqueued_at=n)  # segments: [0-3] then [4-5]
+    synced.clear()
+    spool.delete_through(2, durable=False)
+    assert not synced, "no fsync for a confirmation that deletes no segment"
+    spool.delete_through(4, durable=False)
+    assert len(synced) == 1 and len(_segments(tmp_path)) == 1, "the WAL is synced, then the segment goes"
+    # Another connection (a restarted daemon) sees what was committed.
+    assert _rows(path) == [(5, 2)]
+    spool.close()
+    reopened = Spool(path)
+    assert _spooled(reopened) == _ops(2, 4)
+    reopened.close()
+
+
+def test_peek_after_reads_past_a_batch_not_yet_confirmed(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s.db")
+    spool.append(_ops(3), enqueued_at=1)
+    spool.append(_ops(3, 3), enqueued_at=2)
+    spool.append(_ops(1, 6), enqueued_at=3)
+    after = spool.peek_batch(3, 10_000, after=3)
+    assert after is not None and (after.first, after.ops()) == (4, _ops(3, 3))
+    assert spool.peek_batch(3, 10_000, after=2) is None, "only from the start of a row"
+    assert spool.peek_batch(3, 10_000, after=6, full=True) is None, "one op is not a full batch"
+    rest = spool.peek_batch(3, 10_000, after=6)
+    assert rest is not None and rest.ops() == _ops(1, 6)
+    assert spool.ops == 7, "nothing was confirmed"
+    spool.close()
+
+
 def test_bytes_a_crash_left_without_a_row_are_never_read(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     spool = Spool(path)

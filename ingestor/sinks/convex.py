@@ -160,7 +160,10 @@ class ConvexSink:
         self._closed = False
         self._head_at: int | None = None
         self._next: Batch | None = None
-        """The next batch, when it was read together with the confirmation of the previous one."""
+        """The next batch, when it was read while the previous one was being sent."""
+        self._unconfirmed: tuple[int, bool] | None = None
+        """(last op, durable) of the batch delivered last, until the spool has forgotten it."""
+        self._dead_lettered = False
         self._incident: str | None = None
         # Full jitter: a random wait up to initial * 2^attempt (capped), so restarted daemons spread out.
         self._backoff = wait_random_exponential(
@@ -240,26 +243,36 @@ class ConvexSink:
     # -- the delivery side -------------------------------------------------------------------
 
     async def run(self) -> None:
-        """The delivery loop: returns once closing and drained (or is cancelled by the owner)."""
+        """The delivery loop: returns once closing and drained (or is cancelled by the owner).
+
+        Pipelined: while a request is on its way, one trip to the worker thread confirms the batch
+        delivered before it (the spool forgets it) and, during a backlog, reads the next one, so the
+        next request leaves as soon as this one is answered. Requests still go one at a time, in
+        spool order; a batch is confirmed only once it is settled. A crash before a confirmation
+        is written sends that batch again, which the keys make harmless.
+        """
         try:
             while (batch := await self._next_batch()) is not None:
                 last, enqueued_at = batch.last, batch.enqueued_at
+                self._dead_lettered = False
                 if batch.count == 1 and batch.size > self._config.batch_max_bytes:
                     # Staging reads the op from the spool again: dropping this copy first keeps the
                     # memory for a huge op at about two copies of it (parsed, one column encoded).
                     del batch
+                    await self._confirm_pending()
                     await self._deliver_staged(self._head)
                 else:
-                    await self._deliver(batch)
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(self._confirm_pending_and_read_next, last)
+                        await self._deliver(batch)
                     del batch
-                # One trip to the worker thread: confirm this batch and, if the next one is due
-                # already (a backlog), read it.
-                self._next = await anyio.to_thread.run_sync(self._confirm_and_peek, last)
+                # A confirmation after dead letters is durable: a power cut must not dead-letter
+                # those ops twice. Otherwise losing it costs a harmless re-send, not an fsync each.
+                self._unconfirmed = (last, self._dead_lettered)
                 self._metrics.delivery_latency.observe(max(0.0, (_now_ms() - enqueued_at) / 1000))
-                self._head_at = None
-                self._update_gauges()
-                self._space.set()
         finally:
+            with anyio.CancelScope(shield=True):
+                await self._confirm_pending()
             # Also on a crash of the loop: aclose() must not wait out its deadline for nothing.
             self._drained.set()
 
@@ -272,12 +285,39 @@ class ConvexSink:
             or self._spool.total_bytes >= config.batch_max_bytes
         )
 
-    def _confirm_and_peek(self, last: int) -> Batch | None:
-        """(In the worker thread.) Forget the ops through `last`; the next batch if it is due now."""
-        self._spool.delete_through(last)
-        if self._spool.ops and self._due_now():
-            return self._spool.peek_batch(self._config.batch_max_ops, self._config.batch_max_bytes)
-        return None
+    async def _confirm_pending(self) -> None:
+        """Forget the batch delivered last, if that is still to be done."""
+        if self._unconfirmed is None:
+            return
+        (last, durable), self._unconfirmed = self._unconfirmed, None
+        await anyio.to_thread.run_sync(partial(self._spool.delete_through, last, durable=durable))
+        self._confirmed()
+
+    def _confirmed(self) -> None:
+        self._head_at = None
+        self._update_gauges()
+        self._space.set()
+
+    async def _confirm_pending_and_read_next(self, last: int) -> None:
+        """(While the batch ending at op `last` is being sent.) Confirm the one before it; read the
+        batch after it if it is due already (full, or the spool is being flushed)."""
+        pending, self._unconfirmed = self._unconfirmed, None
+        self._next = await anyio.to_thread.run_sync(
+            self._confirm_and_peek_after, pending, last, self._closing
+        )
+        if pending is not None:
+            self._confirmed()
+
+    def _confirm_and_peek_after(
+        self, pending: tuple[int, bool] | None, last: int, flushing: bool
+    ) -> Batch | None:
+        """(In the worker thread.)"""
+        if pending is not None:
+            self._spool.delete_through(pending[0], durable=pending[1])
+        config = self._config
+        return self._spool.peek_batch(
+            config.batch_max_ops, config.batch_max_bytes, after=last, full=not flushing
+        )
 
     async def _next_batch(self) -> Batch | None:
         """Wait until a batch is due (count, size, or age of its oldest op), then read it."""
@@ -285,6 +325,7 @@ class ConvexSink:
         if self._next is not None:
             ready, self._next = self._next, None
             return ready
+        await self._confirm_pending()
         while True:
             self._wakeup = anyio.Event()
             if self._spool.ops == 0:
@@ -544,6 +585,7 @@ class ConvexSink:
             for body in bodies
         )
         await anyio.to_thread.run_sync(_append_fsync, self._dead_letter_path, lines)
+        self._dead_lettered = True
         self._metrics.dead_letters.labels(cause=cause).inc(len(bodies))
         for body in bodies:
             log.error(
