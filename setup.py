@@ -24,6 +24,7 @@ COMPILED = [
     "ingestor/normalize/raw.py",
     "ingestor/normalize/session_file.py",
     "ingestor/normalize/state.py",
+    "ingestor/sinks/wire.py",
 ]
 
 if os.environ.get("INGESTOR_COMPILE", "1") == "1":

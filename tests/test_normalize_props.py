@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from ingestor.lines import Line
 from ingestor.normalize import Normalizer
-from ingestor.ops import ANY_COLUMNS, Op, is_convex_safe
-from ingestor.sinks.wire import convex_op, encode_op
+from ingestor.ops import ANY_COLUMNS, Op
+from ingestor.sinks.wire import convex_op, encode_op, is_convex_safe
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 

@@ -1,4 +1,4 @@
-"""The Convex encoding of ops (ingestor.sinks.wire) and the safety check behind it (ingestor.ops)."""
+"""The Convex encoding of ops and the safety check behind it (ingestor.sinks.wire)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from ingestor.lines import Line
 from ingestor.normalize import Normalizer
-from ingestor.ops import EventArgs, Op, is_convex_safe
-from ingestor.sinks.wire import convex_op, encode_op
+from ingestor.ops import EventArgs, Op
+from ingestor.sinks.wire import convex_op, encode_op, is_convex_safe
 
 _MAX_SAFE_INT = 2**53
 

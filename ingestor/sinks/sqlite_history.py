@@ -5,7 +5,7 @@ Rows come out as Convex documents would: camelCase columns, absent values left o
 
 `any` columns are presented as `history:*` presents them (convex/lib/present.ts): the store keeps
 one JSON text per column whichever form arrived, so a value Convex cannot carry (the daemon sent it
-as `<column>Json`, `ingestor.ops.is_convex_safe`) comes back as that untouched `<column>Json` text,
+as `<column>Json`, `ingestor.sinks.wire.is_convex_safe`) comes back as that untouched `<column>Json` text,
 and numbers come back as Convex returns its float64s (`base.json_numbers`: `11.0` reads as `11`).
 """
 
@@ -22,11 +22,11 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from ingestor.ops import is_convex_safe
 from ingestor.show import NotFoundError
 from ingestor.sinks.base import json_numbers
 from ingestor.sinks.schema import TABLES, Table
 from ingestor.sinks.sqlite import connect, loads_json
+from ingestor.sinks.wire import is_convex_safe
 
 Row = dict[str, Any]
 
