@@ -94,7 +94,9 @@ class _TablePlan:
     def of(cls, table: Table) -> _TablePlan:
         names = table.column_names
         verb = "INSERT" if table.identity else "INSERT OR IGNORE"
-        marks = ", ".join("?" * len(names))
+        # A JSON column may be bound as the UTF-8 bytes of its text (a raw event's own line): the CAST
+        # stores them as that TEXT, byte for byte, sparing a decode to `str` and the encode back.
+        marks = ", ".join("CAST(? AS TEXT)" if c.kind == "json" else "?" for c in table.columns)
         return cls(
             table=table,
             names=names,
@@ -309,7 +311,8 @@ def _event_row(args: Mapping[str, Any], key: Any) -> list[Any] | None:
         line_json = args.line_json
         if line_json is not None and line_json[0] is payload:
             # The payload is the whole input line: store its own JSON text (exact), not a re-encoding.
-            return [key, cid, turn, method, line_json[1].decode(), at]
+            # Bound as its UTF-8 bytes (valid: the line parsed as JSON), stored as TEXT (`insert_sql`).
+            return [key, cid, turn, method, line_json[1], at]
     return [key, cid, turn, method, "null" if payload is None else dumps_json(payload), at]
 
 
