@@ -364,14 +364,19 @@ def connect(path: str | Path, *, read_only: bool = False) -> sqlite3.Connection:
 
 
 CHECKPOINT_EVERY_BATCHES: Final = 16
+CHECKPOINT_EVERY_OPS: Final = 8192
+"""A checkpoint starts after this many transactions or this many ops, whichever comes first: a few
+small transactions (a live daemon) do not cost a disk sync each, and large ones (a replay, a burst)
+are checkpointed while the writer goes on, rather than all at once when the store closes."""
 
 
 class SqliteSink:
     """Use through `open_sqlite_sink`.
 
     WAL checkpoints (copying the log into the database file, and the only disk syncs under
-    `synchronous=NORMAL`) run on a second connection in the background, every few batches, so
-    batches never wait for them; the writer's own automatic checkpoint is only a backstop.
+    `synchronous=NORMAL`) run on a second connection in the background, every few transactions or
+    thousand ops, so batches never wait for them and the disk syncs overlap the work; the writer's
+    own automatic checkpoint is only a backstop.
     """
 
     def __init__(
@@ -384,6 +389,9 @@ class SqliteSink:
         self._checkpoint_limiter = anyio.CapacityLimiter(1)
         self._task_group = task_group
         self._batches = 0
+        """Transactions since the last checkpoint started."""
+        self._ops = 0
+        """Ops since the last checkpoint started."""
         self._checkpointing = False
         self.counts: Counter[str] = Counter()
 
@@ -397,8 +405,12 @@ class SqliteSink:
         for op, reason in outcome.rejected:
             log.warning("op rejected", op=op["op"], key=op["key"], reason=reason)
         self._batches += 1  # transactions, really: what the WAL grows by
-        if self._batches % CHECKPOINT_EVERY_BATCHES == 0 and not self._checkpointing:
+        self._ops += sum(map(len, batches))
+        if (
+            self._batches >= CHECKPOINT_EVERY_BATCHES or self._ops >= CHECKPOINT_EVERY_OPS
+        ) and not self._checkpointing:
             self._checkpointing = True
+            self._batches = self._ops = 0
             self._task_group.start_soon(self._checkpoint)
 
     async def _checkpoint(self) -> None:
