@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any, Final
 
@@ -86,7 +87,13 @@ class _TablePlan:
     list_columns: tuple[str, ...]
     json_siblings: dict[str, Column]
     required: frozenset[str]
+    plain: dict[str, tuple[int, type]] | None
+    """Append tables: each text or int column's position in a row (key first) and its value's type;
+    None for upsert tables, and for tables with other kinds (those take the general path)."""
+    required_positions: tuple[int, ...]
     insert_sql: str
+    insert_rows_sql: str
+    """`insert_sql` for `ROWS_PER_INSERT` rows at once."""
     update_sql: str
     select_sql: str
 
@@ -94,7 +101,16 @@ class _TablePlan:
     def of(cls, table: Table) -> _TablePlan:
         names = table.column_names
         verb = "INSERT" if table.identity else "INSERT OR IGNORE"
-        marks = ", ".join("?" * len(names))
+        # A JSON column may be bound as the UTF-8 bytes of its text (a raw event's own line): the CAST
+        # stores them as that TEXT, byte for byte, sparing a decode to `str` and the encode back.
+        marks = ", ".join("CAST(? AS TEXT)" if c.kind == "json" else "?" for c in table.columns)
+        insert = f"{verb} INTO {table.name} ({', '.join(names)}) VALUES "
+        plain_types = {"text": str, "int": int}
+        plain = (
+            {c.name: (i, plain_types[c.kind]) for i, c in enumerate(table.columns) if c.name != "key"}
+            if table.identity is None and all(c.kind in plain_types for c in table.columns)
+            else None
+        )
         return cls(
             table=table,
             names=names,
@@ -103,11 +119,18 @@ class _TablePlan:
             list_columns=tuple(c.name for c in table.columns if c.kind == "strings"),
             json_siblings={c.name + "Json": c for c in table.columns if c.kind == "json"},
             required=frozenset(c.name for c in table.columns if c.required),
-            insert_sql=f"{verb} INTO {table.name} ({', '.join(names)}) VALUES ({marks})",
+            plain=plain,
+            required_positions=tuple(i for i, c in enumerate(table.columns) if c.required),
+            insert_sql=f"{insert}({marks})",
+            insert_rows_sql=insert + ", ".join([f"({marks})"] * ROWS_PER_INSERT),
             update_sql=f"UPDATE {table.name} SET {', '.join(f'{n} = ?' for n in names)} WHERE id = ?",
             select_sql=f"SELECT id, {', '.join(names)} FROM {table.name} WHERE {table.identity} = ?",
         )
 
+
+ROWS_PER_INSERT: Final = 50
+"""Rows per INSERT statement (`VALUES (…), (…), …`): one statement run per 50 rows instead of one per
+row (measured: events ~8% cheaper to insert; more rows per statement gained nothing more)."""
 
 _PLANS: Final = {name: _TablePlan.of(table) for name, table in TABLES.items()}
 
@@ -239,6 +262,14 @@ def _apply(conn: sqlite3.Connection, ops: Sequence[Op], outcome: BatchOutcome) -
             if table_name is None:
                 raise Rejected(f"unknown operation {op['op']!r}")
             plan = plans[table_name]
+            if plan.plain is not None:
+                plain_row = _plain_row(plan, op["args"], op["key"])
+                if plain_row is not None:
+                    rows = appends.get(table_name)
+                    if rows is None:
+                        rows = appends[table_name] = []
+                    rows.append(plain_row)
+                    continue
             values = coerce_args(plan, op["args"])
             identity_column = plan.table.identity
             if identity_column is None:
@@ -272,11 +303,49 @@ def _apply(conn: sqlite3.Connection, ops: Sequence[Op], outcome: BatchOutcome) -
     _write_upserts(conn, upserts)
     for table_name, rows in appends.items():
         before = conn.total_changes
-        conn.executemany(plans[table_name].insert_sql, rows)
+        _insert(conn, plans[table_name], rows)
         inserted = conn.total_changes - before
         for status, count in (("inserted", inserted), ("duplicate", len(rows) - inserted)):
             if count:
                 counts[status] += count
+
+
+def _insert(conn: sqlite3.Connection, plan: _TablePlan, rows: Sequence[Sequence[Any]]) -> None:
+    """Insert `rows` in order: whole groups of `ROWS_PER_INSERT` per statement, the rest one by one."""
+    whole = len(rows) - len(rows) % ROWS_PER_INSERT
+    if whole:
+        flat = list(chain.from_iterable(rows[:whole]))
+        step = ROWS_PER_INSERT * len(plan.names)
+        conn.executemany(plan.insert_rows_sql, [flat[i : i + step] for i in range(0, len(flat), step)])
+    if whole < len(rows):
+        conn.executemany(plan.insert_sql, rows[whole:])
+
+
+def _plain_row(plan: _TablePlan, args: Mapping[str, Any], key: Any) -> list[Any] | None:
+    """The row of an append whose values are all of exactly their column's type (text or int) and
+    whose required columns are all there, as the general path would make it; None for anything else
+    (which takes the general path, and its errors)."""
+    plain = plan.plain
+    assert plain is not None
+    if type(key) is not str or not key:
+        return None
+    row: list[Any] = [None] * len(plan.names)
+    row[0] = key
+    for name, value in args.items():
+        slot = plain.get(name)
+        if slot is None:
+            return None
+        if value is None:
+            continue
+        position, kind = slot
+        value_type = type(value)
+        if value_type is not kind or (value_type is int and not -_INT64 <= value < _INT64):
+            return None
+        row[position] = value
+    for position in plan.required_positions:
+        if row[position] is None:
+            return None
+    return row
 
 
 _EVENT_COLUMNS: Final = ("key", "conversationId", "turnId", "method", "payload", "receivedAt")
@@ -309,7 +378,8 @@ def _event_row(args: Mapping[str, Any], key: Any) -> list[Any] | None:
         line_json = args.line_json
         if line_json is not None and line_json[0] is payload:
             # The payload is the whole input line: store its own JSON text (exact), not a re-encoding.
-            return [key, cid, turn, method, line_json[1].decode(), at]
+            # Bound as its UTF-8 bytes (valid: the line parsed as JSON), stored as TEXT (`insert_sql`).
+            return [key, cid, turn, method, line_json[1], at]
     return [key, cid, turn, method, "null" if payload is None else dumps_json(payload), at]
 
 
@@ -361,14 +431,19 @@ def connect(path: str | Path, *, read_only: bool = False) -> sqlite3.Connection:
 
 
 CHECKPOINT_EVERY_BATCHES: Final = 16
+CHECKPOINT_EVERY_OPS: Final = 8192
+"""A checkpoint starts after this many transactions or this many ops, whichever comes first: a few
+small transactions (a live daemon) do not cost a disk sync each, and large ones (a replay, a burst)
+are checkpointed while the writer goes on, rather than all at once when the store closes."""
 
 
 class SqliteSink:
     """Use through `open_sqlite_sink`.
 
     WAL checkpoints (copying the log into the database file, and the only disk syncs under
-    `synchronous=NORMAL`) run on a second connection in the background, every few batches, so
-    batches never wait for them; the writer's own automatic checkpoint is only a backstop.
+    `synchronous=NORMAL`) run on a second connection in the background, every few transactions or
+    thousand ops, so batches never wait for them and the disk syncs overlap the work; the writer's
+    own automatic checkpoint is only a backstop.
     """
 
     def __init__(
@@ -381,6 +456,9 @@ class SqliteSink:
         self._checkpoint_limiter = anyio.CapacityLimiter(1)
         self._task_group = task_group
         self._batches = 0
+        """Transactions since the last checkpoint started."""
+        self._ops = 0
+        """Ops since the last checkpoint started."""
         self._checkpointing = False
         self.counts: Counter[str] = Counter()
 
@@ -394,8 +472,12 @@ class SqliteSink:
         for op, reason in outcome.rejected:
             log.warning("op rejected", op=op["op"], key=op["key"], reason=reason)
         self._batches += 1  # transactions, really: what the WAL grows by
-        if self._batches % CHECKPOINT_EVERY_BATCHES == 0 and not self._checkpointing:
+        self._ops += sum(map(len, batches))
+        if (
+            self._batches >= CHECKPOINT_EVERY_BATCHES or self._ops >= CHECKPOINT_EVERY_OPS
+        ) and not self._checkpointing:
             self._checkpointing = True
+            self._batches = self._ops = 0
             self._task_group.start_soon(self._checkpoint)
 
     async def _checkpoint(self) -> None:
