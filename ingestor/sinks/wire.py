@@ -14,6 +14,7 @@ text keeps its digits).
 
 from __future__ import annotations
 
+from math import isfinite
 from typing import Any, Final
 
 import orjson
@@ -27,7 +28,6 @@ _MAX_DEPTH: Final = 14
 _MAX_ARRAY: Final = 8192
 _MAX_FIELDS: Final = 1024
 _MAX_FIELD_NAME: Final = 1024
-_INFINITIES: Final = (float("inf"), float("-inf"))
 _GOOD_KEYS: Final[set[str]] = set()
 """Field names already found valid: Codex uses a few hundred, and a set lookup is cheaper than the
 checks. A memo only (it never changes an answer), bounded so arbitrary keys can't grow it forever."""
@@ -73,7 +73,7 @@ def safety(value: Any, depth: int = 1) -> int:
     elif kind is int:
         return 1 if -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT else 0
     elif kind is float:
-        return 2 if value == value and value not in _INFINITIES else 0
+        return 2 if isfinite(value) else 0
     else:
         return 0
     result = 1
@@ -86,7 +86,7 @@ def safety(value: Any, depth: int = 1) -> int:
                 continue
             return 0
         if kind is float:
-            if item == item and item not in _INFINITIES:
+            if isfinite(item):
                 result = 2
                 continue
             return 0
