@@ -7,6 +7,7 @@ Exit status: 0 done; 1 failure at run time (sink error, unknown id for `show`); 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
@@ -25,7 +26,7 @@ from ingestor.pipeline import NormalizerFactory, Pipeline, PipelineConfig
 from ingestor.show import WHAT, NotFoundError, show
 from ingestor.sinks.factory import SINK_SYNTAX, SinkError, SinkSpec, open_history, open_sink, resolve_sink
 from ingestor.sources import Source
-from ingestor.sources.files import FilesSource, MissingPathError, expand_paths
+from ingestor.sources.files import REPLAY_QUEUE_CHUNKS, FilesSource, MissingPathError, expand_paths
 from ingestor.sources.sockets import TcpSource, UnixSource, parse_host_port
 from ingestor.sources.stdin import StdinSource
 
@@ -219,7 +220,7 @@ async def _replay(args: argparse.Namespace, spec: SinkSpec) -> int:
     pipeline = await run_pipeline(
         spec,
         [FilesSource(files)],
-        pipeline_config(args),
+        dataclasses.replace(pipeline_config(args), queue_chunks=REPLAY_QUEUE_CHUNKS),
         normalizer_factory(args.conversation_id),
         vars(args),
     )

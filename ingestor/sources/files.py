@@ -23,6 +23,11 @@ FILE_READ_SIZE: Final = 64 * 1024
 work (the same instructions per line as 1 MiB reads), and the event loop gets a turn every few
 milliseconds, so the Convex sink's HTTP exchanges keep pace with a replay instead of waiting behind
 the normalization of a whole megabyte (a tenth faster into the Convex blackhole: docs/benchmarks.md)."""
+REPLAY_QUEUE_CHUNKS: Final = 128
+"""The pipeline's queue for a replay, in reads (`PipelineConfig.queue_chunks`): 8 MiB of input, as
+operations, may wait for the sink. While the sink is busy the queue fills, and the sink's next write
+takes all of it: SQLite commits that many operations in one transaction (fewer commits rewrite the
+pages of the key indexes fewer times), and the memory bound stays 8 MiB of input."""
 
 STDIN: Final = "-"
 
