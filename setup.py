@@ -1,7 +1,7 @@
 """The build, beside pyproject.toml: compiles the per-line hot path with mypyc.
 
-`ingestor/normalize/`, the framing and the `Line` type run once per input line; compiled, they cost
-about a fifth less CPU per line (docs/benchmarks.md). Everything else stays Python. Set
+`ingestor/normalize/`, the framing, the `Line` type and the Convex encoding run once per input line or
+op; compiled, a line costs 15-25% less CPU (docs/benchmarks.md). Everything else stays Python. Set
 `INGESTOR_COMPILE=0` to build pure Python: scripts/bootstrap does, for the editable development
 install, where a compiled module next to its source would shadow every edit of that source.
 """
