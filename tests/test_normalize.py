@@ -82,7 +82,7 @@ def test_bad_lines_are_kept_losslessly() -> None:
 
 def test_oversize_line_records_length_and_head() -> None:
     n = Normalizer("t", conversation_id="c")
-    (op,) = n.feed(Line("t", 0, T0, b"x" * 10, oversize=5_000_000))
+    (op,) = events(n.feed(Line("t", 0, T0, b"x" * 10, oversize=5_000_000)) + n.finish())
     assert op["args"]["method"] == "ingestor/oversize"
     assert op["args"]["payload"] == {"bytes": 5_000_000, "headBase64": base64.b64encode(b"x" * 10).decode()}
 
@@ -95,12 +95,21 @@ def test_unsafe_payload_goes_to_payload_json() -> None:
     assert orjson.loads(sent["payloadJson"]) == {"method": "x", "params": {"$bad": 1, "big": 2**60}}
 
 
-def test_event_keys_dedupe_replays_but_not_repeated_lines() -> None:
-    lines = [STARTED, {"method": "warning", "params": {}}, {"method": "warning", "params": {}}]
+def test_event_keys_are_the_lines_bytes_in_their_thread() -> None:
+    warning = {"method": "warning", "params": {}}
+    lines = [STARTED, warning, {"method": "other", "params": {"threadId": "th1"}}, warning]
     first, again = normalize(lines), normalize(lines)
     assert first == again
     keys = [op["key"] for op in events(first)]
+    assert keys[1] == keys[3]  # the same line again is the same raw fact (a replay, an overlap)
     assert len(set(keys)) == 3
+    # Not the line's position: a hello line in front, or a stream cut before it, changes nothing.
+    hello = {"type": "ingestor.hello", "conversationId": "chat-1"}
+    assert [op["key"] for op in events(normalize([hello, *lines]))][1:] == keys
+    assert [op["key"] for op in events(normalize(lines[2:]))] == keys[2:]
+    # The same bytes in another thread are another thread's line.
+    other = normalize([{"method": "thread/started", "params": {"thread": {"id": "th2"}}}, warning])
+    assert events(other)[1]["key"] != keys[1]
 
 
 # --- conversations -------------------------------------------------------------------------------

@@ -27,9 +27,11 @@ class Command:
     owner: str
     """The stream kind that first described the command: only it sets the argv/parsedCmd/source
     (v2 and legacy spell them differently, so letting both write would flip the row back and forth)."""
-    chunk_owner: str | None = None
-    """The stream kind whose output deltas become chunks (the first to deliver one)."""
-    next_seq: int = 0
+    chunked: bool = False
+    """The `chunked` flag was sent (once per stream is enough: it is sticky in the store)."""
+    chunk_copies: dict[tuple[str, bytes], int] = field(default_factory=dict)
+    """How often each (stream, digest of the bytes) was chunked: the n-th identical chunk of a call is
+    its own fact (facts.chunk). The store numbers chunks (`seq`), not the normalizer."""
 
 
 @dataclass(slots=True)
@@ -47,7 +49,8 @@ class Thread:
     model: str | None = None
     service_tier: str | None = None
     key_base: Any = None
-    """The raw events' key hasher, primed with the conversation id (see raw.event_op)."""
+    """The raw events' key hasher, primed with `key_scope` (see raw.event_op)."""
+    key_scope: str | None = None
 
 
 @dataclass(slots=True)
@@ -72,10 +75,9 @@ class State:
     """The stream carries legacy `codex/event/*` events (then anonymous v2 twins are redundant)."""
     reasoning_items: bool = False
     """Reasoning arrives as whole items in this stream (then per-section events are redundant)."""
-    rate_limit_owner: str | None = None
-    """The stream kind whose rate-limit reports are used (see facts.rate_limits)."""
-    pending_rate_limits: list[tuple[Line, list[dict[str, Any]]]] = field(default_factory=list)
-    """Rate-limit rows seen before any turn: they get the next turn's id."""
+    turnless: list[Op] = field(default_factory=list)
+    """Usage snapshots and rate limits told before this stream knew a turn: they get the first turn
+    it learns of, or at the end the store gives them the thread's latest (facts.hold_for_turn)."""
 
     explicit_turns: bool = False
     """A turn start event was seen; else (Codex 0.63 session files) user messages delimit turns."""
@@ -83,6 +85,9 @@ class State:
     """Turns are being inferred from user messages (see session_file.py)."""
     last_at: int = 0
     """The time of the latest line (its event time when it has one)."""
+    last_at_is_codex: bool = False
+    """`last_at` is Codex's own time for the line (v2 `emittedAtMs`, a session file's `timestamp`),
+    not when the line arrived."""
     line_turn: str | None = None
     """The turn of the line being normalized (its raw event's turnId)."""
 
