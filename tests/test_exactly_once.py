@@ -9,6 +9,7 @@ single channel.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sqlite3
 from collections.abc import Sequence
@@ -64,7 +65,7 @@ def pieces(lines: Sequence[Line], cuts: Sequence[int]) -> list[list[Line]]:
     """`lines` cut before each index in `cuts`, each piece renumbered as its own stream."""
     bounds = [0, *sorted(set(cuts)), len(lines)]
     out = []
-    for i, (start, end) in enumerate(zip(bounds, bounds[1:], strict=False)):
+    for i, (start, end) in enumerate(itertools.pairwise(bounds)):
         source = f"piece-{i}"
         out.append([Line(source, n, line.received_at, line.data) for n, line in enumerate(lines[start:end])])
     return out
@@ -93,8 +94,8 @@ def naming_lines(lines: Sequence[Line]) -> list[int]:
 
 def test_streams_name_their_thread_often_enough_to_be_cut() -> None:
     """Where a cut may fall: a piece is filed with its thread once one of its lines names it. Codex
-    0.169 names it on most app-server lines and a third of session-file lines; 0.63 session files only in `session_meta` (a process that
-    starts inside one cannot know its thread: `run --follow` keeps it in its checkpoint)."""
+    0.169 names it on most app-server lines and a third of session-file lines; 0.63 session files
+    only in `session_meta` (a process that starts inside one cannot know its thread)."""
     share = {path: len(naming_lines(fixture_lines(path))) / len(fixture_lines(path)) for path in STREAMS}
     assert all(share[p] > 0.25 for p in STREAMS if "0.169" in p.as_posix())
     assert all(len(naming_lines(fixture_lines(p))) == 1 for p in STREAMS if "0.63.0/sessions" in p.as_posix())

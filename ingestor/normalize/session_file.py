@@ -110,10 +110,9 @@ def handle(s: State, line: Line, method: str, obj: dict[str, Any], out: Ops) -> 
         if type(model) is str:
             s.model = model
             tid = payload.get("turn_id")
+            turn: str | None = s.turn_id if s.turn_active else None
             if type(tid) is str and tid:
-                turn: str | None = facts.turn_key(s, tid)
+                turn = facts.turn_key(s, tid)
                 facts.turn_seen(s, line, out, turn, at)  # a file read from the middle of the turn
-            else:
-                turn = s.turn_id if s.turn_active else None
             if turn is not None and turn in s.turn_started_at:
                 facts.turn_details(s, line, out, turn, model, None)

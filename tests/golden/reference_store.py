@@ -66,9 +66,13 @@ class ReferenceStore:
         thread = op.get("thread")
         if thread is not None and "conversationId" in args:
             args["conversationId"] = self.threads.setdefault(thread, args["conversationId"])
-        if thread is not None and "channel" in op:
-            if self.rate_limit_channels.setdefault(thread, op["channel"]) != op["channel"]:
-                return "duplicate"
+        channel = op.get("channel")
+        if (
+            thread is not None
+            and channel is not None
+            and self.rate_limit_channels.setdefault(thread, channel) != channel
+        ):
+            return "duplicate"
         if thread is not None and table in ("usage_snapshots", "rate_limits") and "turnId" not in args:
             if thread not in self.latest_turns:
                 return "rejected"
