@@ -211,6 +211,7 @@ def turn_ended(s: State, line: Line, out: Ops, turn_id: str, status: str, at: in
     _put(args, "error", error)
     _turn_op(s, line, out, turn_id, args)
     conversation(s, line, out, at)
+    s.forget_ended_turns(turn_id)
 
 
 def turn_details(s: State, line: Line, out: Ops, turn_id: str, model: Any, service_tier: Any) -> None:
@@ -230,6 +231,7 @@ def command_state(s: State, call_id: str, turn_id: str, kind: str) -> Command:
     cmd = s.commands.get(call_id)
     if cmd is None:
         cmd = s.commands[call_id] = Command(turn_id=turn_id, owner=kind)
+        s.turn_commands.setdefault(turn_id, []).append(call_id)
     return cmd
 
 
@@ -313,7 +315,7 @@ def message(
     so the n-th copy from each family gets the same key and the row is stored once, while a text the
     model really said twice is stored twice."""
     h = text_hash(content)
-    n = s.occurrence(family, turn_id, role, h)
+    n = s.occurrence(turn_id, family, role, h)
     args = {"turnId": turn_id, "role": role, "content": content, "rawContent": raw, "createdAt": at}
     out.append(
         {
@@ -338,8 +340,8 @@ def reasoning(
     """One reasoning item, keyed like `message` (on its summary text); `position` is its index among
     the family's reasoning items of the turn."""
     h = text_hash("\n\n".join(summary))
-    n = s.occurrence(family, turn_id, "reasoning", h)
-    position = s.occurrence(family, turn_id, "reasoning#")
+    n = s.occurrence(turn_id, family, "reasoning", h)
+    position = s.occurrence(turn_id, family, "reasoning#")
     args: dict[str, Any] = {
         "turnId": turn_id,
         "itemId": item_id if item_id is not None else f"{turn_id}/reasoning/{position}",

@@ -6,11 +6,17 @@ state and therefore the same operations and keys.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from ingestor.lines import Line
 from ingestor.ops import Op
+
+MAX_THREADS: Final = 1024
+"""Threads whose state a stream keeps (least recently entered forgotten first)."""
+RETAINED_TURNS: Final = 8
+"""Ended turns whose state a stream keeps."""
 
 # Stream kinds: also the `source` of usage snapshots and the owner tag of command chunks.
 V2 = "app-server"
@@ -69,8 +75,12 @@ class State:
     """Turns counted per thread id, for streams without turn ids: resumed runs continue the count."""
 
     commands: dict[str, Command] = field(default_factory=dict)
-    occurrences: dict[tuple[str, ...], int] = field(default_factory=dict)
-    """How often the same text (message, reasoning) was seen per (kind, turn, role, hash)."""
+    turn_commands: dict[str, list[str]] = field(default_factory=dict)
+    """The call ids of each turn's commands (forgotten with the turn)."""
+    occurrences: dict[str, dict[tuple[str, ...], int]] = field(default_factory=dict)
+    """Per turn, how often the same text (message, reasoning) was seen per (kind, role, hash)."""
+    ended_turns: deque[str] = field(default_factory=deque)
+    """Turns that ended, oldest first: only the last `RETAINED_TURNS` keep their state."""
     saw_legacy: bool = False
     """The stream carries legacy `codex/event/*` events (then anonymous v2 twins are redundant)."""
     reasoning_items: bool = False
@@ -108,12 +118,33 @@ class State:
             cur.thread_id = thread_id
             self.threads[thread_id] = cur
             return False
-        known = self.threads.get(thread_id)
+        known = self.threads.pop(thread_id, None)
         if known is not None:
-            self.cur = known
+            self.cur = self.threads[thread_id] = known  # now the most recently entered
             return False
+        if len(self.threads) >= MAX_THREADS:
+            # The least recently entered thread: a connection may carry threads for weeks. Met again,
+            # it is announced again (a no-op for the store) and learns its turn from its lines.
+            idle = next(iter(self.threads))
+            del self.threads[idle]
+            self.derived_turns.pop(idle, None)
         self.cur = self.threads[thread_id] = Thread(self.fixed_conversation or thread_id, thread_id)
         return True
+
+    def forget_ended_turns(self, turn_id: str) -> None:
+        """`turn_id` ended: keep the state of the last few ended turns (late copies of their events,
+        such as 0.63's second copy of each, still find it) and forget older ones, so that a stream's
+        memory does not grow with the turns it has carried. What is forgotten is only needed while
+        a turn runs; the store holds the rest (chunk numbers, a thread's conversation)."""
+        self.ended_turns.append(turn_id)
+        while len(self.ended_turns) > RETAINED_TURNS:
+            old = self.ended_turns.popleft()
+            if old == self.turn_id or old in self.ended_turns:
+                continue  # running again, or ended twice: still wanted
+            self.turn_started_at.pop(old, None)
+            self.occurrences.pop(old, None)
+            for call_id in self.turn_commands.pop(old, ()):
+                self.commands.pop(call_id, None)
 
     # The current thread's fields, under the names the handlers use.
 
@@ -179,9 +210,12 @@ class State:
         if self.cur is not None:
             self.cur.turn_replied = value
 
-    def occurrence(self, *parts: str) -> int:
-        n = self.occurrences.get(parts, 0)
-        self.occurrences[parts] = n + 1
+    def occurrence(self, turn_id: str, *parts: str) -> int:
+        counts = self.occurrences.get(turn_id)
+        if counts is None:
+            counts = self.occurrences[turn_id] = {}
+        n = counts.get(parts, 0)
+        counts[parts] = n + 1
         return n
 
 
