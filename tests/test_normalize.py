@@ -585,3 +585,53 @@ def test_older_id_msg_lines() -> None:
         "codex/event/session_configured",
         "codex/event/task_started",
     ]
+
+
+# --- memory over a long-lived connection ---------------------------------------------------------
+
+
+def _short_turn(thread: str, n: int) -> list[Any]:
+    turn = f"tu{n}"
+    ids = {"threadId": thread, "turnId": turn}
+    return [
+        v2("turn/started", threadId=thread, turn={"id": turn, "status": "inProgress"}),
+        v2("item/started", **ids, item={"type": "commandExecution", "id": f"call{n}", "command": "ls"}),
+        v2("item/commandExecution/outputDelta", **ids, itemId=f"call{n}", delta="a\n"),
+        v2("item/completed", **ids, item={"type": "agentMessage", "id": f"m{n}", "text": f"done {n}"}),
+        v2("turn/completed", threadId=thread, turn={"id": turn, "status": "completed"}),
+    ]
+
+
+def _short_thread(n: int) -> list[Any]:
+    return [v2("thread/started", thread={"id": f"th{n}"}), *_short_turn(f"th{n}", n)]
+
+
+def test_a_connection_keeps_no_state_for_finished_turns_and_idle_threads() -> None:
+    from ingestor.normalize.state import MAX_THREADS, RETAINED_TURNS
+
+    n = Normalizer("long-lived")
+    count = MAX_THREADS + 500
+    ops = []
+    for line in as_lines([line for k in range(count) for line in _short_thread(k)]):
+        ops += n.feed(line)
+    state = n._s
+    assert len(state.threads) == MAX_THREADS
+    assert len(state.turn_started_at) <= RETAINED_TURNS
+    assert len(state.commands) <= RETAINED_TURNS and len(state.occurrences) <= RETAINED_TURNS
+    # Forgetting cost nothing: every thread, turn, command and message is there, once.
+    assert len(rows(ops, "conversations")) == count
+    assert len(rows(ops, "turns")) == count and len(rows(ops, "commands")) == count
+    assert len(rows(ops, "messages")) == count and len(rows(ops, "command_chunks")) == count
+
+
+def test_late_copies_of_a_recent_turns_facts_still_meet_their_first_copy() -> None:
+    """0.63 sent each fact twice (v2 and legacy); a copy may come after its turn ended, even after
+    the next turn: the state of the last few ended turns is kept, so the copy meets the first one."""
+    late = legacy({"type": "agent_message", "message": "done 1"}, sub_id="tu1", conversation="th1")
+    lines = [*_short_thread(1), *_short_turn("th1", 2), late]
+    ops = normalize(lines)
+    assert [(m["turnId"], m["content"]) for m in rows(ops, "messages")] == [
+        ("tu1", "done 1"),
+        ("tu2", "done 2"),
+    ]
+    assert normalize(lines) == ops
