@@ -144,20 +144,24 @@ def _feed(daemon: subprocess.Popen[bytes], data: bytes) -> threading.Thread:
     return thread
 
 
+def _busy_daemon(db: Path, data: bytes, after: float) -> tuple[subprocess.Popen[bytes], threading.Thread]:
+    """`ingestor run` into `db`, `data` piped in as fast as it reads, `after` seconds into storing."""
+    daemon = subprocess.Popen(
+        [*INGESTOR, "run", "--sink", f"sqlite:{db}"], stdin=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    feeder = _feed(daemon, data)
+    _wait_for_rows(db, daemon)
+    time.sleep(after)
+    return daemon, feeder
+
+
 @pytest.mark.parametrize("after", [0.0, 0.8])
 def test_sigterm_under_load_stores_exactly_the_lines_it_read(
     load: Path, tmp_path: Path, after: float
 ) -> None:
     db = tmp_path / "store.db"
     data = load.read_bytes()
-    daemon = subprocess.Popen(
-        [*INGESTOR, "run", "--sink", f"sqlite:{db}"],
-        stdin=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    feeder = _feed(daemon, data)
-    _wait_for_rows(db, daemon)
-    time.sleep(after)
+    daemon, feeder = _busy_daemon(db, data, after)
     daemon.send_signal(signal.SIGTERM)
     _, err = daemon.communicate(timeout=60)
     feeder.join(timeout=10)
@@ -175,12 +179,9 @@ def test_sigkill_under_load_then_a_replay_gives_the_one_process_store(
 ) -> None:
     db = tmp_path / "store.db"
     data = load.read_bytes()
-    daemon = subprocess.Popen([*INGESTOR, "run", "--sink", f"sqlite:{db}"], stdin=subprocess.PIPE)
-    _feed(daemon, data)
-    _wait_for_rows(db, daemon)
-    time.sleep(after)
+    daemon, _ = _busy_daemon(db, data, after)
     daemon.kill()
-    daemon.wait(timeout=10)
+    daemon.communicate(timeout=10)
     stored = _ids(db)
     expected = _one_process_ids(data.splitlines(), tmp_path)
     assert 0 < len(stored["events_raw"]) < len(expected["events_raw"])  # killed in the middle
