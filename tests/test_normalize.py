@@ -635,3 +635,23 @@ def test_late_copies_of_a_recent_turns_facts_still_meet_their_first_copy() -> No
         ("tu2", "done 2"),
     ]
     assert normalize(lines) == ops
+
+
+def test_rate_limits_held_for_a_turn_are_bounded() -> None:
+    """Reports before any turn wait for one, but not without end: past 64 they go without a turn
+    (the store files them in the thread's latest turn, or refuses them if it has none)."""
+    limits = [
+        v2(
+            "account/rateLimits/updated",
+            rateLimits={"primary": {"usedPercent": i, "windowDurationMins": 300}},
+        )
+        for i in range(100)
+    ]
+    n = Normalizer("t")
+    ops = []
+    for line in as_lines([STARTED, *limits]):
+        ops += n.feed(line)
+    assert len(n._s.turnless) < 64
+    held = [op for op in ops if op["op"] == "appendRateLimit"]
+    assert len(held) > 36 and all("turnId" not in op["args"] for op in held)
+    assert len(held + [op for op in n.finish() if op["op"] == "appendRateLimit"]) == 100

@@ -173,9 +173,15 @@ def hold_for_turn(s: State, out: Ops, turn_id: str | None, op: Op) -> None:
     turn = turn_id if turn_id is not None else s.turn_id
     if turn is None:
         s.turnless.append(op)
+        if len(s.turnless) > MAX_TURNLESS:
+            release_turnless_at_end(s, out)  # a stream that never names a turn holds nothing for long
         return
     op["args"]["turnId"] = turn
     out.append(op)
+
+
+MAX_TURNLESS: Final = 64
+"""Usage snapshots and rate limits held for a turn, at most (beyond, they go without one)."""
 
 
 def _release_turnless(s: State, out: Ops, turn_id: str) -> None:
