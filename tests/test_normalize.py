@@ -655,3 +655,22 @@ def test_rate_limits_held_for_a_turn_are_bounded() -> None:
     held = [op for op in ops if op["op"] == "appendRateLimit"]
     assert len(held) > 36 and all("turnId" not in op["args"] for op in held)
     assert len(held + [op for op in n.finish() if op["op"] == "appendRateLimit"]) == 100
+
+
+def test_an_overlong_id_is_refused_and_never_multiplied() -> None:
+    """A 1 MiB conversation or thread id would be copied into every op: it is refused (the line is
+    kept raw, counted as a line whose facts could not be read)."""
+    huge = "x" * (1 << 20)
+    n = Normalizer("t")
+    lines = as_lines(
+        [
+            {"type": "ingestor.hello", "conversationId": huge},
+            v2("thread/started", thread={"id": huge}),
+            STARTED,
+            v2("turn/started", threadId="th1", turn={"id": "tu1", "status": "inProgress"}),
+        ]
+    )
+    ops = [op for line in lines for op in n.feed(line)] + n.finish()
+    assert n.derive_errors >= 1
+    assert {row["conversationId"] for row in rows(ops, "events_raw")} == {"th1"}
+    assert sum(len(orjson.dumps(op)) for op in ops) < 3 * (1 << 20)  # the two lines themselves, once

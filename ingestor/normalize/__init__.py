@@ -35,7 +35,7 @@ filed under the chosen conversation, or `source:<the source name>` without one.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 import orjson
 
@@ -52,7 +52,7 @@ from ingestor.normalize.facts import (
 )
 from ingestor.normalize.facts import turn_key as facts_turn_key
 from ingestor.normalize.raw import event_op, parse
-from ingestor.normalize.state import EXEC, LEGACY, SESSION, V2, Ops, State
+from ingestor.normalize.state import EXEC, LEGACY, MAX_ID_CHARS, SESSION, V2, Ops, State
 from ingestor.ops import Op
 
 __all__ = ["Normalizer"]
@@ -77,6 +77,10 @@ def _get(obj: Any, *path: str) -> Any:
     return obj
 
 
+def _usable_id(value: Any) -> TypeGuard[str]:
+    return type(value) is str and 0 < len(value) <= MAX_ID_CHARS
+
+
 def revealed_thread(kind: str, method: str, obj: Any) -> str | None:
     """The Codex thread a line names, if any (only asked while the stream's thread is unknown)."""
     found = line_thread(kind, method, obj)
@@ -89,7 +93,7 @@ def revealed_thread(kind: str, method: str, obj: Any) -> str | None:
     elif kind == SESSION:
         # session_meta's id; newer session files name the thread on most lines.
         found = _get(obj, "payload", "id") if method == "session_meta" else _get(obj, "payload", "thread_id")
-    return found if type(found) is str and found else None
+    return found if _usable_id(found) else None
 
 
 def codex_time(kind: str, obj: Any) -> int | None:
@@ -117,7 +121,7 @@ def line_thread(kind: str, method: str, obj: Any) -> str | None:
         found = _get(obj, "result", "thread", "id")
     elif kind == EXEC and method == "thread.started":
         found = obj.get("thread_id")
-    return found if type(found) is str and found else None
+    return found if _usable_id(found) else None
 
 
 class Normalizer:
@@ -164,12 +168,16 @@ class Normalizer:
         if s.cur is not None:
             self._process(line, kind, method, obj, out)
             return
-        s.pending.append((line, kind, method, obj))
+        # Held as the line only (parsed again when released): a held line costs its bytes, not the
+        # many times more its parsed value can take.
+        s.pending.append(line)
         s.pending_bytes += len(line.data)
         if kind == HELLO and s.fixed_conversation is None:
             hello_id = _get(obj, "conversationId")
-            if type(hello_id) is str and hello_id:
+            if _usable_id(hello_id):
                 s.fixed_conversation = hello_id
+            elif hello_id is not None:
+                self.derive_errors += 1  # refused: the line is kept raw, the id multiplied nowhere
         thread = revealed_thread(kind, method, obj)
         if thread is not None:
             out.extend(self._release(s.fixed_conversation or thread, thread))
@@ -204,9 +212,10 @@ class Normalizer:
             s.enter_thread(thread)
         held, s.pending, s.pending_bytes = s.pending, [], 0
         out: Ops = []
-        first, kind, _, obj = held[0]
-        conversation(s, first, out, codex_time(kind, obj) or first.received_at, first=True)
-        for line, kind, method, obj in held:
+        for i, line in enumerate(held):
+            kind, method, obj = parse(line)
+            if i == 0:
+                conversation(s, line, out, codex_time(kind, obj) or line.received_at, first=True)
             self._process(line, kind, method, obj, out)
         return out
 
@@ -255,7 +264,7 @@ class Normalizer:
             thread = params.get("threadId")
             if thread is None and method == "thread/started":
                 thread = _get(params, "thread", "id")
-            if type(thread) is str and thread and thread != cur.thread_id:
+            if _usable_id(thread) and thread != cur.thread_id:
                 if s.enter_thread(thread):
                     conversation(s, line, derived, at)
                 cur = s.cur  # entering a known thread switches too

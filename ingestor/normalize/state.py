@@ -13,6 +13,9 @@ from typing import Any, Final
 from ingestor.lines import Line
 from ingestor.ops import Op
 
+MAX_ID_CHARS: Final = 1024
+"""The longest conversation or thread id taken from a stream (Codex's are 36-character UUIDs): every
+op of a conversation repeats its id, so a longer one is refused (the line is kept raw)."""
 MAX_THREADS: Final = 1024
 """Threads whose state a stream keeps (least recently entered forgotten first)."""
 RETAINED_TURNS: Final = 8
@@ -101,8 +104,8 @@ class State:
     line_turn: str | None = None
     """The turn of the line being normalized (its raw event's turnId)."""
 
-    pending: list[tuple[Line, str, str, Any]] = field(default_factory=list)
-    """Lines held until the conversation id is known: (line, kind, method, parsed)."""
+    pending: list[Line] = field(default_factory=list)
+    """Lines held until the thread is known."""
     pending_bytes: int = 0
 
     def start(self, conversation_id: str) -> None:
@@ -112,7 +115,7 @@ class State:
         """Make `thread_id` the current thread; True when it is new (its conversation needs announcing).
         Without a chosen conversation id, each thread is its own conversation."""
         cur = self.cur
-        if cur is None or cur.thread_id == thread_id:
+        if cur is None or cur.thread_id == thread_id or len(thread_id) > MAX_ID_CHARS:
             return False
         if cur.thread_id is None:
             cur.thread_id = thread_id
