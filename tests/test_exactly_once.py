@@ -215,3 +215,19 @@ def test_a_thread_through_exec_and_its_session_file_is_stored_once() -> None:
     conn = store(*channels["live"], *channels["file"])
     counts = _counts(conn)
     assert all(counts[t] <= max(c[t] for c in alone.values()) for t in FACT_TABLES)
+
+
+@pytest.mark.parametrize("path", sorted(FIXTURES.glob("codex-0.63.0/sessions/*/*.jsonl"))[:6])
+def test_a_repeated_cumulative_total_is_one_snapshot_wherever_it_falls(path: Path) -> None:
+    """Codex 0.63 wrote each token_count twice, the second copy after the next turn's user message:
+    the thread's cumulative totals, told again, are the same snapshot (not one in each turn)."""
+    lines = fixture_lines(path)
+    told = [
+        line.data
+        for line in lines
+        if b'"type":"token_count"' in line.data and b'"total_token_usage"' in line.data
+    ]
+    totals = [orjson.loads(data)["payload"]["info"]["total_token_usage"] for data in told]
+    snapshots = table_rows(store(normalized(lines, "file")), "usage_snapshots")
+    assert len(snapshots) == len({orjson.dumps(t, option=orjson.OPT_SORT_KEYS) for t in totals})
+    assert len(snapshots) < len(totals) or len(totals) <= 1

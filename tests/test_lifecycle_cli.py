@@ -224,3 +224,60 @@ def test_convex_a_stream_cut_in_two_runs_is_the_one_run_history(
     assert split == whole
     outputs = split[conversation]["commandOutputs"]
     assert len(next(iter(outputs.values()))["stdout"]) > 1_000_000
+
+
+def _fact_rows(dump: dict[str, object]) -> dict[str, int]:
+    """Rows per fact table in a history dump (raw events apart: every channel's lines are kept)."""
+    counts = {
+        "turns": 0,
+        "messages": 0,
+        "reasoningSections": 0,
+        "commands": 0,
+        "usageSnapshots": 0,
+        "rateLimits": 0,
+    }
+    for conversation in dump.values():
+        assert isinstance(conversation, dict)
+        for turn in conversation["turns"].values():
+            counts["turns"] += 1
+            for table in counts.keys() - {"turns"}:
+                counts[table] += len(turn[table])
+    return counts
+
+
+def test_convex_a_thread_through_app_server_and_its_session_file_is_stored_once(
+    convex_local: ConvexLocal, tmp_path: Path
+) -> None:
+    """The live stream filed under a chat (hello line), then the session file Codex wrote, then the
+    live stream again: one conversation, no more rows than the richest channel."""
+    live = FIXTURES / "codex-0.169.0/app-server/command_outputs.jsonl"
+    (session,) = (FIXTURES / "codex-0.169.0/sessions/app-server-command_outputs").glob("*.jsonl")
+    hello = b'{"type": "ingestor.hello", "conversationId": "chat-7"}\n'
+    env = daemon_env(CONVEX_ADMIN_KEY=convex_local.admin_key)
+
+    def run(data: bytes, state: str) -> None:
+        argv = ingestor_argv("run", convex_local.url, tmp_path / state)
+        result = subprocess.run(argv, input=data, capture_output=True, env=env, check=False)
+        assert result.returncode == 0, result.stderr.decode()[-3000:]
+
+    thread = orjson.loads(session.read_bytes().splitlines()[0])["payload"]["id"]
+    alone = {}
+    for name, data in (("live", live.read_bytes()), ("file", session.read_bytes())):
+        convex_local.reset()
+        run(data, name)
+        alone[name] = _fact_rows(dump_history(convex_local.url, [thread], convex_local.admin_key))
+    richest = {table: max(alone["live"][table], alone["file"][table]) for table in alone["live"]}
+    convex_local.reset()
+    run(hello + live.read_bytes(), "a")
+    run(session.read_bytes(), "b")
+    run(live.read_bytes(), "c")
+    together = dump_history(convex_local.url, ["chat-7", thread], convex_local.admin_key)
+    assert together[thread]["conversation"] is None  # the session file joined the chat's conversation
+    rows = _fact_rows(together)
+    assert all(count > 0 for count in richest.values())
+    assert all(rows[table] <= richest[table] for table in rows), (rows, richest)
+    # Facts with ids or content keys merge whole; rate limits are the first channel's (live's).
+    assert {t: rows[t] for t in rows if t != "rateLimits"} == {
+        t: richest[t] for t in rows if t != "rateLimits"
+    }
+    assert rows["rateLimits"] == alone["live"]["rateLimits"]
