@@ -194,3 +194,14 @@ def row_count(dump: dict[str, Any]) -> int:
             total += 1 + sum(len(turn[k]) for k in ("messages", "reasoningSections", "commands"))
             total += len(turn["usageSnapshots"]) + len(turn["rateLimits"])
     return total
+
+
+def app_server_conversations(app_server_stream: bytes) -> list[str]:
+    """Thread ids started in an app-server stream (each is a conversation)."""
+    ids = []
+    for line in app_server_stream.splitlines():
+        message = json.loads(line)
+        thread = (message.get("result") or {}).get("thread") or (message.get("params") or {}).get("thread")
+        if isinstance(thread, dict) and thread.get("id") not in ids:
+            ids.append(thread["id"])
+    return ids

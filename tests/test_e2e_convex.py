@@ -31,6 +31,7 @@ from convex_e2e import (
     CODEX_JS,
     INGESTOR,
     REPO,
+    app_server_conversations,
     call,
     daemon_env,
     daemon_process,
@@ -303,22 +304,11 @@ def test_a_refused_key_keeps_everything_for_the_next_start(
     good.write_text(str(convex.admin_key))
     run_ingestor(convex.url, state, b"", f"--convex-key-file={good}", env=env)
     clean_state = tmp_path / "clean"
-    delivered = dump_history(convex.url, _conversations(stream))
+    delivered = dump_history(convex.url, app_server_conversations(stream))
     convex.reset()
     run_ingestor(convex.url, clean_state, stream, env=env)
-    assert dump_history(convex.url, _conversations(stream)) == delivered
+    assert dump_history(convex.url, app_server_conversations(stream)) == delivered
     assert row_count(delivered) > 5
-
-
-def _conversations(app_server_stream: bytes) -> list[str]:
-    """Thread ids started in an app-server stream (each is a conversation)."""
-    ids = []
-    for line in app_server_stream.splitlines():
-        message = json.loads(line)
-        thread = (message.get("result") or {}).get("thread") or (message.get("params") or {}).get("thread")
-        if isinstance(thread, dict) and thread.get("id") not in ids:
-            ids.append(thread["id"])
-    return ids
 
 
 def test_replaying_codex_session_files_twice_stores_each_fact_once(
