@@ -24,8 +24,10 @@ RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
     && /opt/ingestor/bin/pip uninstall --yes --quiet pip setuptools
 
 FROM ${PYTHON_IMAGE}
-# A fixed numeric uid, so Kubernetes' runAsNonRoot can verify it without a passwd lookup.
-RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/ingestor --shell /usr/sbin/nologin ingestor \
+# A fixed numeric uid and gid, so Kubernetes' runAsNonRoot can verify it without a passwd lookup. The
+# group is made first: `useradd --system --user-group` would give it a system gid, not 10001.
+RUN groupadd --system --gid 10001 ingestor \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/ingestor --shell /usr/sbin/nologin ingestor \
     && mkdir -p /var/lib/ingestor /run/ingestor \
     && chown ingestor:ingestor /var/lib/ingestor /run/ingestor
 COPY --from=build /opt/ingestor /opt/ingestor

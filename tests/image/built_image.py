@@ -85,7 +85,9 @@ def _mount_over_image_volumes(name: str, image: str, volumes: Mapping[Path, str]
     declared = config(image)["Volumes"] or {}
     for inside in volumes.values():
         if inside in declared:
-            subprocess.run(["buildah", "config", f"--volume={inside}-", name], capture_output=True, check=True)
+            subprocess.run(
+                ["buildah", "config", f"--volume={inside}-", name], capture_output=True, check=True
+            )
 
 
 def _run_argv(

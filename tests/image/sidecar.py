@@ -67,7 +67,9 @@ def assert_metrics_port_free() -> None:
         try:
             probe.bind(("127.0.0.1", 9464))
         except OSError as error:
-            raise AssertionError(f"port 9464 is taken on this machine ({error}): the sidecar needs it") from None
+            raise AssertionError(
+                f"port 9464 is taken on this machine ({error}): the sidecar needs it"
+            ) from None
 
 
 def wait_until_listening(sidecar: Running, socket_path: Path, timeout: float = 60) -> None:

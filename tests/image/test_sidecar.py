@@ -47,7 +47,9 @@ def convex_env(url: str, key: str) -> dict[str, str]:
     return {"CONVEX_URL": url, "CONVEX_ADMIN_KEY": key}
 
 
-def wait_for_history(url: str, conversations: list[str], expected: dict[str, Any], timeout: float = 60) -> None:
+def wait_for_history(
+    url: str, conversations: list[str], expected: dict[str, Any], timeout: float = 60
+) -> None:
     """Until Convex holds `expected` for these conversations (then the comparison shows what differs)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and dump_history(url, conversations) != expected:
@@ -61,7 +63,9 @@ def test_the_default_command_stores_socket_streams_like_the_host_daemon_and_stop
     assert convex.admin_key is not None
     first, second = APP_SERVER_STREAMS / "two_threads.jsonl", APP_SERVER_STREAMS / "multi_turn.jsonl"
     conversations = app_server_conversations(first.read_bytes() + second.read_bytes())
-    expected = host_daemon_history(convex.url, convex.admin_key, tmp_path / "host", [first, second], conversations)
+    expected = host_daemon_history(
+        convex.url, convex.admin_key, tmp_path / "host", [first, second], conversations
+    )
     assert len(conversations) == 3 and row_count(expected) > 50
     convex.reset()
 
@@ -107,14 +111,18 @@ def test_a_restart_on_the_same_state_volume_delivers_what_was_spooled_while_conv
     assert_metrics_port_free()
     volumes = Volumes.make(tmp_path / "sidecar")
     socket_path = volumes.socket_dir / "ingest.sock"
-    with started(default_command(), volumes=volumes.mounts(), env=convex_env(down_url, convex.admin_key)) as down:
+    with started(
+        default_command(), volumes=volumes.mounts(), env=convex_env(down_url, convex.admin_key)
+    ) as down:
         wait_until_listening(down, socket_path)
         send(socket_path, stream.read_bytes())
         wait_until_read(len(stream.read_bytes().splitlines()))
         status, stderr = down.stop(DAEMON)
     assert status == 0, stderr.decode(errors="replace")[-4000:]
     assert convex.stats()["executed"]["mutation"] == 0
-    assert sorted(p.name for p in volumes.state_dir.iterdir() if p.name.startswith("spool.sqlite3")), stderr.decode()
+    assert sorted(p.name for p in volumes.state_dir.iterdir() if p.name.startswith("spool.sqlite3")), (
+        stderr.decode()
+    )
 
     assert_metrics_port_free()
     with started(
