@@ -92,7 +92,9 @@ def test_the_final_stage_adds_the_daemon_and_nothing_to_build_it() -> None:
 
 
 def test_no_compiler_in_the_image() -> None:
-    result = run(["python", "-c", "import shutil; print([c for c in ('gcc', 'cc', 'c99') if shutil.which(c)])"])
+    result = run(
+        ["python", "-c", "import shutil; print([c for c in ('gcc', 'cc', 'c99') if shutil.which(c)])"]
+    )
     assert (result.returncode, result.stdout) == (0, "[]\n"), result.stderr
 
 
