@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -205,3 +206,14 @@ def app_server_conversations(app_server_stream: bytes) -> list[str]:
         if isinstance(thread, dict) and thread.get("id") not in ids:
             ids.append(thread["id"])
     return ids
+
+
+def http_get(url: str) -> tuple[int, str]:
+    """Status and body of a GET (a daemon's /healthz, /readyz, /metrics); 0 when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+    except OSError:
+        return 0, ""

@@ -20,8 +20,6 @@ import sqlite3
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ from convex_e2e import (
     daemon_env,
     daemon_process,
     dump_history,
+    http_get,
     ingestor_argv,
     kill_after_mutations,
     log_events,
@@ -245,16 +244,6 @@ def _free_port() -> int:
         return port
 
 
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-    except OSError:
-        return 0, ""
-
-
 def test_a_refused_key_keeps_everything_for_the_next_start(
     convex: ConvexLocal, env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -281,11 +270,11 @@ def test_a_refused_key_keeps_everything_for_the_next_start(
         daemon.stdin.write(stream)
         daemon.stdin.flush()
         deadline = time.monotonic() + 30
-        while _get(f"http://127.0.0.1:{port}/readyz") != (503, "not ready: convex_auth\n"):
+        while http_get(f"http://127.0.0.1:{port}/readyz") != (503, "not ready: convex_auth\n"):
             assert time.monotonic() < deadline, "never reported not-ready"
             time.sleep(0.1)
-        assert _get(f"http://127.0.0.1:{port}/healthz")[0] == 200
-        status, metrics = _get(f"http://127.0.0.1:{port}/metrics")
+        assert http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+        status, metrics = http_get(f"http://127.0.0.1:{port}/metrics")
         assert status == 200 and "ingestor_ready 0.0" in metrics
         _, stderr = daemon.communicate(timeout=60)  # closes stdin: end of input, flush, exit
         assert daemon.returncode == 0

@@ -10,15 +10,13 @@ import os
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from built_image import Running, config
-from convex_e2e import REPO, daemon_env, dump_history, ingestor_argv
+from convex_e2e import REPO, daemon_env, dump_history, http_get, ingestor_argv
 
 METRICS: Final = "http://127.0.0.1:9464"
 APP_SERVER_STREAMS: Final = REPO / "fixtures" / "codex-0.169.0" / "app-server"
@@ -49,17 +47,6 @@ class Volumes:
         return {self.socket_dir: "/run/ingestor", self.state_dir: "/var/lib/ingestor"}
 
 
-def get(url: str) -> tuple[int, str]:
-    """Status and body; 0 when nothing answers."""
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-    except OSError:
-        return 0, ""
-
-
 def assert_metrics_port_free() -> None:
     with socket.socket() as probe:
         # As the daemon's server binds: a closed connection of the last sidecar (TIME_WAIT) is no owner.
@@ -75,7 +62,7 @@ def assert_metrics_port_free() -> None:
 def wait_until_listening(sidecar: Running, socket_path: Path, timeout: float = 60) -> None:
     """Its socket exists and /healthz answers."""
     deadline = time.monotonic() + timeout
-    while not (socket_path.is_socket() and get(f"{METRICS}/healthz")[0] == 200):
+    while not (socket_path.is_socket() and http_get(f"{METRICS}/healthz")[0] == 200):
         if sidecar.process.poll() is not None:
             raise AssertionError(f"the sidecar exited: {sidecar.process.communicate()[1].decode()[-4000:]}")
         assert time.monotonic() < deadline, "the sidecar never listened"
@@ -84,7 +71,7 @@ def wait_until_listening(sidecar: Running, socket_path: Path, timeout: float = 6
 
 def metric(name: str) -> float:
     """One unlabelled sample of the sidecar's /metrics."""
-    status, text = get(f"{METRICS}/metrics")
+    status, text = http_get(f"{METRICS}/metrics")
     assert status == 200, text
     for line in text.splitlines():
         if line.startswith(f"{name} "):

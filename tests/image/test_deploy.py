@@ -16,13 +16,12 @@ from typing import Any, Final
 import pytest
 import yaml
 from built_image import config, default_command, needs_image, run, started
-from convex_e2e import REPO, app_server_conversations, call, log_events
+from convex_e2e import REPO, app_server_conversations, call, http_get, log_events
 from convex_local import ConvexLocal
 from sidecar import (
     APP_SERVER_STREAMS,
     Volumes,
     assert_metrics_port_free,
-    get,
     image_uid_gid,
     wait_until_listening,
 )
@@ -138,7 +137,7 @@ def test_the_example_container_runs_on_the_image(convex: ConvexLocal, tmp_path: 
         [port] = container["ports"]
         for probe in ("livenessProbe", "readinessProbe"):
             assert (
-                get(f"http://127.0.0.1:{port['containerPort']}{container[probe]['httpGet']['path']}")[0]
+                http_get(f"http://127.0.0.1:{port['containerPort']}{container[probe]['httpGet']['path']}")[0]
                 == 200
             )
 

@@ -52,7 +52,7 @@ def test_the_compiled_modules_are_the_ones_imported() -> None:
     files = result.stdout.split()
     assert len(files) == len(modules)
     for module, file in zip(modules, files, strict=True):
-        assert file.startswith(VENV) and file.endswith(".cpython-311-x86_64-linux-gnu.so"), (module, file)
+        assert file.startswith(VENV) and file.endswith(".so"), (module, file)  # an extension, not .py
 
 
 def test_version() -> None:

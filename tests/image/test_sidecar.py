@@ -16,14 +16,13 @@ from typing import Any
 
 import pytest
 from built_image import default_command, needs_image, started
-from convex_e2e import app_server_conversations, dump_history, log_events, row_count
+from convex_e2e import app_server_conversations, dump_history, http_get, log_events, row_count
 from convex_local import ConvexLocal
 from sidecar import (
     APP_SERVER_STREAMS,
     METRICS,
     Volumes,
     assert_metrics_port_free,
-    get,
     host_daemon_history,
     send,
     wait_until_listening,
@@ -76,7 +75,7 @@ def test_the_default_command_stores_socket_streams_like_the_host_daemon_and_stop
         default_command(), volumes=volumes.mounts(), env=convex_env(convex.url, convex.admin_key)
     ) as sidecar:
         wait_until_listening(sidecar, socket_path)
-        assert get(f"{METRICS}/readyz") == (200, "ready\n")
+        assert http_get(f"{METRICS}/readyz") == (200, "ready\n")
 
         # A stream delivered while the sidecar runs.
         send(socket_path, first.read_bytes())
