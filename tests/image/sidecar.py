@@ -19,6 +19,8 @@ from built_image import Running, config
 from convex_e2e import REPO, daemon_env, dump_history, http_get, ingestor_argv
 
 METRICS: Final = "http://127.0.0.1:9464"
+# The program the image's entrypoint (`ingestor`) runs, as the daemon's process names it.
+DAEMON: Final = "/opt/ingestor/bin/ingestor"
 APP_SERVER_STREAMS: Final = REPO / "fixtures" / "codex-0.169.0" / "app-server"
 
 

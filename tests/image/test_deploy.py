@@ -20,6 +20,7 @@ from convex_e2e import REPO, app_server_conversations, call, http_get, log_event
 from convex_local import ConvexLocal
 from sidecar import (
     APP_SERVER_STREAMS,
+    DAEMON,
     Volumes,
     assert_metrics_port_free,
     image_uid_gid,
@@ -158,7 +159,7 @@ def test_the_example_container_runs_on_the_image(convex: ConvexLocal, tmp_path: 
         while call(convex.url, "query", "history:getConversation", query) is None:
             assert time.monotonic() < deadline, "the forwarded stream never reached Convex"
             time.sleep(0.2)
-        status, stderr = sidecar.stop("/opt/ingestor/bin/ingestor")
+        status, stderr = sidecar.stop(DAEMON)
     assert status == 0, stderr.decode(errors="replace")[-4000:]
     [deployment] = [e for e in log_events(stderr) if e.get("event") == "convex deployment"]
     assert deployment["key_from"] == "--convex-key-file"  # the Secret's file, mounted where args say

@@ -20,6 +20,7 @@ from convex_e2e import app_server_conversations, dump_history, http_get, log_eve
 from convex_local import ConvexLocal
 from sidecar import (
     APP_SERVER_STREAMS,
+    DAEMON,
     METRICS,
     Volumes,
     assert_metrics_port_free,
@@ -31,8 +32,6 @@ from sidecar import (
 )
 
 pytestmark = [needs_image, pytest.mark.e2e]
-
-DAEMON = "/opt/ingestor/bin/ingestor"
 
 
 @pytest.fixture
