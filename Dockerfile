@@ -1,23 +1,40 @@
 # codex-ingestor: the daemon alone (no Node, no Codex). Build: docker build -t codex-ingestor .
 # Runs as a sidecar listening on a Unix socket and delivering to Convex; see docs/sidecar.md.
-FROM python:3.11-slim AS build
+# PYTHON_IMAGE: any image with CPython 3.11 as `python3`, its headers and venv (scripts/test-image
+# builds on a stand-in made from Debian's packages, since no base image can be pulled there).
+ARG PYTHON_IMAGE=python:3.11-slim
+
+FROM ${PYTHON_IMAGE} AS build
 # gcc: setup.py compiles the per-line hot path with mypyc (the image's Python has its headers).
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
+# A virtual environment, copied whole into the final stage: the same layout on every base (pip's
+# --prefix layout differs between Debian's Python and the official image's).
+RUN python3 -m venv /opt/ingestor
 WORKDIR /src
 COPY pyproject.toml setup.py README.md ./
 COPY ingestor ./ingestor
-RUN pip install --no-cache-dir --prefix=/install .
+# Optional build secrets, for a network that needs them (a proxy's CA, another index), never stored in
+# a layer: `--secret id=pip.conf,src=FILE` (pip's config) and `--secret id=pip-ca.crt,src=BUNDLE`
+# (mounted at /run/secrets/pip-ca.crt, for its `cert`). pip and setuptools are not needed to run the
+# daemon: removed, so the image carries only what runs.
+RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
+    --mount=type=secret,id=pip-ca.crt,target=/run/secrets/pip-ca.crt \
+    /opt/ingestor/bin/pip install --no-cache-dir --disable-pip-version-check . \
+    && /opt/ingestor/bin/pip uninstall --yes --quiet pip setuptools
 
-FROM python:3.11-slim
-# A fixed numeric uid, so Kubernetes' runAsNonRoot can verify it without a passwd lookup.
-RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/ingestor --shell /usr/sbin/nologin ingestor \
+FROM ${PYTHON_IMAGE}
+# A fixed numeric uid and gid, so Kubernetes' runAsNonRoot can verify it without a passwd lookup. The
+# group is made first: `useradd --system --user-group` would give it a system gid, not 10001.
+RUN groupadd --system --gid 10001 ingestor \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/ingestor --shell /usr/sbin/nologin ingestor \
     && mkdir -p /var/lib/ingestor /run/ingestor \
     && chown ingestor:ingestor /var/lib/ingestor /run/ingestor
-COPY --from=build /install /usr/local
-USER 10001:10001
-ENV PYTHONUNBUFFERED=1 \
+COPY --from=build /opt/ingestor /opt/ingestor
+ENV PATH=/opt/ingestor/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
+USER 10001:10001
 # The spool and the dead-letter file: keep them across restarts, or undelivered ops are lost.
 VOLUME ["/var/lib/ingestor"]
 EXPOSE 9464

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -194,3 +195,25 @@ def row_count(dump: dict[str, Any]) -> int:
             total += 1 + sum(len(turn[k]) for k in ("messages", "reasoningSections", "commands"))
             total += len(turn["usageSnapshots"]) + len(turn["rateLimits"])
     return total
+
+
+def app_server_conversations(app_server_stream: bytes) -> list[str]:
+    """Thread ids started in an app-server stream (each is a conversation)."""
+    ids = []
+    for line in app_server_stream.splitlines():
+        message = json.loads(line)
+        thread = (message.get("result") or {}).get("thread") or (message.get("params") or {}).get("thread")
+        if isinstance(thread, dict) and thread.get("id") not in ids:
+            ids.append(thread["id"])
+    return ids
+
+
+def http_get(url: str) -> tuple[int, str]:
+    """Status and body of a GET (a daemon's /healthz, /readyz, /metrics); 0 when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+    except OSError:
+        return 0, ""

@@ -20,8 +20,6 @@ import sqlite3
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,10 +29,12 @@ from convex_e2e import (
     CODEX_JS,
     INGESTOR,
     REPO,
+    app_server_conversations,
     call,
     daemon_env,
     daemon_process,
     dump_history,
+    http_get,
     ingestor_argv,
     kill_after_mutations,
     log_events,
@@ -244,16 +244,6 @@ def _free_port() -> int:
         return port
 
 
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-    except OSError:
-        return 0, ""
-
-
 def test_a_refused_key_keeps_everything_for_the_next_start(
     convex: ConvexLocal, env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -280,11 +270,11 @@ def test_a_refused_key_keeps_everything_for_the_next_start(
         daemon.stdin.write(stream)
         daemon.stdin.flush()
         deadline = time.monotonic() + 30
-        while _get(f"http://127.0.0.1:{port}/readyz") != (503, "not ready: convex_auth\n"):
+        while http_get(f"http://127.0.0.1:{port}/readyz") != (503, "not ready: convex_auth\n"):
             assert time.monotonic() < deadline, "never reported not-ready"
             time.sleep(0.1)
-        assert _get(f"http://127.0.0.1:{port}/healthz")[0] == 200
-        status, metrics = _get(f"http://127.0.0.1:{port}/metrics")
+        assert http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+        status, metrics = http_get(f"http://127.0.0.1:{port}/metrics")
         assert status == 200 and "ingestor_ready 0.0" in metrics
         _, stderr = daemon.communicate(timeout=60)  # closes stdin: end of input, flush, exit
         assert daemon.returncode == 0
@@ -303,22 +293,11 @@ def test_a_refused_key_keeps_everything_for_the_next_start(
     good.write_text(str(convex.admin_key))
     run_ingestor(convex.url, state, b"", f"--convex-key-file={good}", env=env)
     clean_state = tmp_path / "clean"
-    delivered = dump_history(convex.url, _conversations(stream))
+    delivered = dump_history(convex.url, app_server_conversations(stream))
     convex.reset()
     run_ingestor(convex.url, clean_state, stream, env=env)
-    assert dump_history(convex.url, _conversations(stream)) == delivered
+    assert dump_history(convex.url, app_server_conversations(stream)) == delivered
     assert row_count(delivered) > 5
-
-
-def _conversations(app_server_stream: bytes) -> list[str]:
-    """Thread ids started in an app-server stream (each is a conversation)."""
-    ids = []
-    for line in app_server_stream.splitlines():
-        message = json.loads(line)
-        thread = (message.get("result") or {}).get("thread") or (message.get("params") or {}).get("thread")
-        if isinstance(thread, dict) and thread.get("id") not in ids:
-            ids.append(thread["id"])
-    return ids
 
 
 def test_replaying_codex_session_files_twice_stores_each_fact_once(
