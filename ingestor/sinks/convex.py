@@ -50,6 +50,7 @@ from tenacity import (
 
 from ingestor import spool as spool_module
 from ingestor.convex_api import (
+    ADMIN_IDENTITY,
     AuthError,
     ConfigError,
     ConvexHttp,
@@ -782,7 +783,7 @@ async def open_history_from_env(
 ) -> AsyncIterator[ConvexHistory]:
     """The Convex history reader for `ingestor show --sink convex`."""
     deployment = _deployment(env, options or {})
-    history = ConvexHistory(ConvexHttp(deployment.url, deployment.key))
+    history = ConvexHistory(ConvexHttp(deployment.url, deployment.key, acting_as=ADMIN_IDENTITY))
     try:
         yield history
     finally:
