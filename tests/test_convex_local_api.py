@@ -650,3 +650,22 @@ def test_admin_key_acting_as_an_identity_is_parsed_as_the_real_backend_does(
         malformed = {"Authorization": f"Convex {convex.admin_key}:{acting}"}
         response = call(client, "query", "history:getConversation", args, malformed)
         assert (response.status_code, response.json()["code"]) == (400, "HeaderParseFailure")
+
+
+def test_spec_shaped_app_calls_without_a_key_twice_leave_one_row_each(api: Api) -> None:
+    """`app:*` as the spec names them, with the spec's columns and no `key`: sent twice, stored once."""
+    for op in ops():
+        for attempt in range(2):
+            result = api.mutation(f"app:{op['op']}", **op["args"])
+            if op["op"].startswith("append"):
+                assert result["status"] == ("inserted" if attempt == 0 else "duplicate"), op["op"]
+    turn = api.query("history:getTurn", turnId=TURN)
+    counts = {
+        name: len(turn[name]) for name in ("messages", "reasoningSections", "usageSnapshots", "rateLimits")
+    }
+    assert counts == {"messages": 1, "reasoningSections": 1, "usageSnapshots": 1, "rateLimits": 1}
+    assert api.query("history:getCommandOutput", callId=CALL)["chunkCount"] == 1
+    events = api.query(
+        "history:listEvents", conversationId=CONVERSATION, paginationOpts={"numItems": 10, "cursor": None}
+    )
+    assert len(events["page"]) == 1
