@@ -75,6 +75,12 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.producers_refused = Counter(
+            "ingestor_producers_refused",
+            "Socket connections closed unauthenticated (--auth-token-file), by reason.",
+            ["reason"],
+            registry=r,
+        )
         self.ready = Gauge("ingestor_ready", "1 when the sink is delivering, else 0.", registry=r)
         self.ready.set(1)
 
