@@ -636,7 +636,8 @@ def _op_label(body: bytes) -> str:
 
 
 def _append_fsync(path: Path, data: bytes) -> None:
-    with path.open("ab") as file:
+    # Refused ops hold prompts and command output: the daemon's user's only.
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600), "ab") as file:
         file.write(data)
         file.flush()
         os.fsync(file.fileno())
