@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import os
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -31,6 +32,7 @@ from ingestor.sources.auth import ProducerAuth, check_exposure, load_token
 from ingestor.sources.files import REPLAY_QUEUE_CHUNKS, FilesSource, MissingPathError, expand_paths
 from ingestor.sources.sockets import DEFAULT_UNIX_MODE, TcpSource, UnixSource, parse_host_port
 from ingestor.sources.stdin import StdinSource
+from ingestor.sources.tls import server_context
 
 log = get_logger("ingestor.cli")
 
@@ -135,6 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
         "the file's content without its trailing newline, readable by its owner only",
     )
     run.add_argument(
+        "--tls-cert", type=Path, metavar="FILE", help="serve --tcp over TLS: certificate chain (PEM)"
+    )
+    run.add_argument("--tls-key", type=Path, metavar="FILE", help="the certificate's private key (PEM)")
+    run.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        metavar="FILE",
+        help="with --tls-cert: require a client certificate issued by these CAs (PEM); counts as producer "
+        "authentication for --tcp",
+    )
+    run.add_argument(
         "--insecure-tcp",
         action="store_true",
         help="allow --tcp on a non-loopback address without --auth-token-file",
@@ -189,13 +202,23 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
     )
 
 
+def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if args.tls_cert is None and args.tls_key is None and args.tls_client_ca is None:
+        return None
+    if args.tls_cert is None or args.tls_key is None:
+        raise SourceConfigError("--tls-cert and --tls-key go together (and --tls-client-ca needs them)")
+    return server_context(args.tls_cert, args.tls_key, args.tls_client_ca)
+
+
 def run_sources(args: argparse.Namespace) -> list[Source]:
     """The sources of `run`; SourceConfigError when they must not start as given."""
     auth = ProducerAuth(load_token(args.auth_token_file)) if args.auth_token_file else None
+    tls = _tls_context(args)
     tcp_hosts = [parse_host_port(address)[0] for address in args.tcp]
-    check_exposure(tcp_hosts, authenticated=auth is not None, insecure=args.insecure_tcp)
+    mutual_tls = tls is not None and args.tls_client_ca is not None
+    check_exposure(tcp_hosts, authenticated=auth is not None or mutual_tls, insecure=args.insecure_tcp)
     sources: list[Source] = [UnixSource(path, mode=args.unix_mode, auth=auth) for path in args.unix]
-    sources.extend(TcpSource(address, auth=auth) for address in args.tcp)
+    sources.extend(TcpSource(address, auth=auth, tls=tls) for address in args.tcp)
     if args.stdin or not sources:
         sources.insert(0, StdinSource())
     return sources

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import ssl
 import stat
 from collections.abc import AsyncGenerator
 from typing import Final
@@ -20,6 +21,7 @@ from anyio.abc import ByteReceiveStream, ByteStream, Listener, TaskStatus
 from ingestor.logging import get_logger
 from ingestor.sources import SourceConfigError, StreamHandler
 from ingestor.sources.auth import ProducerAuth
+from ingestor.sources.tls import HANDSHAKE_TIMEOUT, QuietTLSListener
 
 RECEIVE_SIZE: Final = 256 * 1024
 
@@ -129,16 +131,24 @@ def parse_host_port(value: str) -> tuple[str, int]:
 
 
 class TcpSource:
-    def __init__(self, address: str, *, auth: ProducerAuth | None = None) -> None:
+    def __init__(
+        self, address: str, *, auth: ProducerAuth | None = None, tls: ssl.SSLContext | None = None
+    ) -> None:
         self._host, self._port = parse_host_port(address)
         self._auth = auth
+        self._tls = tls
 
     async def serve(
         self, handle: StreamHandler, *, task_status: TaskStatus[str] = TASK_STATUS_IGNORED
     ) -> None:
-        listener = await anyio.create_tcp_listener(local_host=self._host or None, local_port=self._port)
-        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        tcp = await anyio.create_tcp_listener(local_host=self._host or None, local_port=self._port)
+        port = tcp.extra(anyio.abc.SocketAttribute.local_port)
+        listener: Listener[ByteStream] = tcp
+        if self._tls is not None:
+            listener = QuietTLSListener(
+                tcp, self._tls, standard_compatible=False, handshake_timeout=HANDSHAKE_TIMEOUT
+            )
         host = self._host or "*"
-        log.info("listening", address=f"tcp:{host}:{port}")
+        log.info("listening", address=f"tcp:{host}:{port}", tls=self._tls is not None)
         task_status.started(f"{host}:{port}")
         await _serve(listener, f"tcp:{host}:{port}", handle, self._auth)
