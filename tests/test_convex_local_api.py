@@ -29,6 +29,14 @@ CONVERSATION: Final = "conv-3f1c"
 TURN: Final = "turn-1"
 CALL: Final = "call_ls_1"
 SESSION: Final = "chat-session-7"
+SMALL_ORDER: Final = {
+    "sessionId": SESSION,
+    "workflowType": "codexRun",
+    "prompt": "p",
+    "title": "t",
+    "targetRepo": "r",
+    "targetBranch": "b",
+}
 
 # What Python expects of each function: kind and whether only the admin key may call it.
 FUNCTIONS: Final = {
@@ -384,16 +392,8 @@ def test_work_orders_lifecycle(client: httpx.Client) -> None:
 
 
 def test_an_error_thrown_by_our_code_is_a_function_error(client: httpx.Client) -> None:
-    order = {
-        "sessionId": SESSION,
-        "workflowType": "codexRun",
-        "prompt": "p",
-        "title": "t",
-        "targetRepo": "r",
-        "targetBranch": "b",
-    }
     order_id = value(
-        call(client, "mutation", "workOrders:create", order, ConvexLocal.identity_headers(READER))
+        call(client, "mutation", "workOrders:create", SMALL_ORDER, ConvexLocal.identity_headers(READER))
     )
     error = function_error(
         call(
@@ -582,20 +582,12 @@ def test_open_server_and_clean_exit(sig: signal.Signals) -> None:
 def _public_calls(order_id: str) -> dict[str, tuple[str, dict[str, Any], str]]:
     """One call to every public function: path -> (kind, args, the role it needs)."""
     page = {"numItems": 5, "cursor": None}
-    order = {
-        "sessionId": SESSION,
-        "workflowType": "codexRun",
-        "prompt": "p",
-        "title": "t",
-        "targetRepo": "r",
-        "targetBranch": "b",
-    }
     return {
         "history:getConversation": ("query", {"conversationId": CONVERSATION}, "reader"),
         "history:getTurn": ("query", {"turnId": TURN}, "reader"),
         "history:getCommandOutput": ("query", {"callId": CALL}, "reader"),
         "history:listEvents": ("query", {"conversationId": CONVERSATION, "paginationOpts": page}, "reader"),
-        "workOrders:create": ("mutation", order, "reader"),
+        "workOrders:create": ("mutation", SMALL_ORDER, "reader"),
         "workOrders:get": ("query", {"id": order_id}, "reader"),
         "workOrders:listBySession": ("query", {"sessionId": SESSION, "paginationOpts": page}, "reader"),
         "workOrders:updateStatus": ("mutation", {"id": order_id, "status": "submitted"}, "worker"),
@@ -610,8 +602,7 @@ def test_every_public_function_by_caller(api: Api, client: httpx.Client, convex:
 
     def calls() -> dict[str, tuple[str, dict[str, Any], str]]:
         # A new order each time: a status move succeeds once.
-        order = {"sessionId": SESSION, "workflowType": "w", "prompt": "p", "title": "t"}
-        return _public_calls(api.mutation("workOrders:create", **order, targetRepo="r", targetBranch="b"))
+        return _public_calls(api.mutation("workOrders:create", **SMALL_ORDER))
 
     public = sorted(path for path, info in convex.functions().items() if not info["internal"])
     assert sorted(calls()) == public, "every public function is tried"
