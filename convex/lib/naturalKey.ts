@@ -25,7 +25,10 @@ function canonical(value: JSONValue): string {
 }
 
 export async function naturalKey(op: OpName, columns: Row): Promise<string> {
-  const names = IDENTITY_COLUMNS[op] ?? Object.keys(columns);
+  // A record without one of its identity columns has no narrower identity than all its columns.
+  const identityColumns = IDENTITY_COLUMNS[op];
+  const complete = identityColumns?.every((name) => columns[name] != null) === true;
+  const names = complete ? identityColumns : Object.keys(columns);
   // null and absent both mean "unknown" for a column: they must not make two keys.
   const identity: Record<string, Value> = {};
   for (const name of names) if (columns[name] != null) identity[name] = columns[name] as Value;
