@@ -110,13 +110,14 @@ def _remove_stale_socket(path: str) -> None:
     if not stat.S_ISSOCK(mode):
         return
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)  # a listener whose backlog is full does not answer at once
         try:
             probe.connect(path)
         except (ConnectionRefusedError, FileNotFoundError):
             os.unlink(path)
             return
-        except PermissionError:
-            pass  # someone else's socket: not ours to remove either
+        except (PermissionError, TimeoutError):
+            pass  # someone else's socket, or a busy listener: not ours to remove either way
     raise SourceConfigError(f"--unix {path}: another process is listening on this socket")
 
 
