@@ -16,7 +16,7 @@ from bench.procs import PYTHON, RESULTS_TMP, bench_env, pinned, run, warm_cache
 from bench.results import Measurement, show_cmd
 
 MIB = 1024 * 1024
-ADMIN_KEY = "bench-admin-key"
+ADMIN_KEY = "bench-admin-key-0123456789"  # 16+ characters: shorter keys are refused
 
 
 def convex_env(url: str) -> dict[str, str]:

@@ -177,6 +177,40 @@ describe("app: appends are idempotent by key", () => {
     });
   }
 
+  for (const [fn, { key: _key, ...args }, table] of calls) {
+    test(`${table}: without a key (the spec's shape), the same record twice is one row`, async () => {
+      const t = setup();
+      expect(await t.mutation(fn, args)).toEqual({ status: "inserted" });
+      // Fields in another order: the same record.
+      const reordered = Object.fromEntries(Object.entries(args).reverse());
+      expect(await t.mutation(fn, reordered)).toMatchObject({ status: "duplicate" });
+      expect((await dump(t))[table]).toHaveLength(1);
+    });
+  }
+
+  test("without a key, a chunk is its (callId, stream, seq) and a reasoning section its (turnId, itemId)", async () => {
+    const t = setup();
+    const chunk = { callId: "c", stream: "stdout", seq: 0, chunkBase64: "aGk=", createdAt: 1 };
+    await t.mutation(internal.app.appendCommandChunk, chunk);
+    await t.mutation(internal.app.appendCommandChunk, { ...chunk, createdAt: 2, chunkBase64: "aGk=" });
+    await t.mutation(internal.app.appendCommandChunk, { ...chunk, seq: 1 });
+    const section = { turnId: "t", itemId: "i", summaryText: ["plan"], createdAt: 1 };
+    await t.mutation(internal.app.appendReasoningSection, section);
+    await t.mutation(internal.app.appendReasoningSection, { ...section, summaryText: ["plan", "more"] });
+    await t.mutation(internal.app.appendReasoningSection, { ...section, itemId: "j" });
+    const rows = await dump(t);
+    expect(rows.command_chunks.map((row) => row.seq)).toEqual([0, 1]);
+    expect(rows.reasoning_sections.map((row) => row.itemId)).toEqual(["i", "j"]);
+  });
+
+  test("other appends without a key differ when any column does", async () => {
+    const t = setup();
+    const message = { turnId: "t", role: "assistant", content: "hi", createdAt: 1 };
+    await t.mutation(internal.app.appendMessage, message);
+    await t.mutation(internal.app.appendMessage, { ...message, content: "hi again" });
+    expect((await dump(t)).messages).toHaveLength(2);
+  });
+
   test("a command chunk is also unique per (callId, stream, seq)", async () => {
     const t = setup();
     const chunk = { callId: "c", stream: "stdout", seq: 3, chunkBase64: "YQ==", createdAt: 1 };

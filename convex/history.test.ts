@@ -1,17 +1,17 @@
 import { describe, expect, test } from "vitest";
 import { api, internal } from "./_generated/api.js";
-import { MiB, setup, type Backend } from "./test.setup.js";
+import { MiB, setupAsAdmin, type Accessor } from "./test.setup.js";
 
 const b64 = (bytes: number[]) => btoa(String.fromCharCode(...bytes));
 const utf8 = (text: string) => [...new TextEncoder().encode(text)];
 
-async function apply(t: Backend, ops: Array<{ op: string; key: string; args: Record<string, unknown> }>) {
+async function apply(t: Accessor, ops: Array<{ op: string; key: string; args: Record<string, unknown> }>) {
   return await t.mutation(internal.ingest.applyBatch, { ops });
 }
 
 describe("history:getConversation", () => {
   test("returns the conversation and its turns ordered by startedAt", async () => {
-    const t = setup();
+    const t = setupAsAdmin();
     await apply(t, [
       {
         op: "upsertConversation",
@@ -29,7 +29,7 @@ describe("history:getConversation", () => {
   });
 
   test("an unknown conversation is null, even when turns name it", async () => {
-    const t = setup();
+    const t = setupAsAdmin();
     expect(await t.query(api.history.getConversation, { conversationId: "nope" })).toBeNull();
     await apply(t, [
       { op: "upsertTurn", key: "t", args: { turnId: "t", conversationId: "early", startedAt: 1 } },
@@ -42,7 +42,7 @@ describe("history:getConversation", () => {
 
 describe("history:getTurn", () => {
   test("returns the turn with its children, ordered, large values reassembled", async () => {
-    const t = setup();
+    const t = setupAsAdmin();
     const bigMessage = "\u00e9t\u00e9 ".repeat((3 * MiB) / 6); // 3 MiB of UTF-8, non-ASCII
     const output = "out\n".repeat((2 * MiB) / 4);
     await apply(t, [
@@ -103,7 +103,7 @@ describe("history:getTurn", () => {
   });
 
   test("an unknown turn is null, even when rows name it", async () => {
-    const t = setup();
+    const t = setupAsAdmin();
     await apply(t, [
       { op: "appendMessage", key: "m", args: { turnId: "nope", role: "user", content: "hi", createdAt: 1 } },
     ]);
@@ -113,7 +113,7 @@ describe("history:getTurn", () => {
 
 describe("history:getCommandOutput", () => {
   test("joins chunks per stream in seq order and decodes UTF-8 with replacement", async () => {
-    const t = setup();
+    const t = setupAsAdmin();
     const e = utf8("\u00e9"); // two bytes, split across chunks
     const chunks = [
       { seq: 3, stream: "stdout", bytes: [e[1], ...utf8("!\n")] },
@@ -139,7 +139,7 @@ describe("history:getCommandOutput", () => {
   });
 
   test("a chunk too large for a document is spilled and still decoded", async () => {
-    const t = setup();
+    const t = setupAsAdmin();
     const text = "line of output\n".repeat(100_000); // 1.5 MB; 2 MB once base64
     const bytes = utf8(text);
     let binary = "";
@@ -157,7 +157,7 @@ describe("history:getCommandOutput", () => {
   });
 
   test("without chunks, the command's own stdout/stderr (reassembled when large), else its merged output; unknown callId is null", async () => {
-    const t = setup();
+    const t = setupAsAdmin();
     expect(await t.query(api.history.getCommandOutput, { callId: "none" })).toBeNull();
     const stdout = "s".repeat(2 * MiB);
     await t.mutation(internal.app.upsertCommand, {
@@ -197,7 +197,7 @@ describe("history:getCommandOutput", () => {
 
 describe("history:listEvents", () => {
   test("pages through a conversation's events in receivedAt order", async () => {
-    const t = setup();
+    const t = setupAsAdmin();
     await apply(
       t,
       [5, 1, 4, 2, 3].map((n) => ({
@@ -221,7 +221,7 @@ describe("history:listEvents", () => {
   });
 
   test("payloadJson round-trip: forbidden keys come back as the original text, safe JSON as a value", async () => {
-    const t = setup();
+    const t = setupAsAdmin();
     const forbidden =
       '{"$schema":"https://json-schema.org/draft/2020-12/schema","properties":{"caf\u00e9":{"type":"string"}}}';
     const bigInt = '{"id":123456789012345678901234567890}';
@@ -256,7 +256,7 @@ describe("history:listEvents", () => {
   });
 
   test("a 3 MiB payloadJson is split and comes back byte for byte", async () => {
-    const t = setup();
+    const t = setupAsAdmin();
     const text = JSON.stringify({ $schema: "s", blob: "q".repeat(3 * MiB) });
     await t.mutation(internal.app.appendEvent, {
       key: "e",

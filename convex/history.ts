@@ -1,15 +1,17 @@
-// Read side of the ingested history. Public queries: a UI (Jangar) reads them with its Convex
-// client, and the daemon's `show` calls them over HTTP (with the admin key, which it holds anyway).
+// Read side of the ingested history. Public queries for allowed readers only (lib/access.ts): a UI
+// (Jangar) reads them with its Convex client as a signed-in user, and the daemon's `show` calls them
+// over HTTP with the admin key, acting as an admin identity.
 // Large values are reassembled from `blobs`; `any` columns come back as lib/present.ts describes.
 //
 // Unknown ids are not errors: getConversation, getTurn and getCommandOutput return `null` (the
 // shapes `ingestor show` and its SQLite reader share); listEvents returns an empty page.
 // A query reads at most 16 MiB (Convex): a turn whose rows and blobs together exceed it cannot be
 // read with getTurn.
-import { paginationOptsValidator } from "convex/server";
+import { paginationOptsValidator, paginationResultValidator } from "convex/server";
 import { Base64, v } from "convex/values";
-import { query, type QueryCtx } from "./_generated/server.js";
-import { presentRow } from "./lib/present.js";
+import type { QueryCtx } from "./_generated/server.js";
+import { readerQuery } from "./lib/access.js";
+import { presentRow, shownDoc } from "./lib/present.js";
 import { readRow, type StoredDoc } from "./lib/rows.js";
 
 /** A row as the queries return it: blobs reassembled, bookkeeping (`spilled`) dropped. */
@@ -23,8 +25,12 @@ async function showAll<D extends StoredDoc>(ctx: QueryCtx, docs: D[]): Promise<S
   return await Promise.all(docs.map((doc) => show(ctx, doc)));
 }
 
-export const getConversation = query({
+export const getConversation = readerQuery({
   args: { conversationId: v.string() },
+  returns: v.union(
+    v.null(),
+    v.object({ conversation: shownDoc("conversations"), turns: v.array(shownDoc("turns")) }),
+  ),
   handler: async (ctx, { conversationId }) => {
     const conversation = await ctx.db
       .query("conversations")
@@ -39,8 +45,19 @@ export const getConversation = query({
   },
 });
 
-export const getTurn = query({
+export const getTurn = readerQuery({
   args: { turnId: v.string() },
+  returns: v.union(
+    v.null(),
+    v.object({
+      turn: shownDoc("turns"),
+      messages: v.array(shownDoc("messages")),
+      reasoningSections: v.array(shownDoc("reasoning_sections")),
+      commands: v.array(shownDoc("commands")),
+      usageSnapshots: v.array(shownDoc("usage_snapshots")),
+      rateLimits: v.array(shownDoc("rate_limits")),
+    }),
+  ),
   handler: async (ctx, { turnId }) => {
     const turn = await ctx.db
       .query("turns")
@@ -96,8 +113,12 @@ function concat(chunks: Uint8Array[]): Uint8Array {
  * becoming U+FFFD; chunks whose stream is not `stderr` count as stdout. A command without chunks
  * gives its own final `stdout`/`stderr` (chunkCount 0). null when neither is known.
  */
-export const getCommandOutput = query({
+export const getCommandOutput = readerQuery({
   args: { callId: v.string() },
+  returns: v.union(
+    v.null(),
+    v.object({ callId: v.string(), chunkCount: v.number(), stdout: v.string(), stderr: v.string() }),
+  ),
   handler: async (ctx, { callId }) => {
     const docs = await ctx.db
       .query("command_chunks")
@@ -134,8 +155,9 @@ export const getCommandOutput = query({
 });
 
 /** Raw events of a conversation in `receivedAt` order, paginated the standard Convex way. */
-export const listEvents = query({
+export const listEvents = readerQuery({
   args: { conversationId: v.string(), paginationOpts: paginationOptsValidator },
+  returns: paginationResultValidator(shownDoc("events_raw")),
   handler: async (ctx, { conversationId, paginationOpts }) => {
     const result = await ctx.db
       .query("events_raw")

@@ -3,6 +3,7 @@
 import { convexTest } from "convex-test";
 import { getDocumentSize, type Value } from "convex/values";
 import type { TableNames } from "./_generated/dataModel.js";
+import { ADMIN_ISSUER } from "./lib/access.js";
 import schema from "./schema.js";
 
 export function setup() {
@@ -13,6 +14,17 @@ export function setup() {
 }
 
 export type Backend = ReturnType<typeof setup>;
+
+/** What an admin-key caller of public functions acts as (lib/access.ts). */
+export const ADMIN = { issuer: ADMIN_ISSUER, subject: "test-admin" };
+
+/** A fresh backend whose calls come from the admin key, for tests about what functions do. */
+export function setupAsAdmin() {
+  return setup().withIdentity(ADMIN);
+}
+
+/** A backend seen by one caller (`withIdentity`, or the backend itself for an anonymous one). */
+export type Accessor = ReturnType<Backend["withIdentity"]>;
 
 const TABLES = Object.keys(schema.tables) as TableNames[];
 

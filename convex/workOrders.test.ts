@@ -3,7 +3,7 @@ import { describe, expect, test } from "vitest";
 import { api } from "./_generated/api.js";
 import type { Id } from "./_generated/dataModel.js";
 import { WORK_ORDER_STATUSES, type WorkOrderStatus } from "./lib/workOrderStatus.js";
-import { MiB, setup, type Backend } from "./test.setup.js";
+import { MiB, setupAsAdmin, type Accessor } from "./test.setup.js";
 
 const order = {
   sessionId: "s1",
@@ -31,7 +31,7 @@ const ALLOWED: Array<[WorkOrderStatus, WorkOrderStatus]> = [
 const PATH: WorkOrderStatus[] = ["draft", "submitted", "accepted", "running"];
 
 /** A new order walked along the happy path up to `status`. */
-async function orderAt(t: Backend, status: WorkOrderStatus): Promise<Id<"work_orders">> {
+async function orderAt(t: Accessor, status: WorkOrderStatus): Promise<Id<"work_orders">> {
   const id = await t.mutation(api.workOrders.create, order);
   const target = PATH.includes(status) ? PATH.indexOf(status) : PATH.length - 1;
   for (const next of PATH.slice(1, target + 1))
@@ -53,7 +53,7 @@ async function errorData(promise: Promise<unknown>): Promise<Record<string, unkn
 
 describe("workOrders", () => {
   test("create starts in draft with createdAt = updatedAt; get returns it; unknown ids give null", async () => {
-    const t = setup();
+    const t = setupAsAdmin();
     const id = await t.mutation(api.workOrders.create, order);
     const stored = await t.query(api.workOrders.get, { id });
     expect(stored).toMatchObject({ ...order, status: "draft" });
@@ -63,7 +63,7 @@ describe("workOrders", () => {
   });
 
   test("create may start in submitted, not further", async () => {
-    const t = setup();
+    const t = setupAsAdmin();
     const id = await t.mutation(api.workOrders.create, { ...order, status: "submitted" });
     expect((await t.query(api.workOrders.get, { id }))?.status).toBe("submitted");
     await expect(
@@ -72,7 +72,7 @@ describe("workOrders", () => {
   });
 
   test("workflowArgs Convex cannot hold travel as workflowArgsJson", async () => {
-    const t = setup();
+    const t = setupAsAdmin();
     const text = '{"$ref":"#/defs/x"}';
     const id = await t.mutation(api.workOrders.create, {
       ...order,
@@ -94,14 +94,14 @@ describe("workOrders", () => {
   });
 
   test("an order too large for one document is refused", async () => {
-    const t = setup();
+    const t = setupAsAdmin();
     const data = await errorData(t.mutation(api.workOrders.create, { ...order, prompt: "p".repeat(MiB) }));
     expect(data.code).toBe("TooLarge");
   });
 
   for (const [from, to] of ALLOWED) {
     test(`allowed: ${from} -> ${to}, updatedAt moves`, async () => {
-      const t = setup();
+      const t = setupAsAdmin();
       const id = await orderAt(t, from);
       const before = await t.query(api.workOrders.get, { id });
       const after = await t.mutation(api.workOrders.updateStatus, { id, status: to });
@@ -117,7 +117,7 @@ describe("workOrders", () => {
     ),
   );
   test(`refused: all ${refused.length} other moves, naming both states`, async () => {
-    const t = setup();
+    const t = setupAsAdmin();
     for (const [from, to] of refused) {
       const id = await orderAt(t, from);
       const data = await errorData(t.mutation(api.workOrders.updateStatus, { id, status: to }));
@@ -128,7 +128,7 @@ describe("workOrders", () => {
   });
 
   test("updateStatus on an unknown id is NotFound", async () => {
-    const t = setup();
+    const t = setupAsAdmin();
     const id = await t.mutation(api.workOrders.create, order);
     await t.run(async (ctx) => ctx.db.delete(id));
     expect((await errorData(t.mutation(api.workOrders.updateStatus, { id, status: "submitted" }))).code).toBe(
@@ -137,7 +137,7 @@ describe("workOrders", () => {
   });
 
   test("updateResult records commitSha and prUrl; a repeat changes nothing", async () => {
-    const t = setup();
+    const t = setupAsAdmin();
     const id = await orderAt(t, "succeeded");
     const withSha = await t.mutation(api.workOrders.updateResult, { id, commitSha: "abc123" });
     expect(withSha).toMatchObject({ commitSha: "abc123" });
@@ -153,7 +153,7 @@ describe("workOrders", () => {
   });
 
   test("listBySession: newest first, only that session, paginated", async () => {
-    const t = setup();
+    const t = setupAsAdmin();
     const ids: Array<Id<"work_orders">> = [];
     for (let i = 0; i < 3; i += 1) {
       ids.push(await t.mutation(api.workOrders.create, { ...order, title: `#${i}` }));

@@ -1,16 +1,18 @@
-// Work orders (spec/work-orders.md). Public functions: the Jangar UI creates and follows work
-// orders through its own Convex client, and the workers that run them report status and results the
-// same way. The spec defines no auth; a deployment that needs it adds `ctx.auth` checks here.
+// Work orders (spec/work-orders.md). Public functions for allowed callers only (lib/access.ts): the
+// Jangar UI creates and follows work orders as a signed-in reader, and the workers that run them
+// report status and results as worker identities (or with the admin key).
 // (The ingest writes, by contrast, are internal: only the daemon, holding the admin key, writes history.)
-import { paginationOptsValidator } from "convex/server";
+import { paginationOptsValidator, paginationResultValidator } from "convex/server";
 import { ConvexError, getDocumentSize, v } from "convex/values";
 import type { Doc, Id } from "./_generated/dataModel.js";
-import { mutation, query, type MutationCtx } from "./_generated/server.js";
+import type { MutationCtx } from "./_generated/server.js";
+import { readerMutation, readerQuery, workerMutation } from "./lib/access.js";
 import { MAX_DOCUMENT_BYTES } from "./lib/limits.js";
-import { presentRow } from "./lib/present.js";
+import { presentRow, shownDoc } from "./lib/present.js";
 import { canTransition, WORK_ORDER_STATUSES, type WorkOrderStatus } from "./lib/workOrderStatus.js";
 
 const status = v.union(...WORK_ORDER_STATUSES.map((name) => v.literal(name)));
+const shownOrder = shownDoc("work_orders");
 
 async function load(ctx: MutationCtx, id: Id<"work_orders">): Promise<Doc<"work_orders">> {
   const order = await ctx.db.get(id);
@@ -27,8 +29,11 @@ function show(order: Doc<"work_orders">) {
   return presentRow(order) as Doc<"work_orders">;
 }
 
-/** A new order in `draft` (default) or straight in `submitted`. Returns its id. */
-export const create = mutation({
+/**
+ * A new order in `draft` (default) or straight in `submitted`. Returns its id. `requestedBy` is the
+ * caller's subject; an admin-key caller (a server-side app ordering for a user) may name another.
+ */
+export const create = readerMutation({
   args: {
     sessionId: v.string(),
     workflowType: v.string(),
@@ -38,13 +43,20 @@ export const create = mutation({
     githubIssueUrl: v.optional(v.string()),
     prompt: v.string(),
     title: v.string(),
-    requestedBy: v.string(),
+    requestedBy: v.optional(v.string()),
     targetRepo: v.string(),
     targetBranch: v.string(),
     status: v.optional(v.union(v.literal("draft"), v.literal("submitted"))),
   },
   returns: v.id("work_orders"),
   handler: async (ctx, args) => {
+    const { caller } = ctx;
+    if (args.requestedBy !== undefined && args.requestedBy !== caller.subject && !caller.admin) {
+      throw new ConvexError({
+        code: "Forbidden",
+        message: `requestedBy must be the caller (${caller.subject}) or left out`,
+      });
+    }
     if (args.workflowArgs !== undefined && args.workflowArgsJson !== undefined) {
       throw new ConvexError({
         code: "InvalidArgs",
@@ -59,7 +71,13 @@ export const create = mutation({
       }
     }
     const now = Date.now();
-    const order = { ...args, status: args.status ?? "draft", createdAt: now, updatedAt: now };
+    const order = {
+      ...args,
+      requestedBy: args.requestedBy ?? caller.subject,
+      status: args.status ?? "draft",
+      createdAt: now,
+      updatedAt: now,
+    };
     // Work orders are not split into blobs: an order too large for a document is refused.
     const bytes = getDocumentSize(order);
     if (bytes >= MAX_DOCUMENT_BYTES) {
@@ -75,8 +93,9 @@ export const create = mutation({
 });
 
 /** Moves an order along its lifecycle; any other move is a ConvexError naming both states. */
-export const updateStatus = mutation({
+export const updateStatus = workerMutation({
   args: { id: v.id("work_orders"), status },
+  returns: shownOrder,
   handler: async (ctx, { id, status: to }) => {
     const order = await load(ctx, id);
     const from = order.status as WorkOrderStatus;
@@ -94,8 +113,9 @@ export const updateStatus = mutation({
 });
 
 /** Records what the work produced. Values already stored leave the order (and updatedAt) as is. */
-export const updateResult = mutation({
+export const updateResult = workerMutation({
   args: { id: v.id("work_orders"), commitSha: v.optional(v.string()), prUrl: v.optional(v.string()) },
+  returns: shownOrder,
   handler: async (ctx, { id, commitSha, prUrl }) => {
     const order = await load(ctx, id);
     const changed =
@@ -113,8 +133,9 @@ export const updateResult = mutation({
 });
 
 /** A session's orders, newest first, paginated the standard Convex way. */
-export const listBySession = query({
+export const listBySession = readerQuery({
   args: { sessionId: v.string(), paginationOpts: paginationOptsValidator },
+  returns: paginationResultValidator(shownOrder),
   handler: async (ctx, { sessionId, paginationOpts }) => {
     const result = await ctx.db
       .query("work_orders")
@@ -126,8 +147,9 @@ export const listBySession = query({
 });
 
 /** One order, or null when the id is unknown. */
-export const get = query({
+export const get = readerQuery({
   args: { id: v.id("work_orders") },
+  returns: v.union(v.null(), shownOrder),
   handler: async (ctx, { id }) => {
     const order = await ctx.db.get(id);
     return order && show(order);

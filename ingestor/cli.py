@@ -11,9 +11,11 @@ import dataclasses
 import importlib.metadata
 import os
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Final
 
 import anyio
@@ -26,10 +28,12 @@ from ingestor.normalize import Normalizer
 from ingestor.pipeline import NormalizerFactory, Pipeline, PipelineConfig
 from ingestor.show import WHAT, NotFoundError, show
 from ingestor.sinks.factory import SINK_SYNTAX, SinkError, SinkSpec, open_history, open_sink, resolve_sink
-from ingestor.sources import Source
+from ingestor.sources import Source, SourceConfigError
+from ingestor.sources.auth import ProducerAuth, check_exposure, load_token
 from ingestor.sources.files import REPLAY_QUEUE_CHUNKS, FilesSource, MissingPathError, expand_paths
-from ingestor.sources.sockets import TcpSource, UnixSource, parse_host_port
+from ingestor.sources.sockets import DEFAULT_UNIX_MODE, TcpSource, UnixSource, parse_host_port
 from ingestor.sources.stdin import StdinSource
+from ingestor.sources.tls import server_context
 
 log = get_logger("ingestor.cli")
 
@@ -43,6 +47,12 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be a positive integer")
     return value
+
+
+def _unix_mode(text: str) -> int:
+    if text not in ("600", "660", "0600", "0660"):
+        raise argparse.ArgumentTypeError("must be 600 or 660")
+    return int(text, 8)
 
 
 def _host_port(text: str) -> str:
@@ -119,7 +129,38 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="HOST:PORT",
         type=_host_port,
-        help="listen on TCP; each connection is its own stream (repeatable)",
+        help="listen on TCP; each connection is its own stream (repeatable). Off loopback, needs "
+        "--auth-token-file (or --insecure-tcp)",
+    )
+    run.add_argument(
+        "--auth-token-file",
+        type=Path,
+        metavar="FILE",
+        help="producers on --unix/--tcp must send this token in a hello line first (docs/security.md); "
+        "the file's content without its trailing newline, readable by its owner only",
+    )
+    run.add_argument(
+        "--tls-cert", type=Path, metavar="FILE", help="serve --tcp over TLS: certificate chain (PEM)"
+    )
+    run.add_argument("--tls-key", type=Path, metavar="FILE", help="the certificate's private key (PEM)")
+    run.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        metavar="FILE",
+        help="with --tls-cert: require a client certificate issued by these CAs (PEM); counts as producer "
+        "authentication for --tcp",
+    )
+    run.add_argument(
+        "--insecure-tcp",
+        action="store_true",
+        help="allow --tcp on a non-loopback address without --auth-token-file",
+    )
+    run.add_argument(
+        "--unix-mode",
+        type=_unix_mode,
+        default=DEFAULT_UNIX_MODE,
+        metavar="MODE",
+        help="permissions of the --unix sockets: 600 (default: the daemon's user only) or 660 (its group)",
     )
     _add_pipeline(run)
     run.add_argument(
@@ -164,9 +205,23 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
     )
 
 
+def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if args.tls_cert is None and args.tls_key is None and args.tls_client_ca is None:
+        return None
+    if args.tls_cert is None or args.tls_key is None:
+        raise SourceConfigError("--tls-cert and --tls-key go together (and --tls-client-ca needs them)")
+    return server_context(args.tls_cert, args.tls_key, args.tls_client_ca)
+
+
 def run_sources(args: argparse.Namespace) -> list[Source]:
-    sources: list[Source] = [UnixSource(path) for path in args.unix]
-    sources.extend(TcpSource(address) for address in args.tcp)
+    """The sources of `run`; SourceConfigError when they must not start as given."""
+    auth = ProducerAuth(load_token(args.auth_token_file)) if args.auth_token_file else None
+    tls = _tls_context(args)
+    tcp_hosts = [parse_host_port(address)[0] for address in args.tcp]
+    mutual_tls = tls is not None and args.tls_client_ca is not None
+    check_exposure(tcp_hosts, authenticated=auth is not None or mutual_tls, insecure=args.insecure_tcp)
+    sources: list[Source] = [UnixSource(path, mode=args.unix_mode, auth=auth) for path in args.unix]
+    sources.extend(TcpSource(address, auth=auth, tls=tls) for address in args.tcp)
     if args.stdin or not sources:
         sources.insert(0, StdinSource())
     return sources
@@ -206,10 +261,11 @@ async def run_pipeline(
 async def _run(args: argparse.Namespace, spec: SinkSpec) -> int:
     from ingestor.metrics import serving  # prometheus-client loads only for `run`
 
+    sources = run_sources(args)
     with serving(args.metrics):
         await run_pipeline(
             spec,
-            run_sources(args),
+            sources,
             pipeline_config(args),
             normalizer_factory(args.conversation_id),
             vars(args),
@@ -275,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cause = _leaf(raised)
         if isinstance(cause, MissingPathError):
             return _fail(f"no such file or directory: {cause}", EXIT_USAGE)
-        if isinstance(cause, SinkError):
+        if isinstance(cause, (SinkError, SourceConfigError)):
             return _fail(str(cause), EXIT_USAGE)
         if isinstance(cause, NotFoundError):  # also a missing store (sqlite_history.StoreMissingError)
             return _fail(f"{cause} (in {spec})", EXIT_FAILURE)

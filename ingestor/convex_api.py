@@ -13,9 +13,10 @@ timeout). Every failure is classified here, once, into what the caller should do
 
 from __future__ import annotations
 
+import base64
 import re
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
 
 import httpx
@@ -33,6 +34,21 @@ _LIMITS: Final = httpx.Limits(max_connections=4, max_keepalive_connections=4, ke
 # is queued).
 _SEND_BUFFER: Final = 4 * 1024 * 1024
 _SOCKET_OPTIONS: Final = [(socket.SOL_SOCKET, socket.SO_SNDBUF, _SEND_BUFFER)]
+
+ADMIN_IDENTITY: Final = {"issuer": "codex-ingestor:admin-key", "subject": "ingestor"}
+"""Who the admin key acts as when calling public functions (`history:*`): a plain admin-key call has
+no identity, which they refuse like an anonymous one; only the admin key can claim this issuer
+(convex/lib/access.ts, docs/security.md)."""
+
+
+def admin_authorization(key: str, acting_as: Mapping[str, str] | None = None) -> str:
+    """The Authorization header of an admin-key call, acting as an identity if given (the real
+    backend's `Convex <key>:<base64 identity JSON>`, as ConvexHttpClient's `setAdminAuth` sends it)."""
+    if acting_as is None:
+        return f"Convex {key}"
+    return f"Convex {key}:{base64.b64encode(orjson.dumps(acting_as)).decode()}"
+
+
 # What Convex answers when the function is missing (not deployed, or a typo in the path).
 _MISSING_FUNCTION: Final = re.compile(r"could not find (?:public )?function|no (?:public )?function", re.I)
 
@@ -129,12 +145,13 @@ class ConvexHttp:
         url: str,
         key: Secret | None,
         *,
+        acting_as: Mapping[str, str] | None = None,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         headers = {"Content-Type": "application/json"}
         if key is not None:
-            headers["Authorization"] = f"Convex {key.reveal()}"
+            headers["Authorization"] = admin_authorization(key.reveal(), acting_as)
         self.url = url
         if transport is None:
             transport = httpx.AsyncHTTPTransport(

@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
+from ingestor.logging import MIN_SECRET_LENGTH
+from ingestor.secret_files import SecretFileError, read_secret_file
+
 DEFAULT_URL: Final = "http://127.0.0.1:3210"
 
 # `dev:happy-animal-123`, `prod:…`, `preview:…`: the name maps to `https://<name>.convex.cloud`.
@@ -122,21 +125,23 @@ def resolve_url(env: Mapping[str, str], flag: str | None = None) -> tuple[str, s
 
 def resolve_key(env: Mapping[str, str], key_file: Path | None = None) -> tuple[Secret | None, str | None]:
     """The admin or deploy key and where it came from: `--convex-key-file`, then KEY_VARIABLES."""
+    found: tuple[str, str] | None = None
     if key_file is not None:
         try:
-            value = key_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise DeploymentError(
-                f"cannot read --convex-key-file {str(key_file)!r}: {exc.strerror}"
-            ) from None
-        if not value:
-            raise DeploymentError(f"--convex-key-file {str(key_file)!r} is empty")
-        return Secret(value), "--convex-key-file"
-    for name in KEY_VARIABLES:
-        value = env.get(name, "").strip()
-        if value:
-            return Secret(value), name
-    return None, None
+            found = read_secret_file(key_file, "--convex-key-file").strip(), "--convex-key-file"
+        except SecretFileError as exc:
+            raise DeploymentError(str(exc)) from None
+    else:
+        found = next(((env[n].strip(), n) for n in KEY_VARIABLES if env.get(n, "").strip()), None)
+    if found is None:
+        return None, None
+    value, source = found
+    if "\n" in value or "\r" in value:
+        raise DeploymentError(f"the key from {source} holds more than one line")
+    if len(value) < MIN_SECRET_LENGTH:
+        # Real keys are far longer; a short one is a mistake, and could not be masked in logs.
+        raise DeploymentError(f"the key from {source} is too short to be a Convex key")
+    return Secret(value), source
 
 
 def resolve_deployment(

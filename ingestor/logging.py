@@ -1,12 +1,15 @@
 """structlog set-up: JSON lines for machines (stderr not a terminal), readable lines for people.
 
 Secrets registered with :func:`redact` are masked in the final rendered line, so they cannot leak
-through any field, exception message or traceback.
+through any field, exception message or traceback. A secret is masked where it stands as a whole
+token (not inside a longer run of letters and digits): a header, a URL or an error text shows it so,
+while masking every substring would mangle ordinary words and, by what it masks, reveal the secret.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Any, Final, TextIO
 
@@ -15,21 +18,27 @@ import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
 MASK: Final = "[REDACTED]"
+MIN_SECRET_LENGTH: Final = 16
+"""Shorter values cannot be real keys or tokens, and masking them would hit ordinary text."""
 
 _secrets: set[str] = set()
+_pattern: re.Pattern[str] | None = None
 
 
 def redact(secret: str) -> None:
     """Mask `secret` in every log line from now on."""
-    if secret:
-        _secrets.add(secret)
+    global _pattern
+    if len(secret) < MIN_SECRET_LENGTH:
+        raise ValueError(f"a secret to mask must have at least {MIN_SECRET_LENGTH} characters")
+    _secrets.add(secret)
+    # Longest first, so a secret containing another is masked whole.
+    alternatives = "|".join(re.escape(s) for s in sorted(_secrets, key=len, reverse=True))
+    _pattern = re.compile(rf"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])")
 
 
 def scrub(text: str) -> str:
     """`text` with every registered secret masked (also for error messages shown outside logs)."""
-    for secret in _secrets:
-        text = text.replace(secret, MASK)
-    return text
+    return text if _pattern is None else _pattern.sub(MASK, text)
 
 
 def _json_renderer(_logger: WrappedLogger, _name: str, event: EventDict) -> str:

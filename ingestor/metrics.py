@@ -1,16 +1,17 @@
 """Prometheus metrics and the `/healthz` + `/readyz` endpoints behind `--metrics HOST:PORT`.
 
-The HTTP server runs in a daemon thread (stdlib `ThreadingHTTPServer`): scrapes and probes never
-wait on the event loop, so a busy or blocked pipeline cannot make the process look dead.
+The HTTP server runs its own event loop in a daemon thread: scrapes and probes never wait on the
+pipeline's event loop, so a busy or blocked pipeline cannot make the process look dead.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http import HTTPStatus
 from typing import Final
 
 from prometheus_client import (
@@ -75,6 +76,12 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.producers_refused = Counter(
+            "ingestor_producers_refused",
+            "Socket connections closed unauthenticated (--auth-token-file), by reason.",
+            ["reason"],
+            registry=r,
+        )
         self.ready = Gauge("ingestor_ready", "1 when the sink is delivering, else 0.", registry=r)
         self.ready.set(1)
 
@@ -116,61 +123,111 @@ def parse_host_port(value: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-class _ThreadingHTTPServer6(ThreadingHTTPServer):
-    address_family = socket.AF_INET6
+REQUEST_TIMEOUT: Final = 5.0
+"""Seconds a connection may take to send its request and read the answer before it is closed."""
+MAX_CONNECTIONS: Final = 64
+"""Open connections at most; a new one closes the oldest (a probe's is always the newest)."""
+MAX_REQUEST_BYTES: Final = 16 * 1024
 
 
 class MetricsServer:
-    """Serves `/metrics`, `/healthz` (the process answers) and `/readyz` (the sink is delivering)."""
+    """Serves `/metrics`, `/healthz` (the process answers) and `/readyz` (the sink is delivering).
 
-    def __init__(self, host: str, port: int, metrics: Metrics = METRICS, health: Health = HEALTH) -> None:
-        handler = _handler(metrics, health)
-        server_class = _ThreadingHTTPServer6 if ":" in host else ThreadingHTTPServer
-        self._server = server_class((host, port), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True)
+    One thread runs its own event loop for every connection (no thread per connection, so idle or
+    slow clients cost a socket each and nothing more): each has REQUEST_TIMEOUT seconds for its
+    request and answer, and at most `max_connections` are open at once, so a flood of idle
+    connections can neither make the probes time out nor use up the descriptors producers need.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        metrics: Metrics = METRICS,
+        health: Health = HEALTH,
+        *,
+        request_timeout: float = REQUEST_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
+        self._metrics = metrics
+        self._health = health
+        self._timeout = request_timeout
+        self._max_connections = max_connections
+        # Bound here, so that a port in use fails the start, not a background thread.
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._socket = socket.create_server((host, port), family=family)
+        self._open: dict[asyncio.StreamWriter, asyncio.Task[None] | None] = {}  # oldest first
+        self._loop = asyncio.new_event_loop()
+        self._stopped = asyncio.Event()
+        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._serve(),),
+                                        name="metrics", daemon=True)  # fmt: skip
 
     @property
     def address(self) -> tuple[str, int]:
-        host, port = self._server.server_address[:2]
+        host, port = self._socket.getsockname()[:2]
         return str(host), int(port)
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._open)
 
     def start(self) -> None:
         self._thread.start()
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stopped.set)
+            self._thread.join()
+        self._loop.close()
+        self._socket.close()
 
+    async def _serve(self) -> None:
+        server = await asyncio.start_server(self._connection, sock=self._socket, limit=MAX_REQUEST_BYTES)
+        async with server:
+            await self._stopped.wait()
+            tasks = [task for task in self._open.values() if task is not None]
+            for writer in list(self._open):
+                writer.transport.abort()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
-def _handler(metrics: Metrics, health: Health) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                self._reply(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
-            elif path == "/healthz":
-                self._reply(200, b"ok\n")
-            elif path == "/readyz":
-                reasons = health.reasons
-                if reasons:
-                    self._reply(503, ("not ready: " + ", ".join(sorted(reasons)) + "\n").encode())
-                else:
-                    self._reply(200, b"ready\n")
-            else:
-                self._reply(404, b"not found\n")
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._open[writer] = asyncio.current_task()
+        if len(self._open) > self._max_connections:
+            oldest = next(iter(self._open))  # a probe's connection is the newest: never this one
+            del self._open[oldest]
+            oldest.transport.abort()
+        try:
+            async with asyncio.timeout(self._timeout):
+                head = await reader.readuntil(b"\r\n\r\n")
+                status, body, content_type = self._answer(head)
+                writer.write(
+                    f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: {content_type}\r\n"
+                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                    + (b"" if head.startswith(b"HEAD ") else body)
+                )
+                await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass  # too slow, too long, or gone: closed below, without an answer
+        finally:
+            self._open.pop(writer, None)
+            writer.transport.abort()
 
-        def _reply(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            """Probes every few seconds would drown the daemon's own log."""
-
-    return Handler
+    def _answer(self, head: bytes) -> tuple[int, bytes, str]:
+        text = "text/plain; charset=utf-8"
+        method, _, rest = head.partition(b" ")
+        if method not in (b"GET", b"HEAD"):
+            return 405, b"method not allowed\n", text
+        path = rest.split(b" ", 1)[0].split(b"?", 1)[0]
+        if path == b"/metrics":
+            return 200, generate_latest(self._metrics.registry), CONTENT_TYPE_LATEST
+        if path == b"/healthz":
+            return 200, b"ok\n", text
+        if path == b"/readyz":
+            reasons = self._health.reasons
+            if reasons:
+                return 503, ("not ready: " + ", ".join(sorted(reasons)) + "\n").encode(), text
+            return 200, b"ready\n", text
+        return 404, b"not found\n", text
 
 
 @contextmanager

@@ -2,6 +2,9 @@
 
 `--json` prints exactly what the `HistoryReader` returns (the shapes of the Convex history queries).
 The human rendering is compact: one line per turn, message, command or event, output indented.
+Stored text is whatever an agent or a command printed: in the human rendering, control characters
+are shown escaped (`\x1b`), so that escape sequences (OSC 52 writes the clipboard, OSC 0 the window
+title, CSI moves the cursor over what was shown) are seen, not obeyed by the terminal.
 """
 
 from __future__ import annotations
@@ -19,6 +22,23 @@ WHAT: Final[tuple[What, ...]] = ("conversation", "turn", "command", "events")
 OUTPUT_LINES: Final = 40
 """Lines of command output shown per command in a turn (all of it with `show command`)."""
 PAYLOAD_CHARS: Final = 160
+
+
+# C0 controls but tab and newline, DEL, C1 controls, and the bidirectional overrides that reorder
+# what a terminal shows.
+_CONTROLS: Final = (
+    *range(0x00, 0x09),
+    *range(0x0B, 0x20),
+    *range(0x7F, 0xA0),
+    *range(0x202A, 0x202F),
+    *range(0x2066, 0x206A),
+)
+_ESCAPED: Final = str.maketrans({c: f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}" for c in _CONTROLS})
+
+
+def escape_controls(text: str) -> str:
+    """`text` with every character that could drive a terminal written as an escape."""
+    return text.translate(_ESCAPED)
 
 
 class NotFoundError(LookupError):
@@ -209,4 +229,4 @@ async def show(
         # The stdlib, not orjson: stored values may hold integers beyond 64 bits.
         out.write(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
     else:
-        out.write(_RENDER[what](result) + "\n")
+        out.write(escape_controls(_RENDER[what](result)) + "\n")

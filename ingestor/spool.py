@@ -91,12 +91,19 @@ class SpoolInUseError(RuntimeError):
 
 class Spool:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # Spooled ops hold prompts and command output: the state directory and every file in it are
+        # the daemon's user's only. SQLite gives its -wal and -shm files the database file's mode.
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        os.chmod(path, 0o600)
         self.path = path
         self._lock = threading.Lock()
         # One process per spool: two daemons draining one FIFO would interleave their batches and
         # lose the per-conversation order. flock is released by the kernel if the process dies.
-        self._owner = path.with_name(path.name + ".lock").open("a+b")
+        lock_path = path.with_name(path.name + ".lock")
+        self._owner = os.fdopen(
+            os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600), "a+b"
+        )
         try:
             fcntl.flock(self._owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

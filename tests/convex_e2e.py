@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any, Final
 
 import pytest
-from convex_local import ConvexLocal
+from convex_local import ADMIN_KEY, ConvexLocal
+
+from ingestor.convex_api import ADMIN_IDENTITY, admin_authorization
 
 REPO: Final = Path(__file__).resolve().parents[1]
 INGESTOR: Final = [sys.executable, "-m", "ingestor"]
@@ -116,11 +118,15 @@ def log_events(stderr: bytes) -> list[dict[str, Any]]:
     return events
 
 
-def call(url: str, kind: str, path: str, args: dict[str, Any], key: str | None = None) -> Any:
+def call(url: str, kind: str, path: str, args: dict[str, Any], key: str | None = ADMIN_KEY) -> Any:
     request = urllib.request.Request(
         f"{url}/api/{kind}",
         data=json.dumps({"path": path, "args": args, "format": "json"}).encode(),
-        headers={"Content-Type": "application/json", **({"Authorization": f"Convex {key}"} if key else {})},
+        headers={
+            "Content-Type": "application/json",
+            # As `ingestor show`: the admin key acting as the admin identity (public functions need one).
+            **({"Authorization": admin_authorization(key, ADMIN_IDENTITY)} if key else {}),
+        },
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         body = json.loads(response.read())
@@ -144,7 +150,7 @@ def _rows(rows: list[Any]) -> list[Any]:
     return sorted((_strip(row) for row in rows), key=lambda row: json.dumps(row, sort_keys=True))
 
 
-def dump_history(url: str, conversation_ids: Sequence[str], key: str | None = None) -> dict[str, Any]:
+def dump_history(url: str, conversation_ids: Sequence[str], key: str | None = ADMIN_KEY) -> dict[str, Any]:
     """Everything stored for these conversations, through the same queries `ingestor show` uses."""
     out: dict[str, Any] = {}
     for conversation_id in conversation_ids:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import os
 import queue
 import re
@@ -25,8 +26,14 @@ from typing import Any, Final
 import httpx
 import pytest
 
+from ingestor.convex_api import ADMIN_IDENTITY, admin_authorization
+
 REPO: Final = Path(__file__).resolve().parents[1]
 ADMIN_KEY: Final = "convex-local-test-admin-key"
+# Identities a test can call as (`identity_headers`), allowed by the stand-in's Convex environment.
+READER: Final = {"subject": "user-42", "issuer": "https://auth.example.test"}
+WORKER: Final = {"subject": "worker-7", "issuer": "https://auth.example.test"}
+STRANGER: Final = {"subject": "mallory", "issuer": "https://auth.example.test"}
 _URL_LINE: Final = re.compile(r"http://127\.0\.0\.1:\d+")
 
 
@@ -41,7 +48,16 @@ class ConvexLocal:
 
     @property
     def admin_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Convex {self.admin_key}"} if self.admin_key else {}
+        """The admin key acting as the admin identity, as `ingestor show` calls (it may call every
+        function, public ones included)."""
+        return (
+            {"Authorization": admin_authorization(self.admin_key, ADMIN_IDENTITY)} if self.admin_key else {}
+        )
+
+    @staticmethod
+    def identity_headers(identity: dict[str, str]) -> dict[str, str]:
+        """A caller signed in as `identity` (the stand-in's test-only header, in place of a JWT)."""
+        return {"Convex-Test-Identity": json.dumps(identity)}
 
     def _control(self, method: str, route: str, body: dict[str, Any] | None = None) -> Any:
         response = httpx.request(method, f"{self.url}/_test/{route}", json=body, timeout=30)
@@ -92,6 +108,9 @@ def start(admin_key: str | None = ADMIN_KEY, startup_timeout: float = 60) -> Con
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEX_")}
     if admin_key is not None:
         env["CONVEX_ADMIN_KEY"] = admin_key
+    # convex/lib/access.ts reads who is allowed from the deployment's environment.
+    env["INGESTOR_READER_SUBJECTS"] = READER["subject"]
+    env["INGESTOR_WORKER_SUBJECTS"] = WORKER["subject"]
     process = subprocess.Popen(
         ["npm", "run", "--silent", "convex:local", "--", "--port", "0"],
         cwd=REPO,

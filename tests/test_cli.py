@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -21,6 +22,7 @@ from ingestor.sinks.factory import SinkError, SinkSpec, open_sink, parse_sink, r
 from ingestor.sinks.sqlite import apply_ops, connect
 from ingestor.sources.files import MissingPathError, expand_paths
 
+REPO = Path(__file__).resolve().parents[1]
 EXEC_LINES = [
     b'{"type":"thread.started","thread_id":"th-9"}',
     b'{"type":"turn.started"}',
@@ -271,6 +273,37 @@ def test_show_human_readable(store: str, capsys: pytest.CaptureFixture[str]) -> 
     assert out == "command call-1  (3 chunk(s))\nstdout:\n  a.txt\n  b.txt\nstderr:\n  warn \ufffd\n"
     _, out, _ = show(capsys, "events", "conv-1", "--sink", store)
     assert out == '2025-11-22 02:53:20.001Z  turn/started [turn turn-1]  {"params":{"n":1}}\n'
+
+
+# Terminal escape sequences an agent's command could print: OSC 52 sets the clipboard, OSC 0 the
+# window title, CSI 2K erases the line, and a bare CR returns to overwrite it.
+HOSTILE = "\x1b]52;c;cm0gLXJmIH4=\x07\x1b]0;pwned\x07\x1b[2K\rok\u202e"
+
+
+def test_show_escapes_control_characters_and_json_stays_exact(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A real recording whose first command printed the sequences above.
+    recording = (REPO / "fixtures" / "codex-0.169.0" / "exec" / "command_outputs.jsonl").read_text()
+    hostile = recording.replace('"about to fail\\n"', json.dumps(HOSTILE + "\n"))
+    assert hostile != recording
+    stream = tmp_path / "hostile.jsonl"
+    stream.write_text(hostile)
+    db = tmp_path / "store.db"
+    assert main(["replay", str(stream), "--sink", f"sqlite:{db}"]) == 0
+    [(call_id, turn_id, conversation_id)] = sqlite3.connect(db).execute(
+        "SELECT c.callId, c.turnId, t.conversationId FROM commands c JOIN turns t USING (turnId) "
+        "WHERE c.aggregatedOutput LIKE '%pwned%'"
+    )
+    capsys.readouterr()
+    for what, ident in (("command", call_id), ("turn", turn_id), ("events", conversation_id)):
+        status, out, _ = show(capsys, what, ident, "--sink", f"sqlite:{db}")
+        assert status == 0
+        assert not any(c in out for c in "\x1b\x07\r\u202e"), what
+        if what != "events":  # events show payloads as JSON text, already escaped
+            assert "\\x1b]52;c;cm0gLXJmIH4=\\x07\\x1b]0;pwned\\x07\\x1b[2K\\x0dok\\u202e" in out, what
+    status, out, _ = show(capsys, "command", call_id, "--sink", f"sqlite:{db}", "--json")
+    assert json.loads(out)["stdout"] == HOSTILE + "\n"
 
 
 @pytest.mark.parametrize("what", ["conversation", "turn", "command", "events"])

@@ -17,8 +17,9 @@ from typing import Any, Final
 
 import httpx
 import pytest
-from convex_local import ConvexLocal, start
+from convex_local import READER, STRANGER, WORKER, ConvexLocal, start
 
+from ingestor.convex_api import ADMIN_IDENTITY, admin_authorization
 from ingestor.ops import OP_TABLE, make_key
 
 pytestmark = pytest.mark.e2e
@@ -28,6 +29,14 @@ CONVERSATION: Final = "conv-3f1c"
 TURN: Final = "turn-1"
 CALL: Final = "call_ls_1"
 SESSION: Final = "chat-session-7"
+SMALL_ORDER: Final = {
+    "sessionId": SESSION,
+    "workflowType": "codexRun",
+    "prompt": "p",
+    "title": "t",
+    "targetRepo": "r",
+    "targetBranch": "b",
+}
 
 # What Python expects of each function: kind and whether only the admin key may call it.
 FUNCTIONS: Final = {
@@ -321,7 +330,9 @@ def test_list_events_pages_with_a_cursor(api: Api) -> None:
 
 
 def test_work_orders_lifecycle(client: httpx.Client) -> None:
-    # Public functions: no key, as the Jangar UI calls them.
+    # Public functions: the Jangar UI calls them signed in as a reader, the worker as a worker.
+    reader = ConvexLocal.identity_headers(READER)
+    worker = ConvexLocal.identity_headers(WORKER)
     order = {
         "sessionId": SESSION,
         "workflowType": "codexRun",
@@ -333,16 +344,25 @@ def test_work_orders_lifecycle(client: httpx.Client) -> None:
         "targetRepo": "https://github.com/acme/app",
         "targetBranch": "codex/flaky-test",
     }
-    order_id = value(call(client, "mutation", "workOrders:create", order))
+    order_id = value(call(client, "mutation", "workOrders:create", order, reader))
     second = value(
-        call(client, "mutation", "workOrders:create", {**order, "title": "Second", "status": "submitted"})
+        call(
+            client,
+            "mutation",
+            "workOrders:create",
+            # Spec-shaped with requestedBy (the caller itself, as the UI sends it) or without.
+            {k: v for k, v in order.items() if k != "requestedBy"}
+            | {"title": "Second", "status": "submitted"},
+            reader,
+        )
     )
 
-    stored = value(call(client, "query", "workOrders:get", {"id": order_id}))
+    stored = value(call(client, "query", "workOrders:get", {"id": order_id}, reader))
     assert (stored["status"], stored["workflowArgs"]) == ("draft", {"repo": "acme/app", "depth": 2})
+    assert stored["requestedBy"] == READER["subject"]
 
     moved = value(
-        call(client, "mutation", "workOrders:updateStatus", {"id": order_id, "status": "submitted"})
+        call(client, "mutation", "workOrders:updateStatus", {"id": order_id, "status": "submitted"}, worker)
     )
     assert moved["status"] == "submitted"
     assert moved["updatedAt"] > stored["updatedAt"]
@@ -353,6 +373,7 @@ def test_work_orders_lifecycle(client: httpx.Client) -> None:
             "mutation",
             "workOrders:updateResult",
             {"id": order_id, "commitSha": "0123abcd", "prUrl": "https://github.com/acme/app/pull/13"},
+            worker,
         )
     )
     assert (done["commitSha"], done["prUrl"]) == ("0123abcd", "https://github.com/acme/app/pull/13")
@@ -363,24 +384,25 @@ def test_work_orders_lifecycle(client: httpx.Client) -> None:
             "query",
             "workOrders:listBySession",
             {"sessionId": SESSION, "paginationOpts": {"numItems": 10, "cursor": None}},
+            reader,
         )
     )
     assert [o["_id"] for o in page["page"]] == [second, order_id]  # newest first
+    assert {o["requestedBy"] for o in page["page"]} == {READER["subject"]}
 
 
 def test_an_error_thrown_by_our_code_is_a_function_error(client: httpx.Client) -> None:
-    order = {
-        "sessionId": SESSION,
-        "workflowType": "codexRun",
-        "prompt": "p",
-        "title": "t",
-        "requestedBy": "u",
-        "targetRepo": "r",
-        "targetBranch": "b",
-    }
-    order_id = value(call(client, "mutation", "workOrders:create", order))
+    order_id = value(
+        call(client, "mutation", "workOrders:create", SMALL_ORDER, ConvexLocal.identity_headers(READER))
+    )
     error = function_error(
-        call(client, "mutation", "workOrders:updateStatus", {"id": order_id, "status": "running"})
+        call(
+            client,
+            "mutation",
+            "workOrders:updateStatus",
+            {"id": order_id, "status": "running"},
+            ConvexLocal.identity_headers(WORKER),
+        )
     )
     assert error["errorMessage"].startswith("[Request ID: ")
     assert "ConvexError" in error["errorMessage"]
@@ -412,7 +434,9 @@ def test_run_endpoint_takes_the_path_from_the_url(client: httpx.Client, convex: 
     )
     assert value(response) == {"status": "inserted"}
     response = client.post(
-        "/api/run/history/getConversation", json={"args": {"conversationId": CONVERSATION}}
+        "/api/run/history/getConversation",
+        json={"args": {"conversationId": CONVERSATION}},
+        headers=convex.admin_headers,
     )
     assert value(response)["conversation"]["clientName"] == "codex-tui"
     missing = client.post("/api/run/history", json={"args": {}})
@@ -438,8 +462,11 @@ def test_auth(client: httpx.Client, convex: ConvexLocal) -> None:
             "code": "BadAdminKey",
             "message": "The provided admin key was invalid for this instance",
         }
-    # Public: fine without a key. Nothing above was written.
-    assert value(call(client, "query", "history:getConversation", {"conversationId": CONVERSATION})) is None
+    # Nothing above was written.
+    getter = call(
+        client, "query", "history:getConversation", {"conversationId": CONVERSATION}, convex.admin_headers
+    )
+    assert value(getter) is None
     assert value(call(client, "mutation", "app:upsertConversation", args, convex.admin_headers)) == {
         "status": "inserted"
     }
@@ -550,3 +577,86 @@ def test_open_server_and_clean_exit(sig: signal.Signals) -> None:
             assert value(result) == {"status": "inserted"}
     finally:
         assert server.stop(sig) == 0
+
+
+def _public_calls(order_id: str) -> dict[str, tuple[str, dict[str, Any], str]]:
+    """One call to every public function: path -> (kind, args, the role it needs)."""
+    page = {"numItems": 5, "cursor": None}
+    return {
+        "history:getConversation": ("query", {"conversationId": CONVERSATION}, "reader"),
+        "history:getTurn": ("query", {"turnId": TURN}, "reader"),
+        "history:getCommandOutput": ("query", {"callId": CALL}, "reader"),
+        "history:listEvents": ("query", {"conversationId": CONVERSATION, "paginationOpts": page}, "reader"),
+        "workOrders:create": ("mutation", SMALL_ORDER, "reader"),
+        "workOrders:get": ("query", {"id": order_id}, "reader"),
+        "workOrders:listBySession": ("query", {"sessionId": SESSION, "paginationOpts": page}, "reader"),
+        "workOrders:updateStatus": ("mutation", {"id": order_id, "status": "submitted"}, "worker"),
+        "workOrders:updateResult": ("mutation", {"id": order_id, "prUrl": "https://x/pull/1"}, "worker"),
+    }
+
+
+def test_every_public_function_by_caller(api: Api, client: httpx.Client, convex: ConvexLocal) -> None:
+    """Anonymous and plain admin-key calls have no identity: refused, as an identity that is not
+    allowed is. The admin key acting as its identity, and allowed identities, get answers."""
+    api.mutation("ingest:applyBatch", ops=ops())
+
+    def calls() -> dict[str, tuple[str, dict[str, Any], str]]:
+        # A new order each time: a status move succeeds once.
+        return _public_calls(api.mutation("workOrders:create", **SMALL_ORDER))
+
+    public = sorted(path for path, info in convex.functions().items() if not info["internal"])
+    assert sorted(calls()) == public, "every public function is tried"
+    plain_admin = {"Authorization": f"Convex {convex.admin_key}"}
+    refused = [({}, "Unauthenticated"), (plain_admin, "Unauthenticated")]
+    refused.append((ConvexLocal.identity_headers(STRANGER), "Forbidden"))
+    for headers, code in refused:
+        for path, (kind, args, _role) in calls().items():
+            error = function_error(call(client, kind, path, args, headers))
+            assert error["errorData"]["code"] == code, (path, headers)
+    allowed = [
+        ConvexLocal.identity_headers(WORKER),
+        convex.admin_headers,
+        ConvexLocal.identity_headers(READER),
+    ]
+    for headers in allowed:
+        for path, (kind, args, role) in calls().items():
+            response = call(client, kind, path, args, headers)
+            if headers is allowed[-1] and role == "worker":
+                assert function_error(response)["errorData"]["code"] == "Forbidden", path
+            else:
+                value(response)
+
+
+def test_admin_key_acting_as_an_identity_is_parsed_as_the_real_backend_does(
+    client: httpx.Client, convex: ConvexLocal
+) -> None:
+    args = {"conversationId": CONVERSATION}
+    acting = admin_authorization(str(convex.admin_key), ADMIN_IDENTITY)
+    assert value(call(client, "query", "history:getConversation", args, {"Authorization": acting})) is None
+    # A wrong key acting as the admin identity is still a wrong key.
+    wrong = admin_authorization("not-the-key", ADMIN_IDENTITY)
+    response = call(client, "query", "history:getConversation", args, {"Authorization": wrong})
+    assert (response.status_code, response.json()["code"]) == (401, "BadAdminKey")
+    for acting in ("%%%", "bm90IGpzb24=", "eyJzdWJqZWN0IjoieCJ9"):  # not base64, not JSON, no issuer
+        malformed = {"Authorization": f"Convex {convex.admin_key}:{acting}"}
+        response = call(client, "query", "history:getConversation", args, malformed)
+        assert (response.status_code, response.json()["code"]) == (400, "HeaderParseFailure")
+
+
+def test_spec_shaped_app_calls_without_a_key_twice_leave_one_row_each(api: Api) -> None:
+    """`app:*` as the spec names them, with the spec's columns and no `key`: sent twice, stored once."""
+    for op in ops():
+        for attempt in range(2):
+            result = api.mutation(f"app:{op['op']}", **op["args"])
+            if op["op"].startswith("append"):
+                assert result["status"] == ("inserted" if attempt == 0 else "duplicate"), op["op"]
+    turn = api.query("history:getTurn", turnId=TURN)
+    counts = {
+        name: len(turn[name]) for name in ("messages", "reasoningSections", "usageSnapshots", "rateLimits")
+    }
+    assert counts == {"messages": 1, "reasoningSections": 1, "usageSnapshots": 1, "rateLimits": 1}
+    assert api.query("history:getCommandOutput", callId=CALL)["chunkCount"] == 1
+    events = api.query(
+        "history:listEvents", conversationId=CONVERSATION, paginationOpts={"numItems": 10, "cursor": None}
+    )
+    assert len(events["page"]) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import stat
 from pathlib import Path
 
 import anyio
@@ -157,6 +158,8 @@ async def test_per_op_rejections_are_dead_lettered_and_the_batch_applies(
     [letter] = dead_letters(tmp_path)
     assert letter["reason"] == "field too large"
     assert letter["op"]["key"] == "e:2"  # type: ignore[index]
+    # It holds what the op held (prompts, command output): the daemon's user's only.
+    assert stat.S_IMODE((tmp_path / DEAD_LETTER_FILE).stat().st_mode) == 0o600
 
 
 async def test_auth_failure_makes_the_sink_not_ready_until_the_key_works(

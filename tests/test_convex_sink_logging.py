@@ -56,3 +56,20 @@ def test_secrets_are_masked_in_fields_messages_and_tracebacks(json: bool) -> Non
     assert secret not in output
     assert output.count(MASK) >= 3
     assert scrub(f"x {secret} y") == f"x {MASK} y"
+
+
+def test_a_secret_is_masked_as_a_token_not_inside_words() -> None:
+    secret = "abcdefghijklmnop"
+    redact(secret)
+    # As a token: in a header, a URL, after a colon, in quotes.
+    for text in (f"Convex {secret}", f"https://x/?k={secret}&a=1", f"Convex {secret}:eyJ9", f"'{secret}'"):
+        assert secret not in scrub(text) and MASK in scrub(text)
+    # Inside a longer run of letters and digits it is another word: masking it would mangle the line
+    # and show where the secret is.
+    for text in (f"x{secret}", f"{secret}9", "ingestor.sinks.convex"):
+        assert scrub(text) == text
+
+
+def test_a_secret_too_short_to_be_real_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least"):
+        redact("k")

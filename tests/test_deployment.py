@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Final
 
 import pytest
 
@@ -77,18 +78,27 @@ def test_unusable_values_are_refused_with_a_hint(env: dict[str, str], message: s
         resolve_url(env)
 
 
+DEPLOY: Final = "prod:happy-animal-123|deploy-key-0123"
+ADMIN: Final = "happy-animal-123|admin-key-0123456"
+SELF_HOSTED: Final = "convex-self-hosted|0123456789abcdef"
+
+
 def test_key_precedence(tmp_path: Path) -> None:
-    env = {"CONVEX_DEPLOY_KEY": "deploy", "CONVEX_ADMIN_KEY": "admin", "CONVEX_SELF_HOSTED_ADMIN_KEY": "self"}
+    env = {
+        "CONVEX_DEPLOY_KEY": DEPLOY,
+        "CONVEX_ADMIN_KEY": ADMIN,
+        "CONVEX_SELF_HOSTED_ADMIN_KEY": SELF_HOSTED,
+    }
     key, source = resolve_key(env)
-    assert key is not None and key.reveal() == "deploy" and source == "CONVEX_DEPLOY_KEY"
-    key, source = resolve_key({"CONVEX_ADMIN_KEY": "admin", "CONVEX_SELF_HOSTED_ADMIN_KEY": "self"})
-    assert key is not None and key.reveal() == "admin"
-    key, source = resolve_key({"CONVEX_SELF_HOSTED_ADMIN_KEY": "self"})
+    assert key is not None and key.reveal() == DEPLOY and source == "CONVEX_DEPLOY_KEY"
+    key, source = resolve_key({"CONVEX_ADMIN_KEY": ADMIN, "CONVEX_SELF_HOSTED_ADMIN_KEY": SELF_HOSTED})
+    assert key is not None and key.reveal() == ADMIN
+    key, source = resolve_key({"CONVEX_SELF_HOSTED_ADMIN_KEY": SELF_HOSTED})
     assert key is not None and source == "CONVEX_SELF_HOSTED_ADMIN_KEY"
     key_file = tmp_path / "key"
-    key_file.write_text("from-file\n")
+    key_file.write_text(f"{ADMIN}-from-file\n")
     key, source = resolve_key(env, key_file)
-    assert key is not None and key.reveal() == "from-file" and source == "--convex-key-file"
+    assert key is not None and key.reveal() == f"{ADMIN}-from-file" and source == "--convex-key-file"
     assert resolve_key({}) == (None, None)
 
 
@@ -98,9 +108,24 @@ def test_key_file_errors_do_not_show_the_key(tmp_path: Path) -> None:
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(DeploymentError, match="empty"):
         resolve_key({}, tmp_path / "empty")
+    # httpx would quote a key with a line break escaped (`\\n`), past the log scrubber, on every retry.
+    (tmp_path / "two-lines").write_text(f"{ADMIN}\nsecond-line-of-the-key\n")
+    with pytest.raises(DeploymentError, match="more than one line") as raised:
+        resolve_key({}, tmp_path / "two-lines")
+    assert ADMIN not in str(raised.value)
+    with pytest.raises(DeploymentError, match="more than one line"):
+        resolve_key({"CONVEX_ADMIN_KEY": f"{ADMIN}\nmore"})
+
+
+@pytest.mark.parametrize("key", ["k", "admin", "fifteen-chars-x"])
+def test_a_key_too_short_to_be_real_is_refused(key: str) -> None:
+    # The README's stand-in example is `CONVEX_ADMIN_KEY=k`: masking every "k" would mangle the logs.
+    with pytest.raises(DeploymentError, match="too short"):
+        resolve_key({"CONVEX_ADMIN_KEY": key})
 
 
 def test_secret_never_prints() -> None:
-    deployment = resolve_deployment({"CONVEX_ADMIN_KEY": "s3cret|key"})
-    for text in (repr(deployment), str(deployment), f"{deployment.key}", repr(Secret("s3cret|key"))):
+    deployment = resolve_deployment({"CONVEX_ADMIN_KEY": "s3cret|key-0123456789"})
+    secret = Secret("s3cret|key-0123456789")
+    for text in (repr(deployment), str(deployment), f"{deployment.key}", repr(secret)):
         assert "s3cret" not in text

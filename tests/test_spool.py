@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -85,3 +87,17 @@ def test_one_process_per_spool(tmp_path: Path) -> None:
     spool.close()
     again = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
     assert again.returncode == 0, again.stderr
+
+
+def test_the_state_directory_and_every_spool_file_are_the_owners_only(tmp_path: Path) -> None:
+    umask = os.umask(0)  # the most permissive: files would be world-readable
+    try:
+        spool = Spool(tmp_path / "state" / "s.db")
+        spool.append([b"secret output " * 1000], enqueued_at=1)  # also a segment file, and the WAL
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
+    files = list((tmp_path / "state").iterdir())
+    assert {"s.db", "s.db-wal", "s.db.lock"} <= {f.name for f in files}
+    assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in files} == {f.name: 0o600 for f in files}
+    spool.close()

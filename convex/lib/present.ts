@@ -5,7 +5,9 @@
 // too wide), returning it would fail: Convex serialises return values with `convexToJson`, which
 // throws on such keys, and a float64 would round the integer. Then the query returns the original
 // `<column>Json` text untouched, and the client does `row.payload ?? JSON.parse(row.payloadJson)`.
-import type { Value } from "convex/values";
+import { v, type GenericValidator, type Value } from "convex/values";
+import type { TableNames } from "../_generated/dataModel.js";
+import schema from "../schema.js";
 import type { Row } from "./blobs.js";
 import { isConvexSafe } from "./convexSafe.js";
 import { ANY_COLUMNS } from "./merge.js";
@@ -23,4 +25,13 @@ export function presentRow(row: Row): Record<string, Value> {
     }
   }
   return out;
+}
+
+/** The validator of a `table` row as the queries return it: the stored fields without `spilled`. */
+export function shownDoc<T extends TableNames>(table: T) {
+  const { spilled: _spilled, ...fields } = schema.tables[table].validator.fields as Record<
+    string,
+    GenericValidator
+  >;
+  return v.object({ _id: v.id(table), _creationTime: v.number(), ...fields });
 }

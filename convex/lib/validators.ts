@@ -1,5 +1,6 @@
 // Argument validators of the nine ops (docs/operations.md), shared by `app:*` (as `args`) and
-// `ingest:applyBatch` (checked per op by lib/check.ts). Columns are the table's, camelCase, times in
+// `ingest:applyBatch` (checked per op by lib/check.ts). `key` is optional as in the spec; an append
+// without one is keyed on its natural identity (lib/naturalKey.ts). Columns are the table's, camelCase, times in
 // epoch ms. Nullable columns also accept `null`, which the merge rules read as "unknown".
 import { v, type Validator } from "convex/values";
 
@@ -58,7 +59,7 @@ export const opArgs = {
     chunked: bool,
   },
   appendMessage: {
-    key: v.string(),
+    key: v.optional(v.string()),
     turnId: v.string(),
     role: v.string(),
     content: v.string(),
@@ -67,7 +68,7 @@ export const opArgs = {
     createdAt: v.number(),
   },
   appendReasoningSection: {
-    key: v.string(),
+    key: v.optional(v.string()),
     turnId: v.string(),
     itemId: v.string(),
     summaryText: nullable(v.array(v.string())),
@@ -77,7 +78,7 @@ export const opArgs = {
     createdAt: v.number(),
   },
   appendCommandChunk: {
-    key: v.string(),
+    key: v.optional(v.string()),
     callId: v.string(),
     stream: v.string(),
     // Absent: the store numbers the call's chunks in arrival order (docs/operations.md).
@@ -87,7 +88,7 @@ export const opArgs = {
     createdAt: v.number(),
   },
   appendUsageSnapshot: {
-    key: v.string(),
+    key: v.optional(v.string()),
     // Absent only with the op's `thread` (ingest:applyBatch): the thread's latest turn.
     turnId: v.optional(v.string()),
     totalInputTokens: num,
@@ -100,7 +101,7 @@ export const opArgs = {
     capturedAt: v.number(),
   },
   appendRateLimit: {
-    key: v.string(),
+    key: v.optional(v.string()),
     // Absent only with the op's `thread` (ingest:applyBatch): the thread's latest turn.
     turnId: v.optional(v.string()),
     scope: v.string(),
@@ -113,7 +114,7 @@ export const opArgs = {
     capturedAt: v.number(),
   },
   appendEvent: {
-    key: v.string(),
+    key: v.optional(v.string()),
     conversationId: v.string(),
     turnId: str,
     method: v.string(),

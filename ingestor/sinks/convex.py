@@ -50,6 +50,7 @@ from tenacity import (
 
 from ingestor import spool as spool_module
 from ingestor.convex_api import (
+    ADMIN_IDENTITY,
     AuthError,
     ConfigError,
     ConvexHttp,
@@ -635,7 +636,8 @@ def _op_label(body: bytes) -> str:
 
 
 def _append_fsync(path: Path, data: bytes) -> None:
-    with path.open("ab") as file:
+    # Refused ops hold prompts and command output: the daemon's user's only.
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600), "ab") as file:
         file.write(data)
         file.flush()
         os.fsync(file.fileno())
@@ -782,7 +784,7 @@ async def open_history_from_env(
 ) -> AsyncIterator[ConvexHistory]:
     """The Convex history reader for `ingestor show --sink convex`."""
     deployment = _deployment(env, options or {})
-    history = ConvexHistory(ConvexHttp(deployment.url, deployment.key))
+    history = ConvexHistory(ConvexHttp(deployment.url, deployment.key, acting_as=ADMIN_IDENTITY))
     try:
         yield history
     finally:

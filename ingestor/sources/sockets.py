@@ -1,12 +1,15 @@
 """Listening sockets: every accepted connection is its own stream, many producers at once.
 
 `Line.source` is `unix:PATH#N` / `tcp:HOST:PORT#N`, N counting connections from 0 in this process.
+With a `ProducerAuth`, a connection reaches the pipeline only once its hello line carried the token.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import socket
+import ssl
 import stat
 from collections.abc import AsyncGenerator
 from typing import Final
@@ -16,7 +19,9 @@ from anyio import TASK_STATUS_IGNORED
 from anyio.abc import ByteReceiveStream, ByteStream, Listener, TaskStatus
 
 from ingestor.logging import get_logger
-from ingestor.sources import StreamHandler
+from ingestor.sources import SourceConfigError, StreamHandler
+from ingestor.sources.auth import ProducerAuth
+from ingestor.sources.tls import HANDSHAKE_TIMEOUT, QuietTLSListener
 
 RECEIVE_SIZE: Final = 256 * 1024
 
@@ -33,7 +38,19 @@ async def _chunks(stream: ByteReceiveStream) -> AsyncGenerator[bytes, None]:
         yield data
 
 
-async def _serve(listener: Listener[ByteStream], prefix: str, handle: StreamHandler) -> None:
+def _peer(stream: ByteStream, prefix: str) -> str:
+    """Who is connecting, for logging a refused producer once: the remote IP (not the port, new on
+    every connection), or the peer's uid on a Unix socket."""
+    if prefix.startswith("tcp:"):
+        return str(stream.extra(anyio.abc.SocketAttribute.remote_address)[0])
+    raw: socket.socket = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+    uid = raw.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)[4:8]  # struct ucred: pid, uid, gid
+    return f"{prefix} uid {int.from_bytes(uid, 'little')}"
+
+
+async def _serve(
+    listener: Listener[ByteStream], prefix: str, handle: StreamHandler, auth: ProducerAuth | None
+) -> None:
     counter = 0
 
     async def on_connection(stream: ByteStream) -> None:
@@ -41,25 +58,42 @@ async def _serve(listener: Listener[ByteStream], prefix: str, handle: StreamHand
         name = f"{prefix}#{counter}"
         counter += 1
         async with stream:
-            await handle(name, _chunks(stream))
+            chunks = _chunks(stream)
+            if auth is not None:
+                admitted = await auth.admit(_peer(stream, prefix), chunks)
+                if admitted is None:
+                    return
+                chunks = admitted
+            await handle(name, chunks)
 
     async with listener:
         await listener.serve(on_connection)
 
 
+DEFAULT_UNIX_MODE: Final = 0o600
+
+
 class UnixSource:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, mode: int = DEFAULT_UNIX_MODE, auth: ProducerAuth | None = None) -> None:
         self._path = path
+        self._mode = mode
+        self._auth = auth
 
     async def serve(
         self, handle: StreamHandler, *, task_status: TaskStatus[str] = TASK_STATUS_IGNORED
     ) -> None:
         _remove_stale_socket(self._path)
-        listener = await anyio.create_unix_listener(self._path)
-        log.info("listening", address=f"unix:{self._path}")
+        # The socket file is created with the umask's mode, then chmod-ed: a restrictive umask
+        # meanwhile means no moment where others could connect, whatever the process's umask.
+        umask = os.umask(0o177)
+        try:
+            listener = await anyio.create_unix_listener(self._path, mode=self._mode)
+        finally:
+            os.umask(umask)
+        log.info("listening", address=f"unix:{self._path}", mode=f"{self._mode:o}")
         task_status.started(self._path)
         try:
-            await _serve(listener, f"unix:{self._path}", handle)
+            await _serve(listener, f"unix:{self._path}", handle, self._auth)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._path)
@@ -67,13 +101,24 @@ class UnixSource:
 
 def _remove_stale_socket(path: str) -> None:
     """A previous run killed hard leaves its socket file behind; bind would fail on it. Only a socket
-    is removed: any other file at that path is a mistake worth an error."""
+    nobody listens on is removed: a live one belongs to another daemon (taking it over would orphan
+    that daemon's producers), and any other file at that path is a mistake worth an error."""
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
         return
-    if stat.S_ISSOCK(mode):
-        os.unlink(path)
+    if not stat.S_ISSOCK(mode):
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)  # a listener whose backlog is full does not answer at once
+        try:
+            probe.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            os.unlink(path)
+            return
+        except (PermissionError, TimeoutError):
+            pass  # someone else's socket, or a busy listener: not ours to remove either way
+    raise SourceConfigError(f"--unix {path}: another process is listening on this socket")
 
 
 def parse_host_port(value: str) -> tuple[str, int]:
@@ -87,15 +132,24 @@ def parse_host_port(value: str) -> tuple[str, int]:
 
 
 class TcpSource:
-    def __init__(self, address: str) -> None:
+    def __init__(
+        self, address: str, *, auth: ProducerAuth | None = None, tls: ssl.SSLContext | None = None
+    ) -> None:
         self._host, self._port = parse_host_port(address)
+        self._auth = auth
+        self._tls = tls
 
     async def serve(
         self, handle: StreamHandler, *, task_status: TaskStatus[str] = TASK_STATUS_IGNORED
     ) -> None:
-        listener = await anyio.create_tcp_listener(local_host=self._host or None, local_port=self._port)
-        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        tcp = await anyio.create_tcp_listener(local_host=self._host or None, local_port=self._port)
+        port = tcp.extra(anyio.abc.SocketAttribute.local_port)
+        listener: Listener[ByteStream] = tcp
+        if self._tls is not None:
+            listener = QuietTLSListener(
+                tcp, self._tls, standard_compatible=False, handshake_timeout=HANDSHAKE_TIMEOUT
+            )
         host = self._host or "*"
-        log.info("listening", address=f"tcp:{host}:{port}")
+        log.info("listening", address=f"tcp:{host}:{port}", tls=self._tls is not None)
         task_status.started(f"{host}:{port}")
-        await _serve(listener, f"tcp:{host}:{port}", handle)
+        await _serve(listener, f"tcp:{host}:{port}", handle, self._auth)

@@ -8,7 +8,12 @@ import path from "node:path";
 import { pathToFileURL } from "node:url";
 
 import { convexTest, type TestConvex } from "convex-test";
-import { makeFunctionReference, type GenericSchema, type SchemaDefinition } from "convex/server";
+import {
+  makeFunctionReference,
+  type GenericSchema,
+  type SchemaDefinition,
+  type UserIdentityAttributes,
+} from "convex/server";
 import { convexToJson, getConvexSize, jsonToConvex, type JSONValue, type Value } from "convex/values";
 
 export type Kind = "query" | "mutation" | "action";
@@ -18,6 +23,12 @@ type Backend = TestConvex<SchemaDefinition<GenericSchema, boolean>>;
 interface FunctionInfo {
   kind: Kind;
   internal: boolean;
+}
+
+/** Who is calling: admin rights (internal functions) and the identity functions see, if any. */
+export interface Caller {
+  admin: boolean;
+  identity?: UserIdentityAttributes;
 }
 
 /** The outcome of one call, in the shape of the HTTP API's 200 responses. */
@@ -128,10 +139,10 @@ export class Functions {
     canonical: string,
     jsonArgs: JSONValue,
     expected: Kind | "any",
-    admin: boolean,
+    caller: Caller,
   ): Promise<CallResult> {
     const info = this.registry.get(canonical);
-    if (info === undefined || (info.internal && !admin)) {
+    if (info === undefined || (info.internal && !caller.admin)) {
       return fail(
         `Could not find public function for '${canonical}'. ` +
           "Did you forget to run `npx convex dev` or `npx convex deploy`?",
@@ -161,22 +172,29 @@ export class Functions {
       return fail(`Invalid arguments for ${canonical}: the arguments must be an object`);
     }
     try {
-      const value = await this.run(info.kind, canonical, args as Record<string, Value>);
+      const value = await this.run(info.kind, canonical, args as Record<string, Value>, caller.identity);
       return { status: "success", value: value ?? null, kind: info.kind };
     } catch (e) {
       return uncaught(e);
     }
   }
 
-  private run(kind: Kind, canonical: string, args: Record<string, Value>): Promise<Value | undefined> {
+  private run(
+    kind: Kind,
+    canonical: string,
+    args: Record<string, Value>,
+    identity: UserIdentityAttributes | undefined,
+  ): Promise<Value | undefined> {
     this.executed[kind] += 1;
+    // Without an identity, `ctx.auth.getUserIdentity()` is null: an anonymous or plain admin-key call.
+    const as = identity === undefined ? this.backend : this.backend.withIdentity(identity);
     switch (kind) {
       case "query":
-        return this.backend.query(makeFunctionReference<"query">(canonical), args);
+        return as.query(makeFunctionReference<"query">(canonical), args);
       case "mutation":
-        return this.backend.mutation(makeFunctionReference<"mutation">(canonical), args);
+        return as.mutation(makeFunctionReference<"mutation">(canonical), args);
       case "action":
-        return this.backend.action(makeFunctionReference<"action">(canonical), args);
+        return as.action(makeFunctionReference<"action">(canonical), args);
     }
   }
 }

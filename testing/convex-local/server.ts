@@ -5,6 +5,11 @@
 //
 //   npm run --silent convex:local -- --port 0 [--functions DIR]
 //
+// Callers, as the real backend sees them: no Authorization header (anonymous), `Convex <admin key>`,
+// `Convex <admin key>:<base64 identity JSON>` (the admin key acting as an identity). Stand-in only:
+// `Convex-Test-Identity: <identity JSON>` is a caller signed in as that identity (a validated JWT's).
+// The functions read their Convex environment variables (lib/access.ts) from this process's.
+//
 // Test-only endpoints live under /_test/, for tests that need the server to misbehave on purpose:
 //   POST /_test/faults {"failNext": N, "status": 503|429|500|408}  the next N API requests fail, unexecuted
 //                      {"delayMs": M}                               M ms of latency on every API request
@@ -21,7 +26,9 @@ import { fileURLToPath } from "node:url";
 
 import type { JSONValue } from "convex/values";
 
-import { canonicalPath, exportValue, Functions, parseFormat, type Kind } from "./backend.js";
+import type { UserIdentityAttributes } from "convex/server";
+
+import { canonicalPath, exportValue, Functions, parseFormat, type Caller, type Kind } from "./backend.js";
 
 const HOST = "127.0.0.1";
 // Bodies above this are refused unread, like an HTTP server's body limit; the real limit on the
@@ -70,6 +77,34 @@ interface Faults {
 
 const noFaults = (): Faults => ({ failNext: 0, status: 503, delayMs: 0, dropAfterCommitNext: 0 });
 const zeroStats = () => ({ requests: 0, faultsServed: 0, droppedResponses: 0 });
+
+// Stand-in only: the identity a test calls as, in place of a JWT signed by an auth provider.
+const TEST_IDENTITY_HEADER = "convex-test-identity";
+
+/** `prod:name|secret` -> `name|secret` (a deployment-type prefix is not part of the key). */
+function withoutTypePrefix(key: string): string {
+  return /^[a-z-]+:[^:|]+\|/.test(key) ? key.slice(key.indexOf(":") + 1) : key;
+}
+
+function splitOnce(text: string, separator: string): [string, string | undefined] {
+  const at = text.indexOf(separator);
+  return at < 0 ? [text, undefined] : [text.slice(0, at), text.slice(at + 1)];
+}
+
+/** An identity's attributes: `subject` and `issuer` required, as the real backend parses them. */
+function parseIdentity(text: string, encoding: "json" | "base64"): UserIdentityAttributes {
+  const malformed = new HttpError(400, "HeaderParseFailure", "Malformed Authorization header.");
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(encoding === "json" ? text : Buffer.from(text, "base64").toString("utf8"));
+  } catch {
+    throw malformed;
+  }
+  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) throw malformed;
+  const { subject, issuer } = parsed as Record<string, unknown>;
+  if (typeof subject !== "string" || typeof issuer !== "string") throw malformed;
+  return parsed as UserIdentityAttributes;
+}
 
 function parseCli(argv: string[]): { port: number; functionsDir: string } {
   let port = 3210;
@@ -192,7 +227,7 @@ class Server {
     route: { expected: Kind | "any"; urlPath?: string },
     body: Buffer | null,
   ): Promise<void> {
-    const admin = this.authenticate(req.headers.authorization);
+    const caller = this.authenticate(req.headers);
     if (body === null) throw badBody("Failed to buffer the request body: length limit exceeded");
     if (!isJsonContentType(req.headers["content-type"])) {
       throw badBody("Expected request with `Content-Type: application/json`");
@@ -225,7 +260,7 @@ class Server {
       );
     }
     const args = fields.args ?? null;
-    const result = await this.serial(() => this.functions.call(canonical, args, route.expected, admin));
+    const result = await this.serial(() => this.functions.call(canonical, args, route.expected, caller));
     if (result.status === "success") {
       if (result.kind === "mutation" && this.faults.dropAfterCommitNext > 0) {
         // The write is committed; the caller only loses the answer, as with a network cut.
@@ -246,17 +281,34 @@ class Server {
     });
   }
 
-  /** Whether the caller has admin rights (may call internal functions); throws on a bad header. */
-  private authenticate(header: string | undefined): boolean {
-    if (header === undefined) return this.adminKey === undefined;
+  /**
+   * Who is calling, from the headers (throws on a bad one). As the real backend: `Convex <key>` is the
+   * admin key, with no identity; `Convex <key>:<base64 JSON>` is the admin key acting as that identity;
+   * a `Bearer` JWT needs an auth provider, which the stand-in has not (no auth.config providers). In
+   * its place, `Convex-Test-Identity: <JSON>` (stand-in only) is a caller signed in as that identity.
+   */
+  private authenticate(headers: http.IncomingHttpHeaders): Caller {
+    const header = headers.authorization;
+    const testIdentity = headers[TEST_IDENTITY_HEADER];
+    if (testIdentity !== undefined) {
+      if (header !== undefined) throw badBody(`send ${TEST_IDENTITY_HEADER} or Authorization, not both`);
+      return { admin: this.adminKey === undefined, identity: parseIdentity(String(testIdentity), "json") };
+    }
+    if (header === undefined) return { admin: this.adminKey === undefined };
     if (header.length < 7) throw new HttpError(400, "InvalidHeaderFailure", "Invalid authentication header");
     const scheme = header.slice(0, 7).toLowerCase();
     if (scheme === "convex ") {
-      if (this.adminKey === undefined || header.slice(7) === this.adminKey) return true;
+      // The deployment-type prefix (`prod:`) ends in a colon too: strip it before looking for the
+      // identity's colon (the real backend's extract_admin_key).
+      const [key, acting] = splitOnce(withoutTypePrefix(header.slice(7)), ":");
+      const identity = acting === undefined ? undefined : parseIdentity(acting, "base64");
+      if (this.adminKey === undefined || key === withoutTypePrefix(this.adminKey)) {
+        return { admin: true, identity };
+      }
       throw new HttpError(401, "BadAdminKey", "The provided admin key was invalid for this instance");
     }
     if (scheme === "bearer ") {
-      // No auth providers are configured here, as in a deployment without auth.config.ts.
+      // No auth providers are configured here, as in a deployment without auth.config.ts providers.
       throw new HttpError(401, "NoAuthProvider", "No auth provider found matching the given token");
     }
     throw new HttpError(400, "InvalidAdminKey", "Invalid admin key");
