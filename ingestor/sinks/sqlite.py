@@ -21,11 +21,11 @@ from typing import Any, Final
 
 import anyio
 import anyio.to_thread
-import orjson
 from anyio.abc import TaskGroup
 
 from ingestor.logging import get_logger
 from ingestor.ops import OP_TABLE, EventArgs, Op
+from ingestor.sinks.json_text import dumps_json
 from ingestor.sinks.merge import apply_upsert
 from ingestor.sinks.schema import TABLES, Column, Table
 
@@ -38,14 +38,6 @@ _INT64: Final = 2**63
 
 class Rejected(Exception):
     """An operation the store cannot hold (deterministic: retrying cannot help)."""
-
-
-def dumps_json(value: Any) -> str:
-    try:
-        return orjson.dumps(value).decode()
-    except (orjson.JSONEncodeError, TypeError):
-        # orjson refuses integers beyond 64 bits; the stdlib writes them exactly.
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def loads_json(text: str) -> Any:
