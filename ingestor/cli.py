@@ -26,6 +26,12 @@ from ingestor.pipeline import NormalizerFactory, Pipeline, PipelineConfig
 from ingestor.show import WHAT, NotFoundError, show
 from ingestor.sinks.factory import SINK_SYNTAX, SinkError, SinkSpec, open_history, open_sink, resolve_sink
 from ingestor.sources import Source
+from ingestor.sources.accept import (
+    DEFAULT_MAX_CONNECTIONS,
+    RESERVED_FDS,
+    ConnectionLimit,
+    default_max_connections,
+)
 from ingestor.sources.files import REPLAY_QUEUE_CHUNKS, FilesSource, MissingPathError, expand_paths
 from ingestor.sources.sockets import TcpSource, UnixSource, parse_host_port
 from ingestor.sources.stdin import StdinSource
@@ -118,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_host_port,
         help="listen on TCP; each connection is its own stream (repeatable)",
     )
+    run.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        metavar="N",
+        help="producer connections open at once, over all listeners; more wait, unread, until one "
+        f"closes (default: {DEFAULT_MAX_CONNECTIONS}, or the open-files limit minus {RESERVED_FDS})",
+    )
     _add_pipeline(run)
     run.add_argument(
         "--metrics",
@@ -162,8 +175,9 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
 
 
 def run_sources(args: argparse.Namespace) -> list[Source]:
-    sources: list[Source] = [UnixSource(path) for path in args.unix]
-    sources.extend(TcpSource(address) for address in args.tcp)
+    limit = ConnectionLimit(args.max_connections or default_max_connections())
+    sources: list[Source] = [UnixSource(path, limit) for path in args.unix]
+    sources.extend(TcpSource(address, limit) for address in args.tcp)
     if args.stdin or not sources:
         sources.insert(0, StdinSource())
     return sources

@@ -75,6 +75,15 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.connections_open = Gauge(
+            "ingestor_connections_open", "Producer connections open (at most --max-connections).", registry=r
+        )
+        self.accept_failures = Counter(
+            "ingestor_accept_failures",
+            "Failed accepts on the listeners, by errno (EMFILE: out of file descriptors).",
+            ["reason"],
+            registry=r,
+        )
         self.ready = Gauge("ingestor_ready", "1 when the sink is delivering, else 0.", registry=r)
         self.ready.set(1)
 

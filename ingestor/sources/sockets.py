@@ -17,6 +17,7 @@ from anyio.abc import ByteReceiveStream, ByteStream, Listener, TaskStatus
 
 from ingestor.logging import get_logger
 from ingestor.sources import StreamHandler
+from ingestor.sources.accept import ConnectionLimit, accept_forever, default_max_connections
 
 RECEIVE_SIZE: Final = 256 * 1024
 
@@ -33,7 +34,9 @@ async def _chunks(stream: ByteReceiveStream) -> AsyncGenerator[bytes, None]:
         yield data
 
 
-async def _serve(listener: Listener[ByteStream], prefix: str, handle: StreamHandler) -> None:
+async def _serve(
+    listener: Listener[ByteStream], prefix: str, handle: StreamHandler, limit: ConnectionLimit
+) -> None:
     counter = 0
 
     async def on_connection(stream: ByteStream) -> None:
@@ -43,13 +46,13 @@ async def _serve(listener: Listener[ByteStream], prefix: str, handle: StreamHand
         async with stream:
             await handle(name, _chunks(stream))
 
-    async with listener:
-        await listener.serve(on_connection)
+    await accept_forever(listener, prefix, on_connection, limit)
 
 
 class UnixSource:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, limit: ConnectionLimit | None = None) -> None:
         self._path = path
+        self._limit = limit or ConnectionLimit(default_max_connections())
 
     async def serve(
         self, handle: StreamHandler, *, task_status: TaskStatus[str] = TASK_STATUS_IGNORED
@@ -59,7 +62,7 @@ class UnixSource:
         log.info("listening", address=f"unix:{self._path}")
         task_status.started(self._path)
         try:
-            await _serve(listener, f"unix:{self._path}", handle)
+            await _serve(listener, f"unix:{self._path}", handle, self._limit)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._path)
@@ -87,8 +90,9 @@ def parse_host_port(value: str) -> tuple[str, int]:
 
 
 class TcpSource:
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, limit: ConnectionLimit | None = None) -> None:
         self._host, self._port = parse_host_port(address)
+        self._limit = limit or ConnectionLimit(default_max_connections())
 
     async def serve(
         self, handle: StreamHandler, *, task_status: TaskStatus[str] = TASK_STATUS_IGNORED
@@ -98,4 +102,4 @@ class TcpSource:
         host = self._host or "*"
         log.info("listening", address=f"tcp:{host}:{port}")
         task_status.started(f"{host}:{port}")
-        await _serve(listener, f"tcp:{host}:{port}", handle)
+        await _serve(listener, f"tcp:{host}:{port}", handle, self._limit)
