@@ -121,14 +121,23 @@ class ConvexSinkConfig:
     retry_initial_wait: float = 0.1
     auth_retry_wait: float = 30.0
     """Pause between attempts while the key is refused or the function is missing."""
+    unready_after: float = 5.0
+    """Seconds of failing deliveries (no success since) after which `/readyz` says not ready."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_max_ops <= APPLY_BATCH_MAX_OPS:
             raise ValueError(f"batch max ops must be between 1 and {APPLY_BATCH_MAX_OPS}")
         if not 1 <= self.batch_max_bytes <= APPLY_BATCH_MAX_BYTES:
             raise ValueError(f"batch max bytes must be between 1 and {APPLY_BATCH_MAX_BYTES}")
-        if self.batch_max_age < 0 or self.flush_timeout < 0 or self.spool_max_bytes < 1:
-            raise ValueError("batch max age and flush timeout must be >= 0, spool max bytes > 0")
+        if (
+            self.batch_max_age < 0
+            or self.flush_timeout < 0
+            or self.unready_after < 0
+            or self.spool_max_bytes < 1
+        ):
+            raise ValueError(
+                "batch max age, flush timeout and unready-after must be >= 0, spool max bytes > 0"
+            )
 
 
 def _now_ms() -> int:
@@ -165,6 +174,11 @@ class ConvexSink:
         """(last op, durable) of the batch delivered last, until the spool has forgotten it."""
         self._dead_lettered = False
         self._incident: str | None = None
+        self._failures = 0
+        """Failed calls since the last answered one."""
+        self._delivering_at: int | None = None
+        """When the batch being delivered was spooled (epoch ms); None between batches."""
+        metrics.oldest_undelivered_age.set_function(self._oldest_undelivered_age)
         # Full jitter: a random wait up to initial * 2^attempt (capped), so restarted daemons spread out.
         self._backoff = wait_random_exponential(
             multiplier=config.retry_initial_wait, max=config.retry_max_wait
@@ -254,6 +268,7 @@ class ConvexSink:
         try:
             while (batch := await self._next_batch()) is not None:
                 last, enqueued_at = batch.last, batch.enqueued_at
+                self._delivering_at = enqueued_at
                 self._dead_lettered = False
                 if batch.count == 1 and batch.size > self._config.batch_max_bytes:
                     # Staging reads the op from the spool again: dropping this copy first keeps the
@@ -269,12 +284,18 @@ class ConvexSink:
                 # A confirmation after dead letters is durable: a power cut must not dead-letter
                 # those ops twice. Otherwise losing it costs a harmless re-send, not an fsync each.
                 self._unconfirmed = (last, self._dead_lettered)
+                self._delivering_at = None
                 self._metrics.delivery_latency.observe(max(0.0, (_now_ms() - enqueued_at) / 1000))
         finally:
             with anyio.CancelScope(shield=True):
                 await self._confirm_pending()
             # Also on a crash of the loop: aclose() must not wait out its deadline for nothing.
             self._drained.set()
+
+    def _oldest_undelivered_age(self) -> float:
+        """(Read by the metrics thread.)"""
+        since = self._delivering_at
+        return 0.0 if since is None else max(0.0, (_now_ms() - since) / 1000)
 
     def _due_now(self) -> bool:
         """Whether the spool holds a full batch (or is being flushed): no reason to wait for more."""
@@ -539,6 +560,7 @@ class ConvexSink:
     def _before_sleep(self, state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
+        self._delivery_failed()
         if isinstance(error, (AuthError, ConfigError)):
             kind = "auth" if isinstance(error, AuthError) else "config"
             self._metrics.retries.labels(cause=kind).inc()
@@ -568,7 +590,18 @@ class ConvexSink:
             error=str(error),
         )
 
+    def _delivery_failed(self) -> None:
+        """Count a failed call; not ready once calls have failed for `unready_after` seconds."""
+        self._failures += 1
+        self._metrics.delivery_failures.set(self._failures)
+        if self._failures == 1:
+            self._health.set_reason_from("delivery_failing", time.monotonic() + self._config.unready_after)
+
     def _end_incident(self) -> None:
+        if self._failures:
+            self._failures = 0
+            self._metrics.delivery_failures.set(0)
+            self._health.set_reason("delivery_failing", False)
         if self._incident is not None:
             log.info("convex accepts requests again", incident=self._incident)
             self._health.set_reason("convex_" + self._incident, False)
@@ -752,7 +785,7 @@ def _deployment(env: Mapping[str, str], options: Mapping[str, Any]) -> Deploymen
 def sink_config(env: Mapping[str, str], options: Mapping[str, Any]) -> ConvexSinkConfig:
     """The sink's settings from CLI options (argparse names); absent ones take the defaults."""
     values: dict[str, Any] = {"state_dir": options.get("state_dir") or default_state_dir(env)}
-    for name in ("batch_max_ops", "batch_max_bytes", "spool_max_bytes", "flush_timeout"):
+    for name in ("batch_max_ops", "batch_max_bytes", "spool_max_bytes", "flush_timeout", "unready_after"):
         if options.get(name) is not None:
             values[name] = options[name]
     if options.get("batch_max_age_ms") is not None:
