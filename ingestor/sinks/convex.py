@@ -67,7 +67,7 @@ from ingestor.deployment import (
 from ingestor.logging import get_logger, redact
 from ingestor.metrics import HEALTH, METRICS, Health, Metrics
 from ingestor.ops import Op, make_key
-from ingestor.sinks.base import json_numbers
+from ingestor.sinks.base import Leftover, json_numbers
 from ingestor.sinks.factory import SinkError
 from ingestor.sinks.wire import encode_op
 from ingestor.spool import SEP, Batch, Spool
@@ -253,6 +253,11 @@ class ConvexSink:
                 spool=str(self._spool.path),
             )
         self._closed = True
+
+    def leftover(self) -> Leftover | None:
+        if not self._closed or self._spool.ops == 0:
+            return None
+        return Leftover(self._spool.ops, self._config.state_dir, self._incident)
 
     # -- the delivery side -------------------------------------------------------------------
 
