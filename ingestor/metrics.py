@@ -35,6 +35,17 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.events_read = Counter("ingestor_events_read", "Input lines read by the pipeline.", registry=r)
+        self.bad_lines = Counter(
+            "ingestor_invalid_lines",
+            "Input lines stored raw because they are not JSON (invalid_json) or too long (oversize).",
+            ["reason"],
+            registry=r,
+        )
+        self.derive_errors = Counter(
+            "ingestor_derive_errors",
+            "Lines stored raw only because their facts could not be read (a Codex format change?).",
+            registry=r,
+        )
         self.ops_delivered = Counter(
             "ingestor_ops_delivered",
             "Operations confirmed by the sink, by result.",
