@@ -25,7 +25,7 @@ from ingestor.lines import Line
 from ingestor.logging import get_logger
 from ingestor.metrics import METRICS
 from ingestor.ops import Op
-from ingestor.sinks.base import Sink
+from ingestor.sinks.base import Sink, Spooling
 from ingestor.sources import Source
 
 log = get_logger("ingestor.pipeline")
@@ -95,6 +95,7 @@ class Pipeline:
         self, sink: Sink, normalizer_factory: NormalizerFactory, config: PipelineConfig | None = None
     ) -> None:
         self._config = config or PipelineConfig()
+        self._sink = sink
         self._normalizer_factory = normalizer_factory
         self._send, self._receive = anyio.create_memory_object_stream[BatchItem](self._config.queue_chunks)
         self._sources_scope = anyio.CancelScope()
@@ -145,6 +146,9 @@ class Pipeline:
         """Stop reading (listeners close, streams end); what was read is still normalized and written."""
         self.stopped = True
         self._sources_scope.cancel()
+        if isinstance(self._sink, Spooling):
+            # What was read goes into a full spool too (a bounded amount): stopping never waits for Convex.
+            self._sink.input_stopped()
 
     async def handle_stream(self, name: str, chunks: AsyncGenerator[bytes, None]) -> None:
         """Process one input stream to its end (or until stopped). Its operations stay in order."""

@@ -35,6 +35,10 @@ class Spooling(Protocol):
     def leftover(self) -> Leftover | None:
         """What was left undelivered when the sink closed (None: everything was delivered)."""
 
+    def input_stopped(self) -> None:
+        """Reading has stopped for good: take what was read even into a full spool (a bounded
+        amount, what the readers held), so that shutdown never waits for the deployment."""
+
 
 class HistoryReader(Protocol):
     """The read side behind `ingestor show`: the same shapes as the Convex `history:*` queries.

@@ -167,6 +167,7 @@ class ConvexSink:
         self._drained = anyio.Event()
         self._closing = False
         self._closed = False
+        self._input_stopped = False
         self._head_at: int | None = None
         self._next: Batch | None = None
         """The next batch, when it was read while the previous one was being sent."""
@@ -220,7 +221,7 @@ class ConvexSink:
         An empty spool always takes the write, so one write larger than the cap cannot deadlock.
         """
         cap = self._config.spool_max_bytes
-        if self._spool.ops == 0 or self._spool.total_bytes + size <= cap:
+        if self._spool.ops == 0 or self._spool.total_bytes + size <= cap or self._input_stopped:
             return
         log.warning(
             "spool full: input paused until Convex catches up",
@@ -230,12 +231,16 @@ class ConvexSink:
         )
         self._health.set_reason("spool_full", True)
         try:
-            while self._spool.ops > 0 and self._spool.total_bytes + size > cap:
+            while self._spool.ops > 0 and self._spool.total_bytes + size > cap and not self._input_stopped:
                 self._space = anyio.Event()
                 await self._space.wait()
         finally:
             self._health.set_reason("spool_full", False)
         log.info("spool has room again: input resumed", spool_bytes=self._spool.total_bytes)
+
+    def input_stopped(self) -> None:
+        self._input_stopped = True
+        self._space.set()
 
     async def aclose(self) -> None:
         """Deliver what the flush deadline allows; the rest stays spooled for the next start."""
