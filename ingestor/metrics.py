@@ -66,6 +66,13 @@ class Metrics:
         )
         self.spool_ops = Gauge("ingestor_spool_ops", "Operations waiting in the spool.", registry=r)
         self.spool_bytes = Gauge("ingestor_spool_bytes", "Encoded bytes waiting in the spool.", registry=r)
+        self.spool_quarantined = Counter(
+            "ingestor_spool_quarantined",
+            "Spool content unreadable on start, moved to spool-quarantine/: ops (rows whose segment "
+            "was truncated or lost), index (the whole index unreadable, moved with every segment).",
+            ["what"],
+            registry=r,
+        )
         self.batch_ops = Histogram(
             "ingestor_batch_ops", "Operations per delivered request.", buckets=_BATCH_OPS_BUCKETS, registry=r
         )

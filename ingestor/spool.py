@@ -26,17 +26,27 @@ converted on open, in order.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
+import shutil
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from ingestor.logging import get_logger
+
 FILENAME: Final = "spool.sqlite3"
+log = get_logger("ingestor.spool")
+
 SEP: Final = b",\n"
 """Between the ops of a row (and of a request body): a JSON separator that compact JSON never holds."""
+
+QUARANTINE_DIR: Final = "spool-quarantine"
+"""Beside the spool: what could not be read on open, moved aside (one timestamped folder each time)."""
 
 SEGMENT_BYTES: Final = 64 * 1024 * 1024
 """A new segment file is started once the current one holds this much."""
@@ -104,18 +114,22 @@ class Spool:
             raise SpoolInUseError(
                 f"{path} is in use by another ingestor; give each daemon its own --state-dir"
             ) from None
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per call.
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        # WAL + synchronous=FULL: a committed append survives a SIGKILL and a power cut alike.
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self.quarantined_ops = 0
+        """Ops found unreadable on open, their rows moved to `QUARANTINE_DIR`."""
+        self.quarantined_index = False
+        """Whether the index itself was unreadable on open and moved there with every segment."""
+        try:
+            self._db, old = self._open_index()
+        except sqlite3.DatabaseError as error:
+            self._quarantine_index(error)
+            self.quarantined_index = True
+            self._db, old = self._open_index()
         self._wal_synced = True
         """False while a confirmation was committed without syncing the WAL (`durable=False`)."""
         self._readers: dict[int, int] = {}
         self._writer: int | None = None
         self._writer_at = 0
-        old = self._old_format()
-        self._db.execute(_SCHEMA)
+        self._quarantine_short_rows()
         count, total = self._db.execute(
             "SELECT coalesce(sum(ops), 0), coalesce(sum(size), 0) FROM spool"
         ).fetchone()
@@ -135,6 +149,82 @@ class Spool:
         if old:
             self._convert(old)
         self._collect()
+
+    def _open_index(self) -> tuple[sqlite3.Connection, str | None]:
+        """The index database, and the table of an earlier format to convert, if there is one."""
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per call.
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            # WAL + synchronous=FULL: a committed append survives a SIGKILL and a power cut alike.
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            self._db = db
+            old = self._old_format()
+            db.execute(_SCHEMA)
+            db.execute("SELECT count(*) FROM spool").fetchone()  # reads every page of the table
+        except BaseException:
+            db.close()
+            raise
+        return db, old
+
+    def _quarantine_dir(self) -> Path:
+        directory = self.path.with_name(QUARANTINE_DIR) / time.strftime("%Y%m%dT%H%M%S")
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory
+
+    def _quarantine_index(self, error: sqlite3.DatabaseError) -> None:
+        """The index cannot be read (disk trouble): move it and every segment aside, start empty.
+        What it held is unknown: the segments are kept whole for an operator to look at."""
+        directory = self._quarantine_dir()
+        for name in sorted(os.listdir(self.path.parent)):
+            if name in (self.path.name, self.path.name + "-wal", self.path.name + "-shm") or (
+                name.startswith(self._prefix) and name.endswith(".seg")
+            ):
+                os.replace(self.path.with_name(name), directory / name)
+        log.error(
+            "spool index unreadable: moved aside with its segments, starting an empty spool",
+            error=str(error),
+            quarantine=str(directory),
+        )
+
+    def _quarantine_short_rows(self) -> None:
+        """Rows whose bytes are not (all) in their segment file (truncated or lost by disk trouble)
+        can never be sent: copy what is left of those segments aside with the rows' description,
+        forget the rows, deliver the rest."""
+        lost: list[tuple[int, int, int, int, int, int]] = []
+        for segment, end in self._db.execute(
+            "SELECT segment, max(offset + length) FROM spool GROUP BY segment"
+        ):
+            try:
+                size = self._segment_path(segment).stat().st_size
+            except FileNotFoundError:
+                size = -1
+            if size < end:
+                lost += self._db.execute(
+                    "SELECT seq, ops, segment, offset, length, ? FROM spool "
+                    "WHERE segment = ? AND offset + length > ?",
+                    (size, segment, max(size, 0)),
+                ).fetchall()
+        if not lost:
+            return
+        directory = self._quarantine_dir()
+        for segment in sorted({row[2] for row in lost if row[5] >= 0}):
+            shutil.copyfile(self._segment_path(segment), directory / self._segment_path(segment).name)
+        columns = ("seq", "ops", "segment", "offset", "length", "segment_size")
+        (directory / "rows.json").write_text(
+            json.dumps([dict(zip(columns, row, strict=True)) for row in lost])
+        )
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.executemany("DELETE FROM spool WHERE seq = ?", [(row[0],) for row in lost])
+        self._db.execute("COMMIT")
+        self.quarantined_ops = sum(row[1] for row in lost)
+        log.error(
+            "spool segments truncated or missing: their ops cannot be sent and were moved aside; "
+            "delivering the rest",
+            ops=self.quarantined_ops,
+            rows=len(lost),
+            quarantine=str(directory),
+        )
 
     @property
     def _prefix(self) -> str:

@@ -695,6 +695,10 @@ async def open_convex_sink(
     """The sink with its delivery loop running; on exit: flush (bounded by the deadline), close."""
     config.state_dir.mkdir(parents=True, exist_ok=True)
     spool = await anyio.to_thread.run_sync(Spool, config.state_dir / spool_module.FILENAME)
+    if spool.quarantined_ops:
+        metrics.spool_quarantined.labels(what="ops").inc(spool.quarantined_ops)
+    if spool.quarantined_index:
+        metrics.spool_quarantined.labels(what="index").inc()
     if spool.ops:
         log.info("spool has undelivered ops from a previous run: delivering them first", spool_ops=spool.ops)
     sink = ConvexSink(api, spool, config, metrics=metrics, health=health)
