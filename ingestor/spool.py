@@ -25,6 +25,7 @@ converted on open, in order.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -47,6 +48,11 @@ SEP: Final = b",\n"
 
 QUARANTINE_DIR: Final = "spool-quarantine"
 """Beside the spool: what could not be read on open, moved aside (one timestamped folder each time)."""
+
+RESERVE_BYTES: Final = 4 * 1024 * 1024
+"""Room held on the state volume (`spool.sqlite3.reserve`) and given up only when the volume is
+full, so that confirmations, which need room in SQLite's WAL and free segments, still commit: a
+full disk can always be drained."""
 
 SEGMENT_BYTES: Final = 64 * 1024 * 1024
 """A new segment file is started once the current one holds this much."""
@@ -93,6 +99,17 @@ class Batch:
         if len(bodies) != self.count:
             raise RuntimeError(f"spool batch at {self.first}: {len(bodies)} ops found, {self.count} expected")
         return bodies
+
+
+class DiskFullError(OSError):
+    """The state volume has no room for an append (ENOSPC, EDQUOT, or SQLite's "disk is full").
+    Nothing of the append was stored; it can be tried again once there is room."""
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    if isinstance(error, sqlite3.OperationalError):
+        return getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 class SpoolInUseError(RuntimeError):
@@ -317,26 +334,83 @@ class Spool:
                 seq += len(group)
                 offset += len(blob)
                 position += len(group)
-            # The data first, durable; then the rows that refer to it. A crash in between leaves
-            # bytes no row points at, which are never read.
-            _write_all(fd, blobs)
-            os.fdatasync(fd)
-            self._writer_at = offset
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany(
-                    "INSERT INTO spool (seq, enqueued_at, ops, size, segment, offset, length) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                # The data first, durable; then the rows that refer to it. A crash in between leaves
+                # bytes no row points at, which are never read.
+                _write_all(fd, blobs)
+                os.fdatasync(fd)
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.executemany(
+                        "INSERT INTO spool (seq, enqueued_at, ops, size, segment, offset, length) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        rows,
+                    )
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            except (OSError, sqlite3.OperationalError) as error:
+                # Nothing of this append happened: free what it wrote, so the next one (the same ops,
+                # once there is room) starts where this one did.
+                os.ftruncate(fd, self._writer_at)
+                os.lseek(fd, self._writer_at, os.SEEK_SET)
+                if not _is_disk_full(error):
+                    raise
+                self._drop_writer_if_delivered()
+                raise DiskFullError(f"spool: no space left in {self.path.parent}: {error}") from error
+            self._writer_at = offset
             self._wal_synced = True
             self._next = seq
             self._ops += len(bodies)
             self._bytes += total
+
+    @property
+    def _reserve_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".reserve")
+
+    def _keep_reserve(self) -> None:
+        """Hold `RESERVE_BYTES` of the volume (a file of them), for confirmations on a full disk."""
+        path = self._reserve_path
+        if path.exists():
+            return
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, RESERVE_BYTES)
+        except OSError as error:
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            path.unlink()  # no room for it now: kept again once deliveries have freed some
+        finally:
+            os.close(fd)
+
+    def _release_reserve(self) -> bool:
+        """Give the reserve's room to SQLite; False when there was none to give."""
+        try:
+            self._reserve_path.unlink()
+        except FileNotFoundError:
+            return False
+        log.warning("state volume full: using the space held in reserve to record confirmations")
+        return True
+
+    def _drop_writer_if_delivered(self) -> None:
+        """On a full disk: delete the segment being appended to if nothing in it waits any more, so
+        that what was delivered from it makes room (segments are otherwise deleted only once full)."""
+        if self._writer is None:
+            return
+        waiting = self._db.execute(
+            "SELECT 1 FROM spool WHERE segment = ? LIMIT 1", (self._segment,)
+        ).fetchone()
+        if waiting is not None:
+            return
+        os.close(self._writer)
+        self._writer = None
+        self._segments.remove(self._segment)
+        reader = self._readers.pop(self._segment, None)
+        if reader is not None:
+            os.close(reader)
+        self._segment_path(self._segment).unlink(missing_ok=True)
+        self._segment += 1
 
     def _open_writer(self) -> int:
         """The segment appends go to: a new one at start and whenever the current one is full."""
@@ -426,7 +500,13 @@ class Spool:
             if not durable:
                 self._db.execute("PRAGMA synchronous=NORMAL")
             try:
-                self._delete_through(seq)
+                try:
+                    self._delete_through(seq)
+                except sqlite3.OperationalError as error:
+                    # A full disk: confirming needs room in the WAL, and confirming is what frees room.
+                    if not _is_disk_full(error) or not self._release_reserve():
+                        raise
+                    self._delete_through(seq)
             finally:
                 if not durable:
                     self._db.execute("PRAGMA synchronous=FULL")
@@ -498,6 +578,7 @@ class Spool:
             if reader is not None:
                 os.close(reader)
             self._segment_path(segment).unlink(missing_ok=True)
+        self._keep_reserve()
 
     def close(self) -> None:
         with self._lock:

@@ -70,7 +70,7 @@ from ingestor.ops import Op, make_key
 from ingestor.sinks.base import Leftover, json_numbers
 from ingestor.sinks.factory import SinkError
 from ingestor.sinks.wire import encode_op
-from ingestor.spool import SEP, Batch, Spool
+from ingestor.spool import SEP, Batch, DiskFullError, Spool
 
 APPLY_BATCH: Final = "ingest:applyBatch"
 MIB: Final = 1024 * 1024
@@ -101,6 +101,8 @@ _STAGED_PARTS_MISSING: Final = "StagedPartsMissing"
 # sizes its own way (a number is 9 bytes), so an op under the batch budget in JSON may still be.
 _TOO_LARGE: Final = re.compile(r"BatchTooLarge|too large", re.IGNORECASE)
 DEAD_LETTER_FILE: Final = "dead-letter.jsonl"
+DISK_FULL_RETRY: Final = 1.0
+"""Seconds between appends tried on a full state volume when no delivery frees room meanwhile."""
 # A local backend or stand-in may run without a key; anywhere else a missing key is worth a warning.
 _LOOPBACK: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 
@@ -201,19 +203,47 @@ class ConvexSink:
         was_empty = self._spool.ops == 0
         config = self._config
         # Rows cut to what one request carries: the delivery loop sends whole rows as they are.
-        await anyio.to_thread.run_sync(
-            partial(
-                self._spool.append,
-                bodies,
-                enqueued_at,
-                max_ops=config.batch_max_ops,
-                max_bytes=config.batch_max_bytes,
-            )
+        append = partial(
+            self._spool.append,
+            bodies,
+            enqueued_at,
+            max_ops=config.batch_max_ops,
+            max_bytes=config.batch_max_bytes,
         )
+        try:
+            await anyio.to_thread.run_sync(append)
+        except DiskFullError as error:
+            await self._append_when_disk_has_room(append, error)
         if was_empty:
             self._head_at = enqueued_at
         self._update_gauges()
         self._wakeup.set()
+
+    async def _append_when_disk_has_room(self, append: Callable[[], None], error: DiskFullError) -> None:
+        """A full state volume acts like a full spool: input pauses (deliveries go on, and free
+        segments) until the append fits; logged once per incident, `/readyz` 503 `disk_full`."""
+        log.error(
+            "state volume full: input paused until deliveries or the operator free space",
+            error=str(error),
+            spool_ops=self._spool.ops,
+        )
+        self._health.set_reason("disk_full", True)
+        try:
+            while True:
+                if self._input_stopped:
+                    raise error  # shutting down: what was read and not spooled cannot be kept
+                with anyio.move_on_after(DISK_FULL_RETRY):
+                    self._space = anyio.Event()
+                    await self._space.wait()
+                try:
+                    await anyio.to_thread.run_sync(append)
+                except DiskFullError as again:
+                    error = again
+                    continue
+                break
+        finally:
+            self._health.set_reason("disk_full", False)
+        log.info("state volume has room again: input resumed", spool_ops=self._spool.ops)
 
     async def _wait_for_room(self, size: int) -> None:
         """Backpressure: block (the daemon stops reading input) until the spool has room.
