@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -32,6 +33,8 @@ from ingestor.sinks.schema import TABLES, Column, Table
 log = get_logger("ingestor.sinks.sqlite")
 
 SCHEMA_VERSION: Final = 1
+LOCKED_RETRY: Final = 1.0
+"""Seconds between attempts while another process holds the store beyond the busy timeout."""
 PAGE_SIZE: Final = 8192
 _INT64: Final = 2**63
 
@@ -459,7 +462,7 @@ class SqliteSink:
 
     async def write_batches(self, batches: Sequence[Sequence[Op]]) -> None:
         """Several batches in one transaction (the batcher's way to hand over a burst)."""
-        outcome = await anyio.to_thread.run_sync(apply_batches, self._conn, batches, limiter=self._limiter)
+        outcome = await self._apply_when_unlocked(batches)
         self.counts.update(outcome.counts)
         for op, reason in outcome.rejected:
             log.warning("op rejected", op=op["op"], key=op["key"], reason=reason)
@@ -471,6 +474,31 @@ class SqliteSink:
             self._checkpointing = True
             self._batches = self._ops = 0
             self._task_group.start_soon(self._checkpoint)
+
+    async def _apply_when_unlocked(self, batches: Sequence[Sequence[Op]]) -> BatchOutcome:
+        """Apply `batches`, waiting (input paused, logged once) while another process holds the
+        store's write lock beyond the busy timeout: nothing read is dropped, nothing exits."""
+        locked_since: float | None = None
+        while True:
+            try:
+                outcome = await anyio.to_thread.run_sync(
+                    apply_batches, self._conn, batches, limiter=self._limiter
+                )
+            except sqlite3.OperationalError as error:
+                if error.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                    raise
+                if locked_since is None:
+                    locked_since = time.monotonic()
+                    log.error(
+                        "store locked by another process: input paused until it lets go", error=str(error)
+                    )
+                await anyio.sleep(LOCKED_RETRY)
+                continue
+            if locked_since is not None:
+                log.info(
+                    "store writable again: input resumed", waited_s=round(time.monotonic() - locked_since, 1)
+                )
+            return outcome
 
     async def _checkpoint(self) -> None:
         try:
