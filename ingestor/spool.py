@@ -141,6 +141,8 @@ class Spool:
             self._quarantine_index(error)
             self.quarantined_index = True
             self._db, old = self._open_index()
+        opened = self.path.stat()
+        self._identity = (opened.st_dev, opened.st_ino)
         self._wal_synced = True
         """False while a confirmation was committed without syncing the WAL (`durable=False`)."""
         self._readers: dict[int, int] = {}
@@ -163,6 +165,8 @@ class Spool:
             and name[len(self._prefix) : -4].isdigit()
         )
         self._segment = (self._segments[-1] if self._segments else 0) + 1
+        for segment in self._segments:  # open now, like new segments (see `_open_writer`)
+            self._readers[segment] = os.open(self._segment_path(segment), os.O_RDONLY | os.O_CLOEXEC)
         if old:
             self._convert(old)
         self._collect()
@@ -365,6 +369,15 @@ class Spool:
             self._ops += len(bodies)
             self._bytes += total
 
+    def orphaned(self) -> bool:
+        """Whether the spool's files are no longer where they were opened (the state directory was
+        deleted or replaced): appends would go to files nothing can find after a restart."""
+        try:
+            found = self.path.stat()
+        except FileNotFoundError:
+            return True
+        return (found.st_dev, found.st_ino) != self._identity
+
     @property
     def _reserve_path(self) -> Path:
         return self.path.with_name(self.path.name + ".reserve")
@@ -372,7 +385,7 @@ class Spool:
     def _keep_reserve(self) -> None:
         """Hold `RESERVE_BYTES` of the volume (a file of them), for confirmations on a full disk."""
         path = self._reserve_path
-        if path.exists():
+        if path.exists() or self.orphaned():
             return
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
@@ -421,6 +434,9 @@ class Spool:
             self._segment += 1
         path = self._segment_path(self._segment)
         self._writer = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        # Opened for reading now, not when first read: the data stays readable (to be delivered)
+        # even if the state directory is deleted meanwhile.
+        self._readers[self._segment] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         self._writer_at = 0
         self._segments.append(self._segment)
         # The new file's name must survive a power cut too, before any row refers to it.
@@ -558,7 +574,10 @@ class Spool:
             return
         # SQLite has written the committed frames to the WAL file: syncing it is what
         # `synchronous=FULL` would have done at those commits.
-        wal = os.open(self.path.with_name(self.path.name + "-wal"), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            wal = os.open(self.path.with_name(self.path.name + "-wal"), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return  # the state directory was deleted (see `orphaned`): nothing left to make durable
         try:
             os.fsync(wal)
         finally:

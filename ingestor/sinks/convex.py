@@ -198,6 +198,8 @@ class ConvexSink:
         bodies = [encode_op(op) for op in ops]
         if not bodies:
             return
+        if self._spool.orphaned():
+            await self._replace_orphaned_spool()
         await self._wait_for_room(sum(map(len, bodies)))
         enqueued_at = _now_ms()
         was_empty = self._spool.ops == 0
@@ -218,6 +220,31 @@ class ConvexSink:
             self._head_at = enqueued_at
         self._update_gauges()
         self._wakeup.set()
+
+    async def _replace_orphaned_spool(self) -> None:
+        """The state directory was deleted under the daemon: pause input, deliver what the old spool
+        holds (its files are still open), then start a new spool where the old one was."""
+        log.error(
+            "state directory deleted or replaced: input paused until the old spool is delivered, "
+            "then a new spool starts there",
+            state_dir=str(self._config.state_dir),
+            spool_ops=self._spool.ops,
+        )
+        self._health.set_reason("state_dir_missing", True)
+        try:
+            while self._spool.ops or self._unconfirmed is not None:
+                self._space = anyio.Event()
+                self._wakeup.set()
+                await self._space.wait()
+            old = self._spool
+            self._spool = await anyio.to_thread.run_sync(Spool, old.path)
+            await anyio.to_thread.run_sync(old.close)
+        finally:
+            self._health.set_reason("state_dir_missing", False)
+        log.info("new spool started", spool=str(self._spool.path))
+
+    async def close_spool(self) -> None:
+        await anyio.to_thread.run_sync(self._spool.close)
 
     async def _append_when_disk_has_room(self, append: Callable[[], None], error: DiskFullError) -> None:
         """A full state volume acts like a full spool: input pauses (deliveries go on, and free
@@ -708,6 +735,7 @@ def _op_label(body: bytes) -> str:
 
 
 def _append_fsync(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)  # the state directory may have been deleted
     with path.open("ab") as file:
         file.write(data)
         file.flush()
@@ -743,7 +771,7 @@ async def open_convex_sink(
                 tg.cancel_scope.cancel()
     finally:
         await api.aclose()
-        await anyio.to_thread.run_sync(spool.close)
+        await sink.close_spool()
 
 
 class ConvexHistory:
