@@ -54,7 +54,8 @@ class PipelineConfig:
     flush_on_idle: bool = True
     """Write a batch as soon as the readers have nothing more buffered (the ops/age bounds are caps)."""
     queue_chunks: int = 8
-    """Operation lists (one per read) that may wait for the batcher: the bound on buffered work."""
+    """Operation lists (one per read) that may wait for the batcher, and streams that may hold one
+    ready to hand over: the bound on buffered parsed work (raw chunks of other producers wait)."""
 
 
 @dataclass(slots=True)
@@ -98,6 +99,9 @@ class Pipeline:
         self._sink = sink
         self._normalizer_factory = normalizer_factory
         self._send, self._receive = anyio.create_memory_object_stream[BatchItem](self._config.queue_chunks)
+        self._handing_over = anyio.CapacityLimiter(self._config.queue_chunks)
+        """Streams normalizing a chunk or waiting to hand its ops over: the bound on parsed work
+        outside the channel, whatever the number of producers."""
         self._sources_scope = anyio.CancelScope()
         self.stopped = False
         """Whether `stop()` ended the run (rather than the sources reaching their end)."""
@@ -162,16 +166,19 @@ class Pipeline:
         try:
             async with contextlib.aclosing(chunks):
                 async for chunk in chunks:
-                    lines = splitter.feed(chunk, now_ms())
-                    ops = self._normalize(normalizer, lines, failures, problems)
-                    stats.bytes_read += len(chunk)
-                    stats.lines += len(lines)
-                    METRICS.events_read.inc(len(lines))
-                    stats.ops += len(ops)
-                    if ops:
-                        await send(ops)
-                    else:
-                        await checkpoint()  # a long line arriving in many reads must not starve others
+                    # However many producers wait for a full sink, only so many hold parsed work:
+                    # the others hold their raw chunk, unparsed, until the batcher takes more.
+                    async with self._handing_over:
+                        lines = splitter.feed(chunk, now_ms())
+                        ops = self._normalize(normalizer, lines, failures, problems)
+                        stats.bytes_read += len(chunk)
+                        stats.lines += len(lines)
+                        METRICS.events_read.inc(len(lines))
+                        stats.ops += len(ops)
+                        if ops:
+                            await send(ops)
+                        else:
+                            await checkpoint()  # a long line arriving in many reads must not starve others
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             return  # the batcher died on a sink error: that error is the one reported
         finally:

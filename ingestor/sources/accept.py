@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import resource
+import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -46,6 +47,8 @@ CONNECTION_ERRORS: Final = frozenset(
 
 BACKOFF_FIRST: Final = 0.01
 BACKOFF_MAX: Final = 1.0
+INCIDENT_GAP: Final = 60.0
+"""Seconds without a failed accept that end an incident (for the log: every failure is counted)."""
 
 log = get_logger("ingestor.sources")
 
@@ -88,13 +91,19 @@ class ConnectionLimit:
 
 
 class _AcceptFailures:
-    """One listener's run of failed accepts: the wait before the next try, and its log lines."""
+    """One listener's failed accepts: the wait before the next try, and its log lines. Failures
+    less than `INCIDENT_GAP` apart are one incident (out of descriptors, accepts alternate between
+    failing and succeeding as connections close), logged once when it starts and once when
+    accepts first succeed again."""
 
     def __init__(self, address: str, metrics: Metrics) -> None:
         self._address = address
         self._metrics = metrics
         self._wait = 0.0
         self._failures = 0
+        """In the current incident."""
+        self._last_failure: float | None = None
+        self._recovery_logged = False
 
     def failed(self, error: OSError) -> float:
         """Count `error`; the seconds to wait before accepting again."""
@@ -102,21 +111,25 @@ class _AcceptFailures:
         self._metrics.accept_failures.labels(reason=reason).inc()
         if error.errno in CONNECTION_ERRORS:
             return 0.0
-        self._failures += 1
-        if self._failures == 1:
+        now = time.monotonic()
+        if self._last_failure is None or now - self._last_failure > INCIDENT_GAP:
+            self._failures = 0
+            self._recovery_logged = False
             log.error(
                 "accept failed: backing off until resources are freed (connections already open go on)",
                 address=self._address,
                 error=str(error),
             )
+        self._last_failure = now
+        self._failures += 1
         self._wait = min(BACKOFF_MAX, max(BACKOFF_FIRST, self._wait * 2))
         return self._wait
 
     def succeeded(self) -> None:
-        if self._failures:
-            log.info("accepting again", address=self._address, failed_accepts=self._failures)
         self._wait = 0.0
-        self._failures = 0
+        if self._failures and not self._recovery_logged:
+            self._recovery_logged = True
+            log.info("accepting again", address=self._address, failed_accepts=self._failures)
 
 
 async def accept_forever(
