@@ -8,8 +8,11 @@ socket connection; after every `--step` threads the harness waits until all was 
 
 Target (issue 10): the peak RSS stays within 25% of the RSS after the first 2,000 threads.
 
-    python -m bench.soak                              # short threads: 100,000 of one turn each
-    python -m bench.soak --variant long --threads 5000   # long threads: 20 turns with commands each
+    python -m bench.soak                                        # 100,000 short threads (one turn each)
+    python -m bench.soak --variant long --threads 200 --step 10   # long threads (20 turns of commands,
+                                                                  # about 4,300 lines each)
+
+The suite runs both (section `soak`, sizes in bench/plan.py) and reports the curves.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import orjson
 from bench.gen import Conversation, Ctx
 from bench.procs import RESULTS, bench_env, ingestor_cmd, pinned, proc_status
 from bench.profiles import SMALL, Profile
+from bench.results import Measurement, show_cmd
 from bench.templates import Templates
 
 BASELINE_THREADS: Final = 2000
@@ -143,8 +147,22 @@ def soak(variant: Variant, threads: int, step: int, seed: int = 1) -> tuple[list
 
 
 def baseline(points: list[Point]) -> Point:
-    """The first point at or after `BASELINE_THREADS` threads."""
-    return next((p for p in points if p.threads >= BASELINE_THREADS), points[-1])
+    """The first point at or after `BASELINE_THREADS` threads (a tenth of the run, if shorter)."""
+    threads = min(BASELINE_THREADS, points[-1].threads // 10)
+    return next(p for p in points if p.threads >= threads)
+
+
+def measure(variant: str, threads: int, step: int) -> Measurement:
+    """One soak run as the suite records it (bench/cli.py, section `soak`)."""
+    points, peak = soak(VARIANTS[variant], threads, step)
+    base = baseline(points)
+    command = show_cmd(
+        ["python", "-m", "bench.soak", "--variant", variant, f"--threads={threads}", f"--step={step}"]
+    )
+    m = Measurement("soak", f"{variant}-{threads}", command)
+    m.add(peak_rss_mib=peak, baseline_rss_mib=base.rss_mib, growth=peak / base.rss_mib)
+    m.info.update(baseline_threads=base.threads, points=[asdict(p) for p in points])
+    return m
 
 
 def table(variant: str, points: list[Point], peak: float) -> str:
