@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import anyio
 import pytest
 from convex_fake import FakeConvex, fast_config, make_op
+from daemon_helpers import wait_until
 
 from ingestor.metrics import Health, Metrics
 from ingestor.sinks.convex import open_convex_sink
@@ -18,13 +18,6 @@ def sample(metrics: Metrics, name: str) -> float:
     value = metrics.registry.get_sample_value(name)
     assert value is not None, name
     return value
-
-
-async def wait_until(predicate: object, timeout: float = 10.0) -> None:
-    assert callable(predicate)
-    with anyio.fail_after(timeout):
-        while not predicate():
-            await anyio.sleep(0.005)
 
 
 @pytest.mark.parametrize("status", [503, 500, 429])

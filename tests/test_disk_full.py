@@ -19,6 +19,7 @@ import orjson
 import pytest
 from convex_e2e import FIXTURES, call, daemon_env, ingestor_argv
 from convex_local import ConvexLocal
+from daemon_helpers import free_port, unreachable_url
 
 pytestmark = pytest.mark.e2e
 
@@ -41,12 +42,6 @@ def small_volume(tmp_path: Path) -> Iterator[Path]:
         yield mount_point
     finally:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def readyz(port: int) -> tuple[int, str]:
@@ -105,11 +100,9 @@ def test_a_full_volume_pauses_input_and_a_restart_on_it_drains(
 ) -> None:
     convex_local.reset()
     state, sock, port = small_volume, tmp_path / "in.sock", free_port()
-    with socket.socket() as probe:  # Convex down: nothing leaves the spool, which fills the volume
-        probe.bind(("127.0.0.1", 0))
-        down_url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    # Convex down: nothing leaves the spool, which fills the volume.
     daemon = subprocess.Popen(
-        ingestor_argv("run", down_url, state, "--unix", str(sock), f"--metrics=127.0.0.1:{port}",
+        ingestor_argv("run", unreachable_url(), state, "--unix", str(sock), f"--metrics=127.0.0.1:{port}",
                       "--flush-timeout=1", "--spool-max-bytes=1GiB"),
         env=daemon_env(),
         stderr=subprocess.PIPE,

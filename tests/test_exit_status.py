@@ -4,7 +4,6 @@ later run on the same state directory delivers them."""
 
 from __future__ import annotations
 
-import socket
 import sqlite3
 import subprocess
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 from convex_e2e import FIXTURES, call, daemon_env, ingestor_argv
 from convex_local import ConvexLocal
+from daemon_helpers import connect_when_listening, unreachable_url
 
 from ingestor.cli import EXIT_FAILURE, EXIT_UNDELIVERED
 
@@ -27,13 +27,6 @@ SHORT_FLUSH = "--flush-timeout=1"
 def convex(convex_local: ConvexLocal) -> ConvexLocal:
     convex_local.reset()
     return convex_local
-
-
-def unreachable_url() -> str:
-    """A local port nothing listens on: every request is refused at once."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{probe.getsockname()[1]}"
 
 
 def ingestor(
@@ -106,10 +99,7 @@ def test_a_listening_daemon_stopped_with_a_backlog_still_exits_0(tmp_path: Path)
         stderr=subprocess.DEVNULL,
     )
     try:
-        with socket.socket(socket.AF_UNIX) as producer:
-            while producer.connect_ex(str(sock)) != 0:
-                assert daemon.poll() is None
-                time.sleep(0.02)
+        with connect_when_listening(sock, daemon) as producer:
             producer.sendall(RECORDING.read_bytes())
         while not (tmp_path / "state" / "spool.sqlite3").exists() or spooled_ops(tmp_path / "state") == 0:
             assert daemon.poll() is None

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
+from daemon_helpers import RECORDINGS
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -20,13 +21,7 @@ from ingestor.normalize import Normalizer
 from ingestor.sinks.json_text import dumps_json
 from ingestor.sinks.wire import encode_op
 
-RECORDING = (
-    Path(__file__).resolve().parents[1]
-    / "fixtures"
-    / "codex-0.169.0"
-    / "app-server"
-    / "command_outputs.jsonl"
-)
+RECORDING = RECORDINGS / "app-server" / "command_outputs.jsonl"
 CALL_ID = "call_command_outputs_001_1"
 
 

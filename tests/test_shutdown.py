@@ -4,7 +4,6 @@ with every line it read in the spool (ingestor.sinks.convex, ingestor.pipeline).
 from __future__ import annotations
 
 import signal
-import socket
 import sqlite3
 import subprocess
 import time
@@ -12,17 +11,12 @@ from pathlib import Path
 
 import pytest
 from convex_e2e import FIXTURES, daemon_env, ingestor_argv
+from daemon_helpers import connect_when_listening, unreachable_url
 
 pytestmark = pytest.mark.e2e
 
 RECORDING = (FIXTURES / "app-server" / "multi_turn.jsonl").read_bytes()
 FLUSH_TIMEOUT = 1.0
-
-
-def unreachable_url() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{probe.getsockname()[1]}"
 
 
 def spooled_events(state_dir: Path) -> int:
@@ -50,10 +44,7 @@ def test_sigterm_with_a_full_spool_and_convex_down_exits_within_the_deadline(tmp
     producers = []
     try:
         for _ in range(3):  # several producers, each blocked with its lines read but not spooled
-            producer = socket.socket(socket.AF_UNIX)
-            while producer.connect_ex(str(sock)) != 0:
-                assert daemon.poll() is None
-                time.sleep(0.02)
+            producer = connect_when_listening(sock, daemon)
             producer.setblocking(False)
             producers.append(producer)
             sent = 0

@@ -3,21 +3,14 @@ rather than split by shell rules (shlex takes about 1.3 s per MiB; ingestor.norm
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import orjson
+from daemon_helpers import RECORDINGS
 
 from ingestor.lines import Line
 from ingestor.normalize import Normalizer
 from ingestor.normalize.app_server import SPLIT_MAX_CHARS
 
-RECORDING = (
-    Path(__file__).resolve().parents[1]
-    / "fixtures"
-    / "codex-0.169.0"
-    / "app-server"
-    / "command_outputs.jsonl"
-)
+RECORDING = RECORDINGS / "app-server" / "command_outputs.jsonl"
 
 
 def commands_with(command: str) -> list[object]:

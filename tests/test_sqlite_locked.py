@@ -12,10 +12,9 @@ import time
 from pathlib import Path
 
 import orjson
+from daemon_helpers import RECORDINGS, connect_when_listening
 
-RECORDING = (
-    Path(__file__).resolve().parents[1] / "fixtures" / "codex-0.169.0" / "exec" / "multi_turn.jsonl"
-).read_bytes()
+RECORDING = (RECORDINGS / "exec" / "multi_turn.jsonl").read_bytes()
 BUSY_TIMEOUT = 5.0  # ingestor.sinks.sqlite.connect
 
 
@@ -32,10 +31,7 @@ def test_a_store_locked_past_the_busy_timeout_pauses_input_and_loses_nothing(tmp
         stderr=subprocess.PIPE,
     )
     try:
-        with socket.socket(socket.AF_UNIX) as first:
-            while first.connect_ex(str(sock)) != 0:
-                assert daemon.poll() is None
-                time.sleep(0.02)
+        with connect_when_listening(sock, daemon) as first:
             first.sendall(RECORDING)
         lines = RECORDING.count(b"\n")
         while events(db) < lines:  # the store exists and holds the first producer's lines

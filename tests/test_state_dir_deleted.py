@@ -11,19 +11,13 @@ from pathlib import Path
 import anyio
 import pytest
 from convex_fake import FakeConvex, fast_config, make_op
+from daemon_helpers import wait_until
 
 from ingestor.metrics import Health, Metrics
 from ingestor.sinks.convex import open_convex_sink
 from ingestor.spool import FILENAME
 
 pytestmark = pytest.mark.anyio
-
-
-async def wait_until(predicate: object, timeout: float = 10.0) -> None:
-    assert callable(predicate)
-    with anyio.fail_after(timeout):
-        while not predicate():
-            await anyio.sleep(0.005)
 
 
 async def test_deleted_while_delivering_every_op_arrives_and_the_new_spool_is_in_place(
