@@ -152,3 +152,84 @@ describe("ingest:applyBatch", () => {
     expect((await dump(t)).blobs).toHaveLength(6 + 4 + 4);
   }, 60_000);
 });
+
+describe("one call's chunks, one thread's conversation, across batches (docs/operations.md)", () => {
+  const chunk = (key: string, text: string, encoding = "raw") => ({
+    op: "appendCommandChunk",
+    key,
+    args: { callId: "call", stream: "stdout", chunkBase64: btoa(text), encoding, createdAt: 1 },
+  });
+
+  test("chunks without a seq are numbered after the stored ones, in arrival order", async () => {
+    const t = setup();
+    await t.mutation(internal.ingest.applyBatch, { ops: [chunk("k:a", "a"), chunk("k:b", "b")] });
+    // A second process continues the call: its chunks go on from seq 2; a replay adds nothing.
+    const results = await t.mutation(internal.ingest.applyBatch, {
+      ops: [chunk("k:b", "b"), chunk("k:c", "c"), chunk("k:d", "d")],
+    });
+    expect(results.map((r) => r.status)).toEqual(["duplicate", "inserted", "inserted"]);
+    const rows = (await dump(t)).command_chunks as Array<{ seq: number; chunkBase64: string }>;
+    expect(rows.map((r) => [r.seq, atob(r.chunkBase64)])).toEqual([
+      [0, "a"],
+      [1, "b"],
+      [2, "c"],
+      [3, "d"],
+    ]);
+  });
+
+  test("a call keeps the chunks of its first chunk's encoding", async () => {
+    const t = setup();
+    const results = await t.mutation(internal.ingest.applyBatch, {
+      ops: [chunk("k:raw", "x"), chunk("k:text", "x", "utf-8-merged"), chunk("k:raw2", "y")],
+    });
+    expect(results.map((r) => r.status)).toEqual(["inserted", "duplicate", "inserted"]);
+    const rows = (await dump(t)).command_chunks as Array<{ seq: number }>;
+    expect(rows.map((r) => r.seq)).toEqual([0, 1]);
+  });
+
+  test("a thread stays in the first conversation it was filed under", async () => {
+    const t = setup();
+    const filed = (conversationId: string, key: string) => [
+      {
+        op: "upsertConversation",
+        key: `c:${key}`,
+        thread: "th",
+        args: { conversationId, threadId: "th", startedAt: 5, lastSeenAt: 5 },
+      },
+      { op: "upsertTurn", key: `t:${key}`, thread: "th", args: { turnId: "tu", conversationId, startedAt: 5 } },
+      {
+        op: "appendEvent",
+        key: `e:${key}`,
+        thread: "th",
+        args: { conversationId, method: "m", payload: key, receivedAt: 5 },
+      },
+    ];
+    await t.mutation(internal.ingest.applyBatch, { ops: filed("chat-42", "live") });
+    await t.mutation(internal.ingest.applyBatch, { ops: filed("th", "session-file") });
+    const tables = await dump(t);
+    const conversations = (table: string) =>
+      (tables[table] as Array<{ conversationId: string }>).map((row) => row.conversationId);
+    expect(conversations("conversations")).toEqual(["chat-42"]);
+    expect(conversations("turns")).toEqual(["chat-42"]);
+    expect(conversations("events_raw")).toEqual(["chat-42", "chat-42"]);
+  });
+
+  test("a thread keeps the rate limits of the first channel that reported them", async () => {
+    const t = setup();
+    const limit = (key: string, channel: string, usedPercent: number) => ({
+      op: "appendRateLimit",
+      key,
+      thread: "th",
+      channel,
+      args: { turnId: "tu", scope: "secondary", usedPercent, capturedAt: 1 },
+    });
+    const results = await t.mutation(internal.ingest.applyBatch, {
+      ops: [
+        limit("l:1", "session-file", 40.5),
+        limit("l:2", "app-server", 41),
+        limit("l:3", "session-file", 41.5),
+      ],
+    });
+    expect(results.map((r) => r.status)).toEqual(["inserted", "duplicate", "inserted"]);
+  });
+});

@@ -7,11 +7,22 @@ import { ConvexError, getConvexSize, v } from "convex/values";
 import { internal } from "./_generated/api.js";
 import { internalMutation } from "./_generated/server.js";
 import { MAX_BATCH_BYTES, MAX_BATCH_OPS } from "./lib/limits.js";
-import { applyOp } from "./lib/ops.js";
+import { applyOp, BatchState } from "./lib/ops.js";
 import { dropStageArgs, dropStagePage, stagePart, stagePartArgs } from "./lib/stages.js";
 import { opResult } from "./lib/validators.js";
 
-const op = v.object({ op: v.string(), key: v.string(), args: v.any() });
+const op = v.object({
+  op: v.string(),
+  key: v.string(),
+  args: v.any(),
+  // The Codex thread the op belongs to, and (rate limits) the channel that reported it: lib/threads.ts.
+  thread: v.optional(v.string()),
+  channel: v.optional(v.string()),
+  // upsertConversation: the thread's model, for its turns whose stream did not say.
+  model: v.optional(v.string()),
+  // appendEvent: the stream knew no turn of the thread yet (lib/threads.ts: runningTurn).
+  unknown_turn: v.optional(v.boolean()),
+});
 
 /** Throws when a batch could exceed Convex's per-transaction limits (lib/limits.ts says why). */
 function checkBatchLimits(ops: Array<typeof op.type>): void {
@@ -42,8 +53,11 @@ export const applyBatch = internalMutation({
   handler: async (ctx, { ops }) => {
     checkBatchLimits(ops);
     const results = [];
+    const batch = new BatchState();
     // In order: a later op may update the row an earlier one inserted.
-    for (const { op: name, key, args } of ops) results.push(await applyOp(ctx, name, key, args));
+    for (const { op: name, key, args, thread, channel, model, unknown_turn } of ops) {
+      results.push(await applyOp(ctx, name, key, args, batch, { thread, channel, model, unknown_turn }));
+    }
     return results;
   },
 });

@@ -1,4 +1,4 @@
-// The ten tables of docs/spec (persistence + work orders) plus `blobs`.
+// The ten tables of docs/spec (persistence + work orders) plus `threads`, `blobs` and `stages`.
 //
 // Foreign-key columns (conversationId, turnId, callId, sessionId) hold the external ids as Codex or
 // the UI gives them: writers never look a parent up first, so rows may arrive in any order.
@@ -16,6 +16,17 @@ const spilled = v.optional(
 );
 
 export default defineSchema({
+  // The store's side of "one thread, many channels" (docs/operations.md): the conversation each Codex
+  // thread was first filed under, the one channel whose rate-limit reports it keeps, its model and
+  // latest turn (for what a stream told without saying them).
+  threads: defineTable({
+    threadId: v.string(),
+    conversationId: v.optional(v.string()),
+    rateLimitSource: v.optional(v.string()),
+    model: v.optional(v.string()),
+    lastTurnId: v.optional(v.string()),
+  }).index("by_threadId", ["threadId"]),
+
   conversations: defineTable({
     conversationId: v.string(),
     threadId: v.optional(v.string()),

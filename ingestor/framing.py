@@ -86,6 +86,11 @@ class LineSplitter:
             self._extend_tail(rest)
         return out
 
+    @property
+    def unfinished_bytes(self) -> int:
+        """Bytes of a line whose newline has not arrived (what `finish` would make a last line of)."""
+        return self._discard_len + len(self._head) if self._discarding else self._parts_len
+
     def finish(self, received_at: int) -> list[Line]:
         """End of input: the last line, if it had no newline."""
         out: list[Line] = []

@@ -6,7 +6,7 @@ Pure data and pure functions only: no I/O here.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Final, Literal, TypedDict
+from typing import Any, Final, Literal, NotRequired, TypedDict
 
 import orjson
 
@@ -46,6 +46,18 @@ class Op(TypedDict):
     op: OpName
     key: str
     args: dict[str, Any]
+    thread: NotRequired[str]
+    """The Codex thread the op's conversation row, turn or raw event belongs to. The store files a
+    thread under the first conversation it was filed under and resolves `conversationId` by it
+    (docs/operations.md, "One thread, many channels")."""
+    channel: NotRequired[str]
+    """Rate limits: the kind of stream that reported them; the store keeps one channel per thread."""
+    unknown_turn: NotRequired[bool]
+    """Raw events: the stream knew no turn of the thread yet (it may have begun in the middle of
+    one), so the store files the event in the thread's latest turn if that turn is still running."""
+    model: NotRequired[str]
+    """Conversations: the thread's model as its stream told it, for the thread's turns whose stream
+    did not (one that began in the middle of the thread)."""
 
 
 class EventArgs(dict[str, Any]):

@@ -155,7 +155,12 @@ class Pipeline:
             self._sink.input_stopped()
 
     async def handle_stream(self, name: str, chunks: AsyncGenerator[bytes, None]) -> None:
-        """Process one input stream to its end (or until stopped). Its operations stay in order."""
+        """Process one input stream to its end (or until stopped). Its operations stay in order.
+
+        Stopped (`stop()`, a signal), every line read so far is still stored: a hand-over to the
+        batcher is never cut short (a cancelled `send` would drop its operations), and a line whose
+        newline has not arrived is left out, not stored as a truncated (invalid) line: it was not read
+        whole. At the end of input, a last line without a newline is a line."""
         stats = self.stats
         stats.streams_opened += 1
         splitter = LineSplitter(name, self._config.max_line_bytes)
@@ -163,6 +168,7 @@ class Pipeline:
         failures = _Failures(name)
         problems = _LineProblems(name)
         send = self._send.send
+        ended = False
         try:
             async with contextlib.aclosing(chunks):
                 async for chunk in chunks:
@@ -176,15 +182,29 @@ class Pipeline:
                         METRICS.events_read.inc(len(lines))
                         stats.ops += len(ops)
                         if ops:
-                            await send(ops)
+                            with anyio.CancelScope(shield=True):
+                                await send(ops)
                         else:
                             await checkpoint()  # a long line arriving in many reads must not starve others
+                    if ops and self.stopped:
+                        break  # a regular file's reads never wait, so the cancellation can't land there
+                else:
+                    ended = True
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             return  # the batcher died on a sink error: that error is the one reported
         finally:
             # Reached on end of input and on stop(): what was read is still delivered.
             with anyio.CancelScope(shield=True):
-                lines = splitter.finish(now_ms())
+                if ended:
+                    lines = splitter.finish(now_ms())
+                else:
+                    lines = []
+                    if splitter.unfinished_bytes:
+                        log.warning(
+                            "stopped inside a line: its start is not stored",
+                            source=name,
+                            bytes=splitter.unfinished_bytes,
+                        )
                 ops = self._normalize(normalizer, lines, failures, problems)
                 try:
                     finished = normalizer.finish()

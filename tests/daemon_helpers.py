@@ -40,3 +40,13 @@ async def wait_until(predicate: object, timeout: float = 10.0) -> None:
     with anyio.fail_after(timeout):
         while not predicate():
             await anyio.sleep(0.005)
+
+
+RECORDED_ID_PREFIX: Final = b"01a2014c-"
+"""Every id in the 0.169.0 recordings (threads, turns, items: UUIDv7) starts with their time."""
+
+
+def another_session(recording: bytes, index: int) -> bytes:
+    """`recording` as another session would send it: its ids are its own, so its lines are new rows."""
+    assert RECORDED_ID_PREFIX in recording
+    return recording.replace(RECORDED_ID_PREFIX, b"%08x-" % (0xF0000000 + index))

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
-import orjson
 import pytest
+from daemon_helpers import RECORDINGS, another_session
 from pipeline_fakes import EchoNormalizer, MemorySink, texts
 
 from ingestor.metrics import Metrics
@@ -24,17 +24,8 @@ from ingestor.pipeline import Pipeline, PipelineConfig
 from ingestor.sources.accept import ConnectionLimit
 from ingestor.sources.sockets import UnixSource
 
-RECORDING = (
-    Path(__file__).resolve().parents[1] / "fixtures" / "codex-0.169.0" / "exec" / "multi_turn.jsonl"
-).read_bytes()
+RECORDING = (RECORDINGS / "exec" / "multi_turn.jsonl").read_bytes()
 FD_LIMIT = 80
-
-
-def stream_of(conversation: str) -> bytes:
-    """The recording under its own conversation id (a hello line), so that every producer's lines
-    are distinct rows."""
-    hello = orjson.dumps({"type": "ingestor.hello", "conversationId": conversation})
-    return hello + b"\n" + RECORDING
 
 
 def event_count(db: Path) -> int:
@@ -115,17 +106,17 @@ def _more_producers_than_file_descriptors(
 ) -> None:
     producers = connect_all(sock, 2 * FD_LIMIT)
     for index, producer in enumerate(producers):
-        producer.sendall(stream_of(f"conn-{index}"))
+        producer.sendall(another_session(RECORDING, index))
     time.sleep(1)  # the daemon accepts what it can; the rest wait in the backlog
     assert process.poll() is None
     for producer in producers:  # producers finish one by one, making room for those waiting
         producer.close()
-    lines = RECORDING.count(b"\n") + 1
+    lines = len(set(RECORDING.splitlines()))  # a line repeated in a thread is one event
     wait_for_events(process, db, len(producers) * lines)
 
     # Still serving: a producer after the storm is stored too.
     [late] = connect_all(sock, 1)
-    late.sendall(stream_of("late"))
+    late.sendall(another_session(RECORDING, len(producers)))
     late.close()
     wait_for_events(process, db, (len(producers) + 1) * lines)
     log = stop(process)

@@ -19,7 +19,7 @@ import orjson
 import pytest
 from convex_e2e import FIXTURES, call, daemon_env, ingestor_argv
 from convex_local import ConvexLocal
-from daemon_helpers import free_port, unreachable_url
+from daemon_helpers import another_session, free_port, unreachable_url
 
 pytestmark = pytest.mark.e2e
 
@@ -52,23 +52,18 @@ def readyz(port: int) -> tuple[int, str]:
         return error.code, error.read().decode()
 
 
-def stream_of(conversation: str) -> bytes:
-    return orjson.dumps({"type": "ingestor.hello", "conversationId": conversation}) + b"\n" + RECORDING
-
-
 def spooled_events_by_conversation(state: Path) -> dict[str, int]:
     with sqlite3.connect(state / "spool.sqlite3") as conn:
         rows = conn.execute("SELECT segment, offset, length FROM spool").fetchall()
-    counts: dict[str, int] = {}
+    keys: dict[str, set[str]] = {}
     for segment, offset, length in rows:
         with (state / f"spool.sqlite3.{segment:08d}.seg").open("rb") as data:
             data.seek(offset)
             for op in data.read(length).split(b",\n"):
                 parsed = orjson.loads(op)
-                if parsed["op"] == "appendEvent":
-                    conversation = parsed["args"]["conversationId"]
-                    counts[conversation] = counts.get(conversation, 0) + 1
-    return counts
+                if parsed["op"] == "appendEvent":  # a key spooled twice (a repeated line) is one row
+                    keys.setdefault(parsed["args"]["conversationId"], set()).add(parsed["key"])
+    return {conversation: len(found) for conversation, found in keys.items()}
 
 
 def stored_events(convex: ConvexLocal, conversation: str) -> int:
@@ -89,7 +84,7 @@ def _produce(sock: Path, stop: threading.Event) -> None:
             producer.connect(str(sock))
             producer.settimeout(0.5)
             try:
-                producer.sendall(stream_of(f"conn-{index}"))
+                producer.sendall(another_session(RECORDING, index))
             except (TimeoutError, OSError):
                 return  # the daemon stopped reading: the volume is full
         index += 1

@@ -82,7 +82,7 @@ def test_bad_lines_are_kept_losslessly() -> None:
 
 def test_oversize_line_records_length_and_head() -> None:
     n = Normalizer("t", conversation_id="c")
-    (op,) = n.feed(Line("t", 0, T0, b"x" * 10, oversize=5_000_000))
+    (op,) = events(n.feed(Line("t", 0, T0, b"x" * 10, oversize=5_000_000)) + n.finish())
     assert op["args"]["method"] == "ingestor/oversize"
     assert op["args"]["payload"] == {"bytes": 5_000_000, "headBase64": base64.b64encode(b"x" * 10).decode()}
 
@@ -95,12 +95,21 @@ def test_unsafe_payload_goes_to_payload_json() -> None:
     assert orjson.loads(sent["payloadJson"]) == {"method": "x", "params": {"$bad": 1, "big": 2**60}}
 
 
-def test_event_keys_dedupe_replays_but_not_repeated_lines() -> None:
-    lines = [STARTED, {"method": "warning", "params": {}}, {"method": "warning", "params": {}}]
+def test_event_keys_are_the_lines_bytes_in_their_thread() -> None:
+    warning = {"method": "warning", "params": {}}
+    lines = [STARTED, warning, {"method": "other", "params": {"threadId": "th1"}}, warning]
     first, again = normalize(lines), normalize(lines)
     assert first == again
     keys = [op["key"] for op in events(first)]
+    assert keys[1] == keys[3]  # the same line again is the same raw fact (a replay, an overlap)
     assert len(set(keys)) == 3
+    # Not the line's position: a hello line in front, or a stream cut before it, changes nothing.
+    hello = {"type": "ingestor.hello", "conversationId": "chat-1"}
+    assert [op["key"] for op in events(normalize([hello, *lines]))][1:] == keys
+    assert [op["key"] for op in events(normalize(lines[2:]))] == keys[2:]
+    # The same bytes in another thread are another thread's line.
+    other = normalize([{"method": "thread/started", "params": {"thread": {"id": "th2"}}}, warning])
+    assert events(other)[1]["key"] != keys[1]
 
 
 # --- conversations -------------------------------------------------------------------------------
@@ -576,3 +585,92 @@ def test_older_id_msg_lines() -> None:
         "codex/event/session_configured",
         "codex/event/task_started",
     ]
+
+
+# --- memory over a long-lived connection ---------------------------------------------------------
+
+
+def _short_turn(thread: str, n: int) -> list[Any]:
+    turn = f"tu{n}"
+    ids = {"threadId": thread, "turnId": turn}
+    return [
+        v2("turn/started", threadId=thread, turn={"id": turn, "status": "inProgress"}),
+        v2("item/started", **ids, item={"type": "commandExecution", "id": f"call{n}", "command": "ls"}),
+        v2("item/commandExecution/outputDelta", **ids, itemId=f"call{n}", delta="a\n"),
+        v2("item/completed", **ids, item={"type": "agentMessage", "id": f"m{n}", "text": f"done {n}"}),
+        v2("turn/completed", threadId=thread, turn={"id": turn, "status": "completed"}),
+    ]
+
+
+def _short_thread(n: int) -> list[Any]:
+    return [v2("thread/started", thread={"id": f"th{n}"}), *_short_turn(f"th{n}", n)]
+
+
+def test_a_connection_keeps_no_state_for_finished_turns_and_idle_threads() -> None:
+    from ingestor.normalize.state import MAX_THREADS, RETAINED_TURNS
+
+    n = Normalizer("long-lived")
+    count = MAX_THREADS + 500
+    ops = []
+    for line in as_lines([line for k in range(count) for line in _short_thread(k)]):
+        ops += n.feed(line)
+    state = n._s
+    assert len(state.threads) == MAX_THREADS
+    assert len(state.turn_started_at) <= RETAINED_TURNS
+    assert len(state.commands) <= RETAINED_TURNS and len(state.occurrences) <= RETAINED_TURNS
+    # Forgetting cost nothing: every thread, turn, command and message is there, once.
+    assert len(rows(ops, "conversations")) == count
+    assert len(rows(ops, "turns")) == count and len(rows(ops, "commands")) == count
+    assert len(rows(ops, "messages")) == count and len(rows(ops, "command_chunks")) == count
+
+
+def test_late_copies_of_a_recent_turns_facts_still_meet_their_first_copy() -> None:
+    """0.63 sent each fact twice (v2 and legacy); a copy may come after its turn ended, even after
+    the next turn: the state of the last few ended turns is kept, so the copy meets the first one."""
+    late = legacy({"type": "agent_message", "message": "done 1"}, sub_id="tu1", conversation="th1")
+    lines = [*_short_thread(1), *_short_turn("th1", 2), late]
+    ops = normalize(lines)
+    assert [(m["turnId"], m["content"]) for m in rows(ops, "messages")] == [
+        ("tu1", "done 1"),
+        ("tu2", "done 2"),
+    ]
+    assert normalize(lines) == ops
+
+
+def test_rate_limits_held_for_a_turn_are_bounded() -> None:
+    """Reports before any turn wait for one, but not without end: past 64 they go without a turn
+    (the store files them in the thread's latest turn, or refuses them if it has none)."""
+    limits = [
+        v2(
+            "account/rateLimits/updated",
+            rateLimits={"primary": {"usedPercent": i, "windowDurationMins": 300}},
+        )
+        for i in range(100)
+    ]
+    n = Normalizer("t")
+    ops = []
+    for line in as_lines([STARTED, *limits]):
+        ops += n.feed(line)
+    assert len(n._s.turnless) < 64
+    held = [op for op in ops if op["op"] == "appendRateLimit"]
+    assert len(held) > 36 and all("turnId" not in op["args"] for op in held)
+    assert len(held + [op for op in n.finish() if op["op"] == "appendRateLimit"]) == 100
+
+
+def test_an_overlong_id_is_refused_and_never_multiplied() -> None:
+    """A 1 MiB conversation or thread id would be copied into every op: it is refused (the line is
+    kept raw, counted as a line whose facts could not be read)."""
+    huge = "x" * (1 << 20)
+    n = Normalizer("t")
+    lines = as_lines(
+        [
+            {"type": "ingestor.hello", "conversationId": huge},
+            v2("thread/started", thread={"id": huge}),
+            STARTED,
+            v2("turn/started", threadId="th1", turn={"id": "tu1", "status": "inProgress"}),
+        ]
+    )
+    ops = [op for line in lines for op in n.feed(line)] + n.finish()
+    assert n.derive_errors >= 1
+    assert {row["conversationId"] for row in rows(ops, "events_raw")} == {"th1"}
+    assert sum(len(orjson.dumps(op)) for op in ops) < 3 * (1 << 20)  # the two lines themselves, once

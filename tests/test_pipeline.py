@@ -123,7 +123,7 @@ async def test_stale_unix_socket_file_is_replaced(tmp_path: Path) -> None:
         pipeline.stop()
 
 
-async def test_stop_flushes_what_was_read_including_a_partial_line(tmp_path: Path) -> None:
+async def test_stop_flushes_what_was_read_but_not_a_line_without_its_newline(tmp_path: Path) -> None:
     path = str(tmp_path / "in.sock")
     sink = MemorySink()
     pipeline = make_pipeline(sink, batch_max_age=60.0)
@@ -131,13 +131,15 @@ async def test_stop_flushes_what_was_read_including_a_partial_line(tmp_path: Pat
         await start(pipeline, [UnixSource(path)], tg)
         stream = await anyio.connect_unix(path)
         await stream.send(b"one\ntwo\nthr")
-        # Complete lines are written once the reader is idle; the partial one only a stop can end.
+        # Complete lines are written once the reader is idle; the partial one is not a line yet.
         assert texts(await sink.wait_for(2, timeout=2)) == ["one", "two"]
         await anyio.sleep(0.1)
-        assert texts(sink.ops) == ["one", "two"]
         pipeline.stop()
     await stream.aclose()
-    assert texts(sink.ops) == ["one", "two", "thr"]
+    # Stopped, the start of a line is left out: stored, it would be an invalid line forever (a
+    # writer killed mid-line, a replay cut mid-file). At the end of a stream it is a line
+    # (test_cli.py: test_run_on_stdin_stops_at_end_of_input).
+    assert texts(sink.ops) == ["one", "two"]
 
 
 async def test_slow_sink_applies_backpressure_and_nothing_is_lost() -> None:

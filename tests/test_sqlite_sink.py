@@ -242,11 +242,9 @@ def test_a_raw_event_keeps_its_line_exactly_as_written(conn: sqlite3.Connection)
     """The payload of an event is its whole line: the store keeps the line's own JSON text (spacing,
     escapes, number spelling), not a re-encoding of the parsed value."""
     data = b'{"method": "x/y", "params": {"t": "caf\\u00e9", "n": 1.50, "big": -9223372036854775809}}'
-    (event,) = [
-        o
-        for o in Normalizer("t", conversation_id="c").feed(Line("t", 0, T0, data))
-        if o["op"] == "appendEvent"
-    ]
+    normalizer = Normalizer("t", conversation_id="c")
+    ops = normalizer.feed(Line("t", 0, T0, data)) + normalizer.finish()
+    (event,) = [o for o in ops if o["op"] == "appendEvent"]
     assert event["args"] == {
         "conversationId": "c",
         "method": "x/y",

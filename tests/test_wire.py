@@ -104,7 +104,8 @@ def test_safety_equals_the_plain_reading_of_the_rules(value: Any) -> None:
 
 def _event(data: bytes) -> Op:
     n = Normalizer("t", conversation_id="c")
-    (op,) = n.feed(Line("t", 0, T0, data))
+    ops = n.feed(Line("t", 0, T0, data)) + n.finish()  # held for a thread until the end
+    (op,) = [op for op in ops if op["op"] == "appendEvent"]
     return op
 
 

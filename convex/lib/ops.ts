@@ -16,6 +16,7 @@ import {
 } from "./merge.js";
 import { insertRow, loadRow, replaceRow, sameRow, type StoredDoc } from "./rows.js";
 import { requireStaged, stagedRef, type StagedRef } from "./stages.js";
+import { Threads } from "./threads.js";
 import { isOpName, opArgs, type OpName, opResult } from "./validators.js";
 
 export type OpResult = Infer<typeof opResult>;
@@ -117,12 +118,47 @@ function withoutNulls(args: Row, keepAnyNull: boolean): Row {
   return row;
 }
 
+/** What the ops of one transaction share: the threads they touched, the calls whose chunks they number. */
+export class BatchState {
+  readonly threads = new Threads();
+  /** callId -> the next `seq` and the encoding the call's chunks have. */
+  readonly calls = new Map<string, { next: number; encoding: unknown }>();
+}
+
+/** Where an op comes from, beside its columns (`ingest:applyBatch` ops carry them). */
+export type OpHints = { thread?: string; channel?: string; model?: string; unknown_turn?: boolean };
+
+/**
+ * Numbers a chunk sent without `seq`: after the highest the call has, in the transaction that checked
+ * its key, so a call continued by a second process or connection goes on where the first stopped.
+ * A call keeps the chunks of one encoding, its first chunk's (app-server 0.63 streamed each delta
+ * twice: v2 text, legacy bytes). Null: the chunk is the call's output as another channel sent it.
+ */
+async function numberChunk(ctx: MutationCtx, batch: BatchState, row: Row): Promise<number | null> {
+  const callId = row.callId as string;
+  let call = batch.calls.get(callId);
+  if (call === undefined) {
+    const chunks = () =>
+      ctx.db.query("command_chunks").withIndex("by_callId_seq", (q) => q.eq("callId", callId));
+    const last = await chunks().order("desc").first();
+    const first = last === null ? null : await chunks().order("asc").first();
+    call = {
+      next: last === null ? 0 : last.seq + 1,
+      encoding: first === null ? row.encoding : first.encoding,
+    };
+    batch.calls.set(callId, call);
+  }
+  if (row.encoding !== call.encoding) return null;
+  return call.next++;
+}
+
 async function append(
   ctx: MutationCtx,
   table: AppendTable,
   key: string,
   row: Row,
   staged: SpillEntry[],
+  batch: BatchState,
 ): Promise<OpResult> {
   // All append tables have `by_key`; the cast picks one to satisfy the table-generic index types.
   const byKey = await ctx.db
@@ -130,7 +166,13 @@ async function append(
     .withIndex("by_key", (q) => q.eq("key", key))
     .first();
   if (byKey !== null) return { status: "duplicate" };
-  if (table === "command_chunks") {
+  if (table === "command_chunks" && row.seq === undefined) {
+    const seq = await numberChunk(ctx, batch, row);
+    if (seq === null) {
+      return { status: "duplicate", reason: `chunk of ${row.callId as string} in another encoding` };
+    }
+    row.seq = seq;
+  } else if (table === "command_chunks") {
     const { callId, stream, seq } = row as { callId: string; stream: string; seq: number };
     const atPosition = await ctx.db
       .query("command_chunks")
@@ -187,7 +229,14 @@ async function upsert(
  * Applies one op. `args` are the op's columns; the op's `key` is passed apart and wins over any
  * `key` inside `args`. Validated here, so callers may pass anything. A rejected op writes nothing.
  */
-export async function applyOp(ctx: MutationCtx, op: string, key: string, args: unknown): Promise<OpResult> {
+export async function applyOp(
+  ctx: MutationCtx,
+  op: string,
+  key: string,
+  args: unknown,
+  batch: BatchState = new BatchState(),
+  hints: OpHints = {},
+): Promise<OpResult> {
   if (!isOpName(op)) return rejected(`unknown op ${JSON.stringify(op)}`);
   if (typeof args !== "object" || args === null || Array.isArray(args))
     return rejected("args must be an object");
@@ -208,10 +257,37 @@ export async function applyOp(ctx: MutationCtx, op: string, key: string, args: u
   const invalid = invalidValues(row);
   if (invalid !== null) return rejected(invalid);
   await requireStaged(ctx, staged);
+  if (hints.thread !== undefined) {
+    if (typeof row.conversationId === "string") {
+      row.conversationId = await batch.threads.resolve(ctx, hints.thread, row.conversationId);
+    }
+    if (op === "upsertConversation" && hints.model !== undefined) {
+      await batch.threads.rememberModel(ctx, hints.thread, hints.model);
+    } else if (op === "appendEvent" && hints.unknown_turn === true && row.turnId === undefined) {
+      const running = await batch.threads.runningTurn(ctx, hints.thread);
+      if (running !== undefined) row.turnId = running;
+    } else if (op === "upsertTurn") {
+      const turnId = row.turnId as string;
+      const stored = await ctx.db
+        .query("turns")
+        .withIndex("by_turnId", (q) => q.eq("turnId", turnId))
+        .first();
+      await batch.threads.turn(ctx, hints.thread, row, stored === null);
+    } else if (op === "appendRateLimit" || op === "appendUsageSnapshot") {
+      const channel = hints.channel;
+      if (channel !== undefined && !(await batch.threads.keepsRateLimits(ctx, hints.thread, channel))) {
+        return { status: "duplicate", reason: "the thread's rate limits come from another channel" };
+      }
+      if (row.turnId === undefined) row.turnId = await batch.threads.latestTurn(ctx, hints.thread);
+    }
+  }
+  if ((op === "appendRateLimit" || op === "appendUsageSnapshot") && row.turnId === undefined) {
+    return rejected("told without a turn, and no turn of its thread is stored");
+  }
   if (upsertTable !== undefined) return await upsert(ctx, upsertTable.table, upsertTable.id, row, staged);
   const hasPayload = ["payload", "payloadJson"].some(
     (field) => row[field] !== undefined || staged.some((entry) => entry.field === field),
   );
   if (table === "events_raw" && !hasPayload) return rejected("an event needs payload or payloadJson");
-  return await append(ctx, table as AppendTable, key, row, staged);
+  return await append(ctx, table as AppendTable, key, row, staged, batch);
 }

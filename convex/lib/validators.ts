@@ -80,14 +80,16 @@ export const opArgs = {
     key: v.string(),
     callId: v.string(),
     stream: v.string(),
-    seq: v.number(),
+    // Absent: the store numbers the call's chunks in arrival order (docs/operations.md).
+    seq: v.optional(v.number()),
     chunkBase64: v.string(),
     encoding: str,
     createdAt: v.number(),
   },
   appendUsageSnapshot: {
     key: v.string(),
-    turnId: v.string(),
+    // Absent only with the op's `thread` (ingest:applyBatch): the thread's latest turn.
+    turnId: v.optional(v.string()),
     totalInputTokens: num,
     cachedInputTokens: num,
     outputTokens: num,
@@ -99,7 +101,8 @@ export const opArgs = {
   },
   appendRateLimit: {
     key: v.string(),
-    turnId: v.string(),
+    // Absent only with the op's `thread` (ingest:applyBatch): the thread's latest turn.
+    turnId: v.optional(v.string()),
     scope: v.string(),
     usedPercent: num,
     windowMinutes: num,

@@ -12,34 +12,47 @@ it carries (turns, commands, output chunks, messages, reasoning, usage, rate lim
 decided per line (detect.py), so a tap that mixes app-server v2 notifications with the legacy
 `codex/event/*` copies of the same facts stores each fact once.
 
-The conversation id is, first match wins:
+The conversation id this stream proposes is, first match wins:
 
 1. the constructor's `conversation_id`;
 2. a first line `{"type": "ingestor.hello", "conversationId": "...", "clientName"?: "...",
    "modelProvider"?: "..."}`: what a socket producer sends before relaying Codex's output, to file it
    under its own conversation (e.g. the chat that ran Codex) and name itself. The hello line is stored
    as a raw event like any other;
-3. the Codex thread id (`thread/started`, exec `thread.started`, `session_meta`, legacy
-   `conversationId`).
+3. the Codex thread id, from any line that names it (`thread/started`, any v2 notification's
+   `threadId`, exec `thread.started`, `session_meta`, legacy `conversationId`): a stream that begins in
+   the middle of a thread (a restart, a reconnect) is filed with that thread.
 
-Lines before the id is known (e.g. the `initialize` response) are held, at most 10,000 lines or 64 MiB,
-and emitted once it is known; when the bound is reached or the stream ends first, the conversation id
-is `source:<the source name>`.
+The store has the last word: a thread stays in the first conversation it was filed under, whatever a
+later stream proposes (ops name their `thread`; docs/operations.md).
+
+Lines before the thread is known (e.g. the `initialize` response, a hello line) are held and emitted
+once it is known, so that their identity (raw.event_op) is the thread's whichever way the stream was
+captured: at most 10,000 lines or 64 MiB, or 64 lines or 1 MiB when the conversation is already
+chosen (only their identity waits then). When the bound is reached or the stream ends first, they are
+filed under the chosen conversation, or `source:<the source name>` without one.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 import orjson
 
 from ingestor.lines import Line
 from ingestor.normalize import app_server, exec_json, legacy, session_file
 from ingestor.normalize.detect import BAD, HELLO, IDMSG, LEGACY_PREFIX, RPC, classify
-from ingestor.normalize.facts import _MAX_NUMBER, _MS_THRESHOLD, conversation, epoch_ms, iso_ms
+from ingestor.normalize.facts import (
+    _MAX_NUMBER,
+    _MS_THRESHOLD,
+    conversation,
+    epoch_ms,
+    iso_ms,
+    release_turnless_at_end,
+)
 from ingestor.normalize.facts import turn_key as facts_turn_key
 from ingestor.normalize.raw import event_op, parse
-from ingestor.normalize.state import EXEC, LEGACY, SESSION, V2, Ops, State
+from ingestor.normalize.state import EXEC, LEGACY, MAX_ID_CHARS, SESSION, V2, Ops, State
 from ingestor.ops import Op
 
 __all__ = ["Normalizer"]
@@ -50,6 +63,10 @@ _JSONDecodeError: Final = orjson.JSONDecodeError
 
 MAX_PENDING_LINES: Final = 10_000
 MAX_PENDING_BYTES: Final = 64 * 1024 * 1024
+MAX_PENDING_LINES_CHOSEN: Final = 64
+MAX_PENDING_BYTES_CHOSEN: Final = 1024 * 1024
+"""The bounds while the conversation is already chosen (constructor, hello line): lines are then only
+held for their identity, and a Codex stream names its thread within its first few lines."""
 
 
 def _get(obj: Any, *path: str) -> Any:
@@ -60,35 +77,33 @@ def _get(obj: Any, *path: str) -> Any:
     return obj
 
 
-def revealed_id(kind: str, method: str, obj: Any) -> str | None:
-    """The conversation id a line reveals, if any (only asked while it is unknown)."""
-    found: Any = None
-    if kind == HELLO:
-        found = _get(obj, "conversationId")
-    elif kind == V2 and method == "thread/started":
-        found = _get(obj, "params", "thread", "id")
-    elif kind == RPC:
-        found = _get(obj, "result", "thread", "id")
-    elif kind == LEGACY:
-        found = _get(obj, "params", "conversationId") or _get(obj, "params", "msg", "session_id")
+def _usable_id(value: Any) -> TypeGuard[str]:
+    return type(value) is str and 0 < len(value) <= MAX_ID_CHARS
+
+
+def revealed_thread(kind: str, method: str, obj: Any) -> str | None:
+    """The Codex thread a line names, if any (only asked while the stream's thread is unknown)."""
+    found = line_thread(kind, method, obj)
+    if found is not None:
+        return found
+    if kind == LEGACY:
+        found = _get(obj, "params", "msg", "session_id")
     elif kind == IDMSG:
         found = _get(obj, "msg", "session_id")
-    elif kind == EXEC and method == "thread.started":
-        found = _get(obj, "thread_id")
-    elif kind == SESSION and method == "session_meta":
-        found = _get(obj, "payload", "id")
-    return found if type(found) is str and found else None
+    elif kind == SESSION:
+        # session_meta's id; newer session files name the thread on most lines.
+        found = _get(obj, "payload", "id") if method == "session_meta" else _get(obj, "payload", "thread_id")
+    return found if _usable_id(found) else None
 
 
-def line_time(line: Line, kind: str, obj: Any) -> int:
-    """When a line's event happened: Codex's own time where the line has one (0.169 notifications'
-    `emittedAtMs`, session files' `timestamp`, so a replay stores the original times), else when the
-    line arrived."""
+def codex_time(kind: str, obj: Any) -> int | None:
+    """When a line's event happened by Codex's own clock, where the line says (0.169 notifications'
+    `emittedAtMs`, session files' `timestamp`): a replay stores the original times."""
     if kind == V2:
-        return epoch_ms(obj.get("emittedAtMs")) or line.received_at
+        return epoch_ms(obj.get("emittedAtMs"))
     if kind == SESSION:
-        return iso_ms(obj.get("timestamp")) or line.received_at
-    return line.received_at
+        return iso_ms(obj.get("timestamp"))
+    return None
 
 
 def line_thread(kind: str, method: str, obj: Any) -> str | None:
@@ -106,7 +121,7 @@ def line_thread(kind: str, method: str, obj: Any) -> str | None:
         found = _get(obj, "result", "thread", "id")
     elif kind == EXEC and method == "thread.started":
         found = obj.get("thread_id")
-    return found if type(found) is str and found else None
+    return found if _usable_id(found) else None
 
 
 class Normalizer:
@@ -117,7 +132,6 @@ class Normalizer:
         """Lines whose facts could not be read (kept raw only): a number worth a metric."""
         if conversation_id is not None:
             self._s.fixed_conversation = conversation_id
-            self._s.start(conversation_id)
 
     def feed(self, line: Line) -> list[Op]:
         """The operations of one line."""
@@ -154,17 +168,24 @@ class Normalizer:
         if s.cur is not None:
             self._process(line, kind, method, obj, out)
             return
-        cid = revealed_id(kind, method, obj)
-        if cid is None:
-            s.pending.append((line, kind, method, obj))
-            s.pending_bytes += len(line.data)
+        # Held as the line only (parsed again when released): a held line costs its bytes, not the
+        # many times more its parsed value can take.
+        s.pending.append(line)
+        s.pending_bytes += len(line.data)
+        if kind == HELLO and s.fixed_conversation is None:
+            hello_id = _get(obj, "conversationId")
+            if _usable_id(hello_id):
+                s.fixed_conversation = hello_id
+            elif hello_id is not None:
+                self.derive_errors += 1  # refused: the line is kept raw, the id multiplied nowhere
+        thread = revealed_thread(kind, method, obj)
+        if thread is not None:
+            out.extend(self._release(s.fixed_conversation or thread, thread))
+        elif s.fixed_conversation is None:
             if len(s.pending) >= MAX_PENDING_LINES or s.pending_bytes >= MAX_PENDING_BYTES:
-                out.extend(self._release(f"source:{s.source}"))
-            return
-        if kind == HELLO:
-            s.fixed_conversation = cid
-        s.pending.append((line, kind, method, obj))
-        out.extend(self._release(cid))
+                out.extend(self._release(self._threadless_conversation(), None))
+        elif len(s.pending) >= MAX_PENDING_LINES_CHOSEN or s.pending_bytes >= MAX_PENDING_BYTES_CHOSEN:
+            out.extend(self._release(s.fixed_conversation, None))
 
     def finish(self) -> list[Op]:
         s = self._s
@@ -173,27 +194,37 @@ class Normalizer:
             return []
         out: Ops = []
         if s.conversation_id is None:
-            out = self._release(f"source:{s.source}")
+            out = self._release(self._threadless_conversation(), None)
         session_file.close_inferred_turn(s, last, out, s.last_at)
+        release_turnless_at_end(s, out)
         # The final activity time: lastSeenAt otherwise only moves on turn boundaries.
         conversation(s, last, out, s.last_at)
         return out
 
-    def _release(self, conversation_id: str) -> Ops:
+    def _threadless_conversation(self) -> str:
+        s = self._s
+        return s.fixed_conversation or f"source:{s.source}"
+
+    def _release(self, conversation_id: str, thread: str | None) -> Ops:
         s = self._s
         s.start(conversation_id)
+        if thread is not None:
+            s.enter_thread(thread)
         held, s.pending, s.pending_bytes = s.pending, [], 0
         out: Ops = []
-        first, kind, _, obj = held[0]
-        conversation(s, first, out, line_time(first, kind, obj), first=True)
-        for line, kind, method, obj in held:
+        for i, line in enumerate(held):
+            kind, method, obj = parse(line)
+            if i == 0:
+                conversation(s, line, out, codex_time(kind, obj) or line.received_at, first=True)
             self._process(line, kind, method, obj, out)
         return out
 
     def _process(self, line: Line, kind: str, method: str, obj: Any, out: Ops) -> None:
         s = self._s
         derived: Ops = []
-        at = s.last_at = line_time(line, kind, obj)
+        codex_at = codex_time(kind, obj)
+        s.last_at_is_codex = codex_at is not None
+        at = s.last_at = codex_at or line.received_at
         thread = line_thread(kind, method, obj)
         if thread is not None and s.enter_thread(thread):
             conversation(s, line, derived, at)
@@ -213,14 +244,17 @@ class Normalizer:
         out.extend(derived)
 
     def _process_v2(self, line: Line, method: str, obj: dict[str, Any], out: Ops) -> None:
-        """`_process` for an app-server v2 line (most lines), with `line_time`, `line_thread` and the
+        """`_process` for an app-server v2 line (most lines), with `codex_time`, `line_thread` and the
         dispatch of `app_server.handle` inline; the same steps in the same order."""
         s = self._s
         emitted = obj.get("emittedAtMs")
         if type(emitted) is int and _MS_THRESHOLD <= emitted <= _MAX_NUMBER:
             at = emitted  # what epoch_ms makes of a time already in ms
+            s.last_at_is_codex = True
         else:
-            at = (epoch_ms(emitted) if emitted is not None else None) or line.received_at
+            codex_at = epoch_ms(emitted) if emitted is not None else None
+            s.last_at_is_codex = codex_at is not None
+            at = codex_at or line.received_at
         s.last_at = at
         cur = s.cur
         assert cur is not None
@@ -230,7 +264,7 @@ class Normalizer:
             thread = params.get("threadId")
             if thread is None and method == "thread/started":
                 thread = _get(params, "thread", "id")
-            if type(thread) is str and thread and thread != cur.thread_id:
+            if _usable_id(thread) and thread != cur.thread_id:
                 if s.enter_thread(thread):
                     conversation(s, line, derived, at)
                 cur = s.cur  # entering a known thread switches too

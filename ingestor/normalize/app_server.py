@@ -110,7 +110,9 @@ def _turn_completed(s: State, line: Line, params: dict[str, Any], at: int, out: 
     status = facts.lookup(TURN_STATUS, turn.get("status")) or "succeeded"
     error = turn.get("error")
     message = error.get("message") if type(error) is dict else None
-    ended = facts.epoch_ms(turn.get("completedAt")) or at
+    # `completedAt` is whole seconds: the notification's own time (`emittedAtMs`), where it has one,
+    # is when the turn ended to the millisecond (and never before it began).
+    ended = at if s.last_at_is_codex else facts.epoch_ms(turn.get("completedAt")) or at
     if status == "running":
         facts.turn_seen(s, line, out, tid, at)
         return

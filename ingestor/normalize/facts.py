@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from ingestor.lines import Line
 from ingestor.normalize.state import Command, Ops, State
-from ingestor.ops import make_key
+from ingestor.ops import Op, make_key
 
 CHUNK_MAX: Final = 64 * 1024
 COMMAND_SOURCE: Final = "command"
@@ -111,7 +111,26 @@ def conversation(
     _put(args, "threadId", s.thread_id)
     _put(args, "modelProvider", s.model_provider)
     _put(args, "clientName", s.client_name)
-    out.append({"op": "upsertConversation", "key": make_key("c", cid, line.ordinal, at), "args": args})
+    op: Op = {"op": "upsertConversation", "key": make_key("c", cid, line.ordinal, at), "args": args}
+    _file_under_thread(s, op)
+    if s.model is not None and "thread" in op:
+        op["model"] = s.model
+    out.append(op)
+
+
+def _file_under_thread(s: State, op: Op) -> None:
+    """Name the op's thread: the store files each thread under one conversation (the first it saw)
+    and resolves the op's `conversationId` by it, whatever this stream proposed."""
+    thread = s.thread_id
+    if thread is not None:
+        op["thread"] = thread
+
+
+def thread_scope(s: State) -> str:
+    """What the keys of thread-wide facts (usage totals, rate-limit windows) are scoped by: the Codex
+    thread, never the stream or the conversation a producer chose, so every channel that reports the
+    thread lands on the same keys."""
+    return s.thread_id or s.conversation_id or s.source
 
 
 # --- turns ---------------------------------------------------------------------------------------
@@ -120,9 +139,13 @@ def conversation(
 def _turn_op(s: State, line: Line, out: Ops, turn_id: str, args: dict[str, Any]) -> None:
     args["turnId"] = turn_id
     args["conversationId"] = s.conversation_id
-    out.append(
-        {"op": "upsertTurn", "key": make_key("t", turn_id, line.ordinal, args.get("status")), "args": args}
-    )
+    op: Op = {
+        "op": "upsertTurn",
+        "key": make_key("t", turn_id, line.ordinal, args.get("status")),
+        "args": args,
+    }
+    _file_under_thread(s, op)
+    out.append(op)
 
 
 def turn_started(s: State, line: Line, out: Ops, turn_id: str, at: int) -> None:
@@ -138,10 +161,40 @@ def turn_started(s: State, line: Line, out: Ops, turn_id: str, at: int) -> None:
     _put(args, "serviceTier", s.service_tier)
     _turn_op(s, line, out, turn_id, args)
     conversation(s, line, out, at)
-    if s.pending_rate_limits:
-        held, s.pending_rate_limits = s.pending_rate_limits, []
-        for held_line, rows in held:
-            _rate_limit_rows(s, held_line, out, turn_id, rows)
+    _release_turnless(s, out, turn_id)
+
+
+def hold_for_turn(s: State, out: Ops, turn_id: str | None, op: Op) -> None:
+    """Emit a usage snapshot or rate limit in `turn_id`, else the current (or last) turn. Codex tells
+    both without a turn id, sometimes before the first turn; a stream that began in the middle of a
+    thread knows no turn until a line names one. Until then they wait for the first turn the stream
+    learns of (the next one, or the one it is in); left waiting at the end, they go without a turn
+    and the store files them in the thread's latest turn (docs/operations.md)."""
+    turn = turn_id if turn_id is not None else s.turn_id
+    if turn is None:
+        s.turnless.append(op)
+        if len(s.turnless) > MAX_TURNLESS:
+            release_turnless_at_end(s, out)  # a stream that never names a turn holds nothing for long
+        return
+    op["args"]["turnId"] = turn
+    out.append(op)
+
+
+MAX_TURNLESS: Final = 64
+"""Usage snapshots and rate limits held for a turn, at most (beyond, they go without one)."""
+
+
+def _release_turnless(s: State, out: Ops, turn_id: str) -> None:
+    if s.turnless:
+        held, s.turnless = s.turnless, []
+        for op in held:
+            op["args"]["turnId"] = turn_id
+            out.append(op)
+
+
+def release_turnless_at_end(s: State, out: Ops) -> None:
+    out.extend(s.turnless)
+    s.turnless = []
 
 
 def turn_seen(s: State, line: Line, out: Ops, turn_id: str, at: int) -> None:
@@ -153,6 +206,7 @@ def turn_seen(s: State, line: Line, out: Ops, turn_id: str, at: int) -> None:
     s.turn_id = turn_id
     s.turn_active = True
     _turn_op(s, line, out, turn_id, {"startedAt": at})
+    _release_turnless(s, out, turn_id)
 
 
 def turn_ended(s: State, line: Line, out: Ops, turn_id: str, status: str, at: int, error: str | None) -> None:
@@ -163,6 +217,7 @@ def turn_ended(s: State, line: Line, out: Ops, turn_id: str, status: str, at: in
     _put(args, "error", error)
     _turn_op(s, line, out, turn_id, args)
     conversation(s, line, out, at)
+    s.forget_ended_turns(turn_id)
 
 
 def turn_details(s: State, line: Line, out: Ops, turn_id: str, model: Any, service_tier: Any) -> None:
@@ -182,6 +237,7 @@ def command_state(s: State, call_id: str, turn_id: str, kind: str) -> Command:
     cmd = s.commands.get(call_id)
     if cmd is None:
         cmd = s.commands[call_id] = Command(turn_id=turn_id, owner=kind)
+        s.turn_commands.setdefault(turn_id, []).append(call_id)
     return cmd
 
 
@@ -213,12 +269,19 @@ def chunk(
     encoding: str,
     at: int,
 ) -> None:
-    """Append streamed output; only the first stream kind to deliver output for a call is used."""
+    """Append streamed output, in pieces of at most `CHUNK_MAX` bytes.
+
+    A chunk's identity is its call, stream and bytes, and how many identical pieces the call had
+    before it in this stream: a replay gives the same keys, and a second process that continues the
+    call (a restart, a reconnect) adds its chunks after the stored ones. Its `seq` is not sent: the
+    store numbers a call's chunks in the order they arrive, in the transaction that stores them. Which
+    channel's chunks a call keeps (app-server 0.63 streamed each delta twice, as v2 text and as
+    legacy bytes) is the store's decision too: the encoding of the call's first chunk."""
     if not data:
         return
     cmd = command_state(s, call_id, turn_id, kind)
-    if cmd.chunk_owner is None:
-        cmd.chunk_owner = kind
+    if not cmd.chunked:
+        cmd.chunked = True
         out.append(
             {
                 "op": "upsertCommand",
@@ -226,20 +289,20 @@ def chunk(
                 "args": {"callId": call_id, "turnId": cmd.turn_id, "chunked": True},
             }
         )
-    elif cmd.chunk_owner != kind:
-        return
+    copies = cmd.chunk_copies
     for start in range(0, len(data), CHUNK_MAX):
-        seq = cmd.next_seq
-        cmd.next_seq = seq + 1
+        piece = data[start : start + CHUNK_MAX]
+        identity = (stream, hashlib.blake2b(piece, digest_size=16).digest())
+        copy = copies.get(identity, 0)
+        copies[identity] = copy + 1
         out.append(
             {
                 "op": "appendCommandChunk",
-                "key": make_key("k", call_id, stream, seq),
+                "key": make_key("k", call_id, stream, identity[1].hex(), copy),
                 "args": {
                     "callId": call_id,
                     "stream": stream,
-                    "seq": seq,
-                    "chunkBase64": base64.b64encode(data[start : start + CHUNK_MAX]).decode(),
+                    "chunkBase64": base64.b64encode(piece).decode(),
                     "encoding": encoding,
                     "createdAt": at,
                 },
@@ -258,7 +321,7 @@ def message(
     so the n-th copy from each family gets the same key and the row is stored once, while a text the
     model really said twice is stored twice."""
     h = text_hash(content)
-    n = s.occurrence(family, turn_id, role, h)
+    n = s.occurrence(turn_id, family, role, h)
     args = {"turnId": turn_id, "role": role, "content": content, "rawContent": raw, "createdAt": at}
     out.append(
         {
@@ -283,8 +346,8 @@ def reasoning(
     """One reasoning item, keyed like `message` (on its summary text); `position` is its index among
     the family's reasoning items of the turn."""
     h = text_hash("\n\n".join(summary))
-    n = s.occurrence(family, turn_id, "reasoning", h)
-    position = s.occurrence(family, turn_id, "reasoning#")
+    n = s.occurrence(turn_id, family, "reasoning", h)
+    position = s.occurrence(turn_id, family, "reasoning#")
     args: dict[str, Any] = {
         "turnId": turn_id,
         "itemId": item_id if item_id is not None else f"{turn_id}/reasoning/{position}",
@@ -316,16 +379,28 @@ UsageTotals = tuple[Any, Any, Any, Any, Any]
 
 
 def usage(
-    s: State, line: Line, out: Ops, kind: str, turn_id: str, totals: UsageTotals, window: Any, at: int
+    s: State, line: Line, out: Ops, kind: str, turn_id: str | None, totals: UsageTotals, window: Any, at: int
 ) -> None:
-    """A usage snapshot, keyed by its turn and totals: the same totals told twice (0.63 sent each
-    token_count twice; v2 and legacy both tell them) are one row."""
-    args: dict[str, Any] = {"turnId": turn_id, "source": kind, "capturedAt": at}
-    counts = [number(value) for value in totals]
-    for name, value in zip(_USAGE_COLUMNS, counts, strict=True):
-        _put(args, name, value)
+    """A usage snapshot. Codex's totals are the thread's, cumulative: a snapshot's identity is its
+    thread and its counts, wherever and however often it is told (0.63 sent each token_count twice,
+    once more after the next turn began; v2, legacy, exec and the session file all tell the same
+    totals), so it is one row, in the turn that first reported it. The total is left out of the
+    identity: exec reports none, and it is the sum of the others."""
+    args: dict[str, Any] = {"source": kind, "capturedAt": at}
+    counts = [_key_number(number(value)) for value in totals]
+    for name, value in zip(_USAGE_COLUMNS, totals, strict=True):
+        _put(args, name, number(value))
     _put(args, "modelContextWindow", integer(window))
-    out.append({"op": "appendUsageSnapshot", "key": make_key("u", turn_id, *counts), "args": args})
+    op: Op = {"op": "appendUsageSnapshot", "key": make_key("u", thread_scope(s), *counts[:4]), "args": args}
+    _file_under_thread(s, op)
+    hold_for_turn(s, out, turn_id, op)
+
+
+def _key_number(value: int | float | None) -> int | float | None:
+    """A number as keys spell it: 11.0 and 11 are one value (Codex writes percentages either way)."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
 
 
 _DAY_MINUTES: Final = 24 * 60
@@ -376,38 +451,28 @@ _RATE_FIELDS: Final = (
 )
 
 
-def _rate_limit_rows(s: State, line: Line, out: Ops, turn_id: str, rows: list[dict[str, Any]]) -> None:
-    for row in rows:
-        args = {name: value for name, value in row.items() if name != RESETS_IN}
-        args["turnId"] = turn_id
-        args["capturedAt"] = row.get("capturedAt", line.received_at)
-        parts = [row.get(f) for f in _RATE_FIELDS]
-        if RESETS_IN in row:
-            parts[_RATE_FIELDS.index("resetsAt")] = ("in", row[RESETS_IN])
-        out.append({"op": "appendRateLimit", "key": make_key("l", turn_id, *parts), "args": args})
+_NUMBER_FIELDS: Final = frozenset({"usedPercent", "windowMinutes"})
 
 
 def rate_limits(
     s: State, line: Line, out: Ops, kind: str, rows: list[dict[str, Any]], turn_id: str | None, at: int
 ) -> None:
-    """Rate-limit rows belong to the named turn, else the current (or last) turn; before any turn they
-    wait for the next one (Codex reports limits with no turn id, sometimes before the first turn).
+    """Rate-limit rows, in the named turn, else the current (or last) one (`hold_for_turn`).
 
-    Only the first stream kind to report limits is used: app-server 0.63 sent each snapshot twice, the
-    legacy copy exact (40.5%) and the v2 copy rounded (41%), which no key could merge."""
-    if not rows:
-        return
-    if s.rate_limit_owner is None:
-        s.rate_limit_owner = kind
-    elif s.rate_limit_owner != kind:
-        return
+    A window's identity is its thread and its values: a report repeated, by any channel, is one row.
+    Channels round differently (app-server 0.63's v2 copy said 41% where the legacy copy and the
+    session file said 40.5%), which no key can merge: the store keeps the rows of one channel per
+    thread, the first to report (`channel`), so no mix of channels stores more than one would."""
+    scope = thread_scope(s)
     for row in rows:
-        row["capturedAt"] = at
-    turn = turn_id if turn_id is not None else s.turn_id
-    if turn is None:
-        s.pending_rate_limits.append((line, rows))
-        return
-    _rate_limit_rows(s, line, out, turn, rows)
+        args = {name: value for name, value in row.items() if name != RESETS_IN}
+        args["capturedAt"] = at
+        parts = [_key_number(row.get(f)) if f in _NUMBER_FIELDS else row.get(f) for f in _RATE_FIELDS]
+        if RESETS_IN in row:
+            parts[_RATE_FIELDS.index("resetsAt")] = ("in", row[RESETS_IN])
+        op: Op = {"op": "appendRateLimit", "key": make_key("l", scope, *parts), "args": args, "channel": kind}
+        _file_under_thread(s, op)
+        hold_for_turn(s, out, turn_id, op)
 
 
 def next_derived_turn(s: State) -> str:

@@ -38,12 +38,18 @@ def _int(value: Any) -> int | None:
     return facts.integer(value)
 
 
+def _submission_turn(s: State, sub_id: str | None) -> bool:
+    """Whether the event's submission id names its turn: a turn this stream saw start, or any (a
+    stream that began in the middle of a turn) while it has seen none."""
+    return sub_id is not None and (sub_id in s.turn_started_at or s.turn_id is None)
+
+
 def _turn(s: State, msg: dict[str, Any], sub_id: str | None) -> str | None:
     """The turn an event belongs to: its own turn_id, its submission's turn, else the current turn."""
     tid = msg.get("turn_id")
     if type(tid) is str and tid:
         return facts.turn_key(s, tid)
-    if sub_id is not None and sub_id in s.turn_started_at:
+    if _submission_turn(s, sub_id):
         return sub_id
     return s.turn_id
 
@@ -64,7 +70,7 @@ def _ended(status: str) -> Handler:
         # Only the turn the event names, or one still running: an error between turns must not fail
         # the turn before it.
         tid = _turn(s, msg, sub_id)
-        named = "turn_id" in msg or (sub_id is not None and sub_id in s.turn_started_at)
+        named = "turn_id" in msg or _submission_turn(s, sub_id)
         if tid is None or not (named or s.turn_active):
             return
         outcome, error = status, _str(msg.get("message")) if status == "failed" else None
@@ -72,8 +78,10 @@ def _ended(status: str) -> Handler:
         failure = msg.get("error")
         if type(failure) is dict and status == "succeeded":
             outcome, error = "failed", _str(failure.get("message"))
-        ended = facts.epoch_ms(msg.get("completed_at"))
-        facts.turn_ended(s, line, out, tid, outcome, ended or at, error)
+        # `completed_at` is whole seconds: the line's own time (a session file's `timestamp`), where it
+        # has one, is when the turn ended to the millisecond (and never before it began).
+        ended = at if s.last_at_is_codex else facts.epoch_ms(msg.get("completed_at")) or at
+        facts.turn_ended(s, line, out, tid, outcome, ended, error)
 
     return handler
 
@@ -221,8 +229,9 @@ def _token_count(
 ) -> None:
     tid = _turn(s, msg, sub_id)
     found = _usage_totals(msg)
-    if found is not None and tid is not None:
-        facts.turn_seen(s, line, out, tid, at)
+    if found is not None:
+        if tid is not None:
+            facts.turn_seen(s, line, out, tid, at)
         facts.usage(s, line, out, kind, tid, found[0], found[1], at)
     limits = msg.get("rate_limits")
     if type(limits) is dict:

@@ -42,25 +42,33 @@ def parse(line: Line) -> tuple[str, str, Any]:
     return kind, method, obj
 
 
-def key_base(conversation_id: str) -> hashlib.blake2b:
-    """A BLAKE2b state fed with the conversation id: copying it per line is cheaper than rehashing."""
-    return hashlib.blake2b(f"{len(conversation_id)}:{conversation_id}:".encode(), digest_size=16)
+def key_base(scope: str) -> hashlib.blake2b:
+    """A BLAKE2b state fed with the key scope: copying it per line is cheaper than rehashing."""
+    return hashlib.blake2b(f"{len(scope)}:{scope}:".encode(), digest_size=16)
 
 
 def event_op(thread: Thread, line: Line, method: str, payload: Any, turn_id: str | None, parsed: bool) -> Op:
     """The raw event of a line; `parsed` is False when `payload` stands in for a bad line.
 
+    Its identity is the line's own bytes in its Codex thread (the conversation, before any thread is
+    known): not its position in the stream, which a hello line, a restart, a reconnect or a second
+    channel would shift. A line byte for byte the same as one the thread already has is that line
+    again (a replay, an overlap of two captures), so it is stored once; its facts are derived all the
+    same (every `turn.started` of an exec stream starts a turn).
+
     A parsed line's payload is the line's whole value, and the op keeps the line's own JSON text
     beside it (`EventArgs.line_json`): sinks store or send that exact text rather than encoding the
     value again. Whether Convex can hold the value is the Convex encoding's question
     (`ingestor.sinks.wire`), not normalization's."""
+    scope = thread.thread_id or thread.conversation_id
     base = thread.key_base
-    if base is None:
-        base = thread.key_base = key_base(thread.conversation_id)
+    if base is None or thread.key_scope != scope:
+        base = thread.key_base = key_base(scope)
+        thread.key_scope = scope
     data = line.data
     oversize = line.oversize
     h = base.copy()
-    h.update(b"%d:-1:" % line.ordinal if oversize is None else b"%d:%d:" % (line.ordinal, oversize))
+    h.update(b"-:" if oversize is None else b"%d:" % oversize)
     h.update(data)
     if turn_id is None:
         args = EventArgs(
@@ -75,4 +83,9 @@ def event_op(thread: Thread, line: Line, method: str, payload: Any, turn_id: str
             turnId=turn_id,
         )
     args.line_json = (payload, data) if parsed else None
-    return {"op": "appendEvent", "key": "e:" + h.hexdigest(), "args": args}
+    op: Op = {"op": "appendEvent", "key": "e:" + h.hexdigest(), "args": args}
+    if thread.thread_id is not None:
+        op["thread"] = thread.thread_id
+        if turn_id is None and thread.turn_id is None:
+            op["unknown_turn"] = True
+    return op

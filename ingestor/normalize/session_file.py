@@ -90,7 +90,7 @@ def handle(s: State, line: Line, method: str, obj: dict[str, Any], out: Ops) -> 
     payload = obj.get("payload")
     if type(payload) is not dict:
         return
-    at = s.last_at  # the line's timestamp (see line_time)
+    at = s.last_at  # the line's timestamp (see codex_time)
     if method == "event_msg":
         if payload.get("type") == "user_message" and not s.explicit_turns:
             close_inferred_turn(s, line, out, at)
@@ -110,8 +110,9 @@ def handle(s: State, line: Line, method: str, obj: dict[str, Any], out: Ops) -> 
         if type(model) is str:
             s.model = model
             tid = payload.get("turn_id")
-            turn = (
-                facts.turn_key(s, tid) if type(tid) is str and tid else s.turn_id if s.turn_active else None
-            )
+            turn: str | None = s.turn_id if s.turn_active else None
+            if type(tid) is str and tid:
+                turn = facts.turn_key(s, tid)
+                facts.turn_seen(s, line, out, turn, at)  # a file read from the middle of the turn
             if turn is not None and turn in s.turn_started_at:
                 facts.turn_details(s, line, out, turn, model, None)

@@ -6,11 +6,20 @@ state and therefore the same operations and keys.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from ingestor.lines import Line
 from ingestor.ops import Op
+
+MAX_ID_CHARS: Final = 1024
+"""The longest conversation or thread id taken from a stream (Codex's are 36-character UUIDs): every
+op of a conversation repeats its id, so a longer one is refused (the line is kept raw)."""
+MAX_THREADS: Final = 1024
+"""Threads whose state a stream keeps (least recently entered forgotten first)."""
+RETAINED_TURNS: Final = 8
+"""Ended turns whose state a stream keeps."""
 
 # Stream kinds: also the `source` of usage snapshots and the owner tag of command chunks.
 V2 = "app-server"
@@ -27,9 +36,11 @@ class Command:
     owner: str
     """The stream kind that first described the command: only it sets the argv/parsedCmd/source
     (v2 and legacy spell them differently, so letting both write would flip the row back and forth)."""
-    chunk_owner: str | None = None
-    """The stream kind whose output deltas become chunks (the first to deliver one)."""
-    next_seq: int = 0
+    chunked: bool = False
+    """The `chunked` flag was sent (once per stream is enough: it is sticky in the store)."""
+    chunk_copies: dict[tuple[str, bytes], int] = field(default_factory=dict)
+    """How often each (stream, digest of the bytes) was chunked: the n-th identical chunk of a call is
+    its own fact (facts.chunk). The store numbers chunks (`seq`), not the normalizer."""
 
 
 @dataclass(slots=True)
@@ -47,7 +58,8 @@ class Thread:
     model: str | None = None
     service_tier: str | None = None
     key_base: Any = None
-    """The raw events' key hasher, primed with the conversation id (see raw.event_op)."""
+    """The raw events' key hasher, primed with `key_scope` (see raw.event_op)."""
+    key_scope: str | None = None
 
 
 @dataclass(slots=True)
@@ -66,16 +78,19 @@ class State:
     """Turns counted per thread id, for streams without turn ids: resumed runs continue the count."""
 
     commands: dict[str, Command] = field(default_factory=dict)
-    occurrences: dict[tuple[str, ...], int] = field(default_factory=dict)
-    """How often the same text (message, reasoning) was seen per (kind, turn, role, hash)."""
+    turn_commands: dict[str, list[str]] = field(default_factory=dict)
+    """The call ids of each turn's commands (forgotten with the turn)."""
+    occurrences: dict[str, dict[tuple[str, ...], int]] = field(default_factory=dict)
+    """Per turn, how often the same text (message, reasoning) was seen per (kind, role, hash)."""
+    ended_turns: deque[str] = field(default_factory=deque)
+    """Turns that ended, oldest first: only the last `RETAINED_TURNS` keep their state."""
     saw_legacy: bool = False
     """The stream carries legacy `codex/event/*` events (then anonymous v2 twins are redundant)."""
     reasoning_items: bool = False
     """Reasoning arrives as whole items in this stream (then per-section events are redundant)."""
-    rate_limit_owner: str | None = None
-    """The stream kind whose rate-limit reports are used (see facts.rate_limits)."""
-    pending_rate_limits: list[tuple[Line, list[dict[str, Any]]]] = field(default_factory=list)
-    """Rate-limit rows seen before any turn: they get the next turn's id."""
+    turnless: list[Op] = field(default_factory=list)
+    """Usage snapshots and rate limits told before this stream knew a turn: they get the first turn
+    it learns of, or at the end the store gives them the thread's latest (facts.hold_for_turn)."""
 
     explicit_turns: bool = False
     """A turn start event was seen; else (Codex 0.63 session files) user messages delimit turns."""
@@ -83,11 +98,14 @@ class State:
     """Turns are being inferred from user messages (see session_file.py)."""
     last_at: int = 0
     """The time of the latest line (its event time when it has one)."""
+    last_at_is_codex: bool = False
+    """`last_at` is Codex's own time for the line (v2 `emittedAtMs`, a session file's `timestamp`),
+    not when the line arrived."""
     line_turn: str | None = None
     """The turn of the line being normalized (its raw event's turnId)."""
 
-    pending: list[tuple[Line, str, str, Any]] = field(default_factory=list)
-    """Lines held until the conversation id is known: (line, kind, method, parsed)."""
+    pending: list[Line] = field(default_factory=list)
+    """Lines held until the thread is known."""
     pending_bytes: int = 0
 
     def start(self, conversation_id: str) -> None:
@@ -97,18 +115,39 @@ class State:
         """Make `thread_id` the current thread; True when it is new (its conversation needs announcing).
         Without a chosen conversation id, each thread is its own conversation."""
         cur = self.cur
-        if cur is None or cur.thread_id == thread_id:
+        if cur is None or cur.thread_id == thread_id or len(thread_id) > MAX_ID_CHARS:
             return False
         if cur.thread_id is None:
             cur.thread_id = thread_id
             self.threads[thread_id] = cur
             return False
-        known = self.threads.get(thread_id)
+        known = self.threads.pop(thread_id, None)
         if known is not None:
-            self.cur = known
+            self.cur = self.threads[thread_id] = known  # now the most recently entered
             return False
+        if len(self.threads) >= MAX_THREADS:
+            # The least recently entered thread: a connection may carry threads for weeks. Met again,
+            # it is announced again (a no-op for the store) and learns its turn from its lines.
+            idle = next(iter(self.threads))
+            del self.threads[idle]
+            self.derived_turns.pop(idle, None)
         self.cur = self.threads[thread_id] = Thread(self.fixed_conversation or thread_id, thread_id)
         return True
+
+    def forget_ended_turns(self, turn_id: str) -> None:
+        """`turn_id` ended: keep the state of the last few ended turns (late copies of their events,
+        such as 0.63's second copy of each, still find it) and forget older ones, so that a stream's
+        memory does not grow with the turns it has carried. What is forgotten is only needed while
+        a turn runs; the store holds the rest (chunk numbers, a thread's conversation)."""
+        self.ended_turns.append(turn_id)
+        while len(self.ended_turns) > RETAINED_TURNS:
+            old = self.ended_turns.popleft()
+            if old == self.turn_id or old in self.ended_turns:
+                continue  # running again, or ended twice: still wanted
+            self.turn_started_at.pop(old, None)
+            self.occurrences.pop(old, None)
+            for call_id in self.turn_commands.pop(old, ()):
+                self.commands.pop(call_id, None)
 
     # The current thread's fields, under the names the handlers use.
 
@@ -174,9 +213,12 @@ class State:
         if self.cur is not None:
             self.cur.turn_replied = value
 
-    def occurrence(self, *parts: str) -> int:
-        n = self.occurrences.get(parts, 0)
-        self.occurrences[parts] = n + 1
+    def occurrence(self, turn_id: str, *parts: str) -> int:
+        counts = self.occurrences.get(turn_id)
+        if counts is None:
+            counts = self.occurrences[turn_id] = {}
+        n = counts.get(parts, 0)
+        counts[parts] = n + 1
         return n
 
 

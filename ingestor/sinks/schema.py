@@ -228,6 +228,21 @@ TABLES: Final[dict[str, Table]] = {
             ),
             indexes=(_BY_KEY, Index(("conversationId", "receivedAt"))),
         ),
+        # The store's side of "one thread, many channels" (docs/operations.md): the conversation each
+        # Codex thread was first filed under, the one channel whose rate-limit reports it keeps, its
+        # model and latest turn (for what a stream told without saying them).
+        Table(
+            "threads",
+            (
+                _text("threadId", True),
+                _text("conversationId"),
+                _text("rateLimitSource"),
+                _text("model"),
+                _text("lastTurnId"),
+            ),
+            identity="threadId",
+            indexes=(Index(("threadId",), unique=True),),
+        ),
         # No operation writes work orders yet; the table exists so the store mirrors the whole schema.
         Table(
             "work_orders",

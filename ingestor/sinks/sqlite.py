@@ -32,7 +32,8 @@ from ingestor.sinks.schema import TABLES, Column, Table
 
 log = get_logger("ingestor.sinks.sqlite")
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+"""2: the `threads` table; chunks numbered by the store."""
 LOCKED_RETRY: Final = 1.0
 """Seconds between attempts while another process holds the store beyond the busy timeout."""
 PAGE_SIZE: Final = 8192
@@ -243,29 +244,53 @@ def _apply(conn: sqlite3.Connection, ops: Sequence[Op], outcome: BatchOutcome) -
     counts = outcome.counts
     appends: dict[str, list[list[Any]]] = {}
     upserts: dict[tuple[str, str], _Upsert] = {}
+    unnumbered: list[Op] = []
+    threads = _Threads(conn)
     plans = _PLANS
     op_table = OP_TABLE
     events = appends["events_raw"] = []
     for op in ops:
         try:
-            if op["op"] == "appendEvent":
-                event = _event_row(op["args"], op["key"])
+            name = op["op"]
+            args: Mapping[str, Any] = op["args"]
+            thread = op.get("thread")
+            if thread is not None:
+                if name == "appendRateLimit":
+                    if not threads.keeps_rate_limits(thread, op.get("channel")):
+                        counts["duplicate"] += 1  # the thread's limits as another channel reported them
+                        continue
+                    args = threads.latest_turn(thread, args)
+                elif name == "appendUsageSnapshot":
+                    args = threads.latest_turn(thread, args)
+                else:
+                    args = threads.resolve(thread, args)
+                    if "model" in op:
+                        threads.remember_model(thread, op["model"])
+                    elif "unknown_turn" in op and args.get("turnId") is None:
+                        running = threads.running_turn(thread, upserts)
+                        if running is not None:
+                            args = _with(args, "turnId", running)
+            if name == "appendEvent":
+                event = _event_row(args, op["key"])
                 if event is not None:
                     events.append(event)
                     continue
-            table_name = op_table.get(op["op"])
+            elif name == "appendCommandChunk" and args.get("seq") is None:
+                unnumbered.append(op)  # numbered once the other appends are in (_number_chunks)
+                continue
+            table_name = op_table.get(name)
             if table_name is None:
-                raise Rejected(f"unknown operation {op['op']!r}")
+                raise Rejected(f"unknown operation {name!r}")
             plan = plans[table_name]
             if plan.plain is not None:
-                plain_row = _plain_row(plan, op["args"], op["key"])
+                plain_row = _plain_row(plan, args, op["key"])
                 if plain_row is not None:
                     rows = appends.get(table_name)
                     if rows is None:
                         rows = appends[table_name] = []
                     rows.append(plain_row)
                     continue
-            values = coerce_args(plan, op["args"])
+            values = coerce_args(plan, args)
             identity_column = plan.table.identity
             if identity_column is None:
                 key = op["key"]
@@ -274,9 +299,9 @@ def _apply(conn: sqlite3.Connection, ops: Sequence[Op], outcome: BatchOutcome) -
                 values["key"] = key
                 if not values.keys() >= plan.required:
                     _check_required(plan, values)
-                for name in plan.list_columns:
-                    if name in values:
-                        values[name] = dumps_json(values[name])
+                for column in plan.list_columns:
+                    if column in values:
+                        values[column] = dumps_json(values[column])
                 rows = appends.get(table_name)
                 if rows is None:
                     rows = appends[table_name] = []
@@ -288,6 +313,8 @@ def _apply(conn: sqlite3.Connection, ops: Sequence[Op], outcome: BatchOutcome) -
             pending = upserts.get((table_name, identity))
             if pending is None:
                 pending = upserts[(table_name, identity)] = _load(conn, plan, identity)
+            if thread is not None and name == "upsertTurn":
+                threads.turn(thread, values, pending.row is None)
             row, status = apply_upsert(table_name, pending.row, values)
             _check_required(plan, row)
             pending.row = row
@@ -296,6 +323,13 @@ def _apply(conn: sqlite3.Connection, ops: Sequence[Op], outcome: BatchOutcome) -
             counts["rejected"] += 1
             outcome.rejected.append((op, str(rejected)))
     _write_upserts(conn, upserts)
+    if unnumbered:
+        # After the other appends: a chunk someone numbered themselves (`app:appendCommandChunk`)
+        # in this batch is counted in.
+        appends["command_chunks"] = [
+            *appends.get("command_chunks", ()),
+            *_number_chunks(conn, unnumbered, outcome),
+        ]
     for table_name, rows in appends.items():
         before = conn.total_changes
         _insert(conn, plans[table_name], rows)
@@ -303,6 +337,171 @@ def _apply(conn: sqlite3.Connection, ops: Sequence[Op], outcome: BatchOutcome) -
         for status, count in (("inserted", inserted), ("duplicate", len(rows) - inserted)):
             if count:
                 counts[status] += count
+
+
+def _with(args: Mapping[str, Any], name: str, value: Any) -> Mapping[str, Any]:
+    """`args` with one column changed, a raw event's still carrying its line's own text."""
+    if isinstance(args, EventArgs):
+        event = EventArgs(args)
+        event.line_json = args.line_json  # still this payload's own text
+        event[name] = value
+        return event
+    return {**args, name: value}
+
+
+class _Threads:
+    """The store's side of "one thread, many channels" (docs/operations.md): the conversation each
+    Codex thread is filed under (the first one proposed for it) and the one channel whose rate-limit
+    reports it keeps (the first to report). Read once per thread per transaction."""
+
+    __slots__ = ("_conn", "_rows")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._rows: dict[str, list[str | None]] = {}
+        """threadId -> [conversationId, rateLimitSource, model, lastTurnId], as stored (or about to be)."""
+
+    def _row(self, thread: str) -> list[str | None]:
+        row = self._rows.get(thread)
+        if row is None:
+            found = self._conn.execute(
+                "SELECT conversationId, rateLimitSource, model, lastTurnId FROM threads WHERE threadId = ?",
+                (thread,),
+            ).fetchone()
+            if found is None:
+                self._conn.execute("INSERT INTO threads (threadId) VALUES (?)", (thread,))
+                found = (None, None, None, None)
+            row = self._rows[thread] = list(found)
+        return row
+
+    def resolve(self, thread: str, args: Mapping[str, Any]) -> Mapping[str, Any]:
+        """`args` with the conversation the thread is filed under (filing it under the proposed one
+        when it is new)."""
+        proposed = args.get("conversationId")
+        if type(proposed) is not str:
+            return args
+        row = self._row(thread)
+        filed = row[0]
+        if filed is None:
+            self._set(thread, row, 0, proposed)
+            return args
+        if filed == proposed:
+            return args
+        return _with(args, "conversationId", filed)
+
+    def running_turn(self, thread: str, upserts: Mapping[tuple[str, str], _Upsert]) -> str | None:
+        """The thread's latest turn while it is still running (as this transaction leaves it)."""
+        latest = self._row(thread)[3]
+        if latest is None:
+            return None
+        pending = upserts.get(("turns", latest))
+        if pending is not None:
+            status = None if pending.row is None else pending.row.get("status")
+        else:
+            found = self._conn.execute("SELECT status FROM turns WHERE turnId = ?", (latest,)).fetchone()
+            status = None if found is None else found[0]
+        return latest if status == "running" else None
+
+    def _set(self, thread: str, row: list[str | None], column: int, value: str) -> None:
+        row[column] = value
+        name = ("conversationId", "rateLimitSource", "model", "lastTurnId")[column]
+        self._conn.execute(f"UPDATE threads SET {name} = ? WHERE threadId = ?", (value, thread))
+
+    def turn(self, thread: str, values: dict[str, Any], new: bool) -> None:
+        """A turn's model is remembered as the thread's when the stream says it; a new turn whose
+        stream did not say (one that began in the middle of the thread) gets the thread's. A new turn
+        is the thread's latest."""
+        row = self._row(thread)
+        model = values.get("model")
+        if type(model) is str:
+            self.remember_model(thread, model)
+        elif new and row[2] is not None:
+            values["model"] = row[2]
+        if new:
+            self._set(thread, row, 3, values["turnId"])
+
+    def remember_model(self, thread: str, model: Any) -> None:
+        row = self._row(thread)
+        if type(model) is str and row[2] != model:
+            self._set(thread, row, 2, model)
+
+    def latest_turn(self, thread: str, args: Mapping[str, Any]) -> Mapping[str, Any]:
+        """A usage snapshot or rate limit told without a turn: in the thread's latest turn."""
+        if args.get("turnId") is not None:
+            return args
+        latest = self._row(thread)[3]
+        if latest is None:
+            raise Rejected("told without a turn, and no turn of its thread is stored")
+        return _with(args, "turnId", latest)
+
+    def keeps_rate_limits(self, thread: str, channel: Any) -> bool:
+        if type(channel) is not str:
+            return True
+        row = self._row(thread)
+        if row[1] is None:
+            self._set(thread, row, 1, channel)
+        return row[1] == channel
+
+
+_IN_GROUP: Final = 500
+"""Keys per `IN (...)` look-up (SQLite allows 32,766 parameters; smaller groups plan as well)."""
+
+
+def _number_chunks(conn: sqlite3.Connection, ops: Sequence[Op], outcome: BatchOutcome) -> list[list[Any]]:
+    """Rows for chunks sent without a `seq`: the store numbers each call's chunks in arrival order
+    (after the highest stored), in the transaction that checks their keys, so a call continued by a
+    second process or connection goes on where the first stopped. A call keeps the chunks of one
+    encoding, its first chunk's: app-server 0.63 streamed each delta twice (v2 text, legacy bytes)."""
+    plan = _PLANS["command_chunks"]
+    valid: list[tuple[str, dict[str, Any]]] = []
+    for op in ops:
+        try:
+            key = op["key"]
+            if type(key) is not str or not key:
+                raise Rejected("key: expected a non-empty string")
+            values = coerce_args(plan, op["args"])
+            values["key"] = key
+            values["seq"] = 0  # a stand-in for the required check; assigned below
+            _check_required(plan, values)
+            valid.append((key, values))
+        except Rejected as rejected:
+            outcome.counts["rejected"] += 1
+            outcome.rejected.append((op, str(rejected)))
+    stored: set[str] = set()
+    keys = [key for key, _ in valid]
+    for start in range(0, len(keys), _IN_GROUP):
+        group = keys[start : start + _IN_GROUP]
+        marks = ", ".join("?" * len(group))
+        stored.update(
+            k for (k,) in conn.execute(f"SELECT key FROM command_chunks WHERE key IN ({marks})", group)
+        )
+    calls: dict[str, tuple[int, str | None]] = {}
+    rows: list[list[Any]] = []
+    for key, values in valid:
+        if key in stored:
+            outcome.counts["duplicate"] += 1
+            continue
+        stored.add(key)
+        call = values["callId"]
+        found = calls.get(call)
+        if found is None:
+            top, first_encoding = conn.execute(
+                "SELECT max(seq), (SELECT encoding FROM command_chunks WHERE callId = ?1 ORDER BY seq"
+                " LIMIT 1) FROM command_chunks WHERE callId = ?1",
+                (call,),
+            ).fetchone()
+            found = (
+                -1 if top is None else top,
+                first_encoding if top is not None else values.get("encoding"),
+            )
+        seq, encoding = found
+        if values.get("encoding") != encoding:
+            outcome.counts["duplicate"] += 1  # the call's output as another channel streamed it
+            continue
+        values["seq"] = seq + 1
+        calls[call] = (seq + 1, encoding)
+        rows.append(list(map(values.get, plan.names)))
+    return rows
 
 
 def _insert(conn: sqlite3.Connection, plan: _TablePlan, rows: Sequence[Sequence[Any]]) -> None:

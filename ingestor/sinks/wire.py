@@ -162,12 +162,14 @@ def convex_op(op: Op) -> Op:
     """`op` in Convex's value space (the same op when it already is)."""
     name = op["op"]
     if name == "appendEvent":
-        return {"op": name, "key": op["key"], "args": event_args(op["args"])}
-    if name in _WITH_ANY_COLUMNS:
+        args = event_args(op["args"])
+    elif name in _WITH_ANY_COLUMNS:
         args = encode_any_columns(op["args"])
-        if args is not op["args"]:
-            return {"op": name, "key": op["key"], "args": args}
-    return op
+        if args is op["args"]:
+            return op
+    else:
+        return op
+    return {**op, "args": args}
 
 
 def encode_op(op: Op) -> bytes:

@@ -49,6 +49,11 @@ class ReferenceStore:
     def __init__(self) -> None:
         self.tables: dict[str, dict[Any, dict[str, Any]]] = {t: {} for t in OP_TABLE.values()}
         self.results: list[str] = []
+        self.threads: dict[str, str] = {}
+        """threadId -> the conversation it was first filed under."""
+        self.rate_limit_channels: dict[str, str] = {}
+        self.models: dict[str, str] = {}
+        self.latest_turns: dict[str, str] = {}
 
     def apply(self, ops: Iterable[Op]) -> None:
         for op in ops:
@@ -57,12 +62,44 @@ class ReferenceStore:
     def _apply(self, op: Op) -> str:
         table = OP_TABLE[op["op"]]
         rows = self.tables[table]
-        args = op["args"]
+        args = dict(op["args"])
+        thread = op.get("thread")
+        if thread is not None and "conversationId" in args:
+            args["conversationId"] = self.threads.setdefault(thread, args["conversationId"])
+        channel = op.get("channel")
+        if (
+            thread is not None
+            and channel is not None
+            and self.rate_limit_channels.setdefault(thread, channel) != channel
+        ):
+            return "duplicate"
+        if thread is not None and table in ("usage_snapshots", "rate_limits") and "turnId" not in args:
+            if thread not in self.latest_turns:
+                return "rejected"
+            args["turnId"] = self.latest_turns[thread]
+        if thread is not None and op.get("unknown_turn") and args.get("turnId") is None:
+            latest = self.latest_turns.get(thread)
+            if latest is not None and self.tables["turns"][latest].get("status") == "running":
+                args["turnId"] = latest
+        if thread is not None and "model" in op:
+            self.models[thread] = op["model"]
+        if thread is not None and table == "turns":
+            if args.get("model") is not None:
+                self.models[thread] = args["model"]
+            elif args["turnId"] not in rows and thread in self.models:
+                args["model"] = self.models[thread]
+            if args["turnId"] not in rows:
+                self.latest_turns[thread] = args["turnId"]
         id_column = UPSERT_ID.get(table)
         if id_column is None:
             if op["key"] in rows:
                 return "duplicate"
-            if table == "command_chunks" and any(
+            if table == "command_chunks" and args.get("seq") is None:
+                chunks = [r for r in rows.values() if r["callId"] == args["callId"]]
+                if chunks and chunks[0].get("encoding") != args.get("encoding"):
+                    return "duplicate"
+                args["seq"] = len(chunks)
+            elif table == "command_chunks" and any(
                 (r["callId"], r["stream"], r["seq"]) == (args["callId"], args["stream"], args["seq"])
                 for r in rows.values()
             ):

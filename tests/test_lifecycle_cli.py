@@ -1,0 +1,226 @@
+"""The daemon's life, run as a user runs it: restarts in the middle of a command's output, SIGTERM
+and SIGKILL under load, in both stores (docs/operations.md, "Across processes and channels")."""
+
+from __future__ import annotations
+
+import base64
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from convex_e2e import daemon_env, dump_history, ingestor_argv, log_events, row_count
+from convex_local import ConvexLocal
+from golden.store import FIXTURES
+
+from ingestor.lines import Line
+from ingestor.normalize import Normalizer
+from ingestor.sinks.sqlite import apply_ops, connect
+
+INGESTOR = [sys.executable, "-m", "ingestor"]
+LARGE = FIXTURES / "codex-0.63.0/app-server/large_output.jsonl"
+"""One command (`seq 1 200000`) whose 1.2 MB of output arrives in 211 deltas, each twice (Codex 0.63
+streamed it as v2 text and as legacy bytes)."""
+TABLES = ("conversations", "turns", "commands", "command_chunks", "messages", "usage_snapshots", "events_raw")
+
+
+def _delta_lines(lines: list[bytes]) -> list[int]:
+    return [i for i, line in enumerate(lines) if b"exec_command_output_delta" in line]
+
+
+def _ids(db: Path) -> dict[str, set[str]]:
+    """Each table's row identities (keys, natural ids): what "the same facts" means across runs."""
+    with sqlite3.connect(db) as conn:
+        out = {}
+        for table, column in (
+            ("conversations", "conversationId"),
+            ("turns", "turnId"),
+            ("commands", "callId"),
+        ):
+            out[table] = {row[0] for row in conn.execute(f"SELECT {column} FROM {table}")}
+        for table in ("command_chunks", "messages", "usage_snapshots", "events_raw"):
+            out[table] = {row[0] for row in conn.execute(f"SELECT key FROM {table}")}
+        return out
+
+
+def _output(db: Path, call_id: str) -> tuple[bytes, list[int]]:
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT seq, chunkBase64 FROM command_chunks WHERE callId = ? ORDER BY seq", (call_id,)
+        )
+        chunks = rows.fetchall()
+    return b"".join(base64.b64decode(c) for _, c in chunks), [seq for seq, _ in chunks]
+
+
+def _replay(db: Path, path: Path) -> subprocess.CompletedProcess[bytes]:
+    result = subprocess.run(
+        [*INGESTOR, "replay", str(path), "--sink", f"sqlite:{db}"], capture_output=True, check=False
+    )
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    return result
+
+
+@pytest.mark.parametrize("cut", ["first delta", "middle", "last delta"])
+def test_a_restart_in_the_middle_of_a_commands_output_loses_nothing(tmp_path: Path, cut: str) -> None:
+    lines = LARGE.read_bytes().splitlines(keepends=True)
+    deltas = _delta_lines(lines)
+    at = {"first delta": deltas[0] + 1, "middle": deltas[len(deltas) // 2], "last delta": deltas[-1]}[cut]
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    first.write_bytes(b"".join(lines[:at]))
+    second.write_bytes(b"".join(lines[at:]))
+    split_db, whole_db = tmp_path / "split.db", tmp_path / "whole.db"
+    _replay(split_db, first)
+    _replay(split_db, second)
+    _replay(whole_db, LARGE)
+    assert _ids(split_db) == _ids(whole_db)
+    (call_id,) = _ids(whole_db)["commands"]
+    output, seqs = _output(split_db, call_id)
+    assert output == _output(whole_db, call_id)[0]
+    assert len(output) > 1_000_000  # seq 1 200000, whole
+    assert seqs == list(range(len(seqs)))
+    # A replay of either piece, or of the whole, adds nothing.
+    before = _ids(split_db)
+    for path in (second, first, LARGE):
+        _replay(split_db, path)
+    assert _ids(split_db) == before
+
+
+@pytest.fixture(scope="module")
+def load(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A long app-server stream shaped from the real recordings (the benchmark workload)."""
+    path = tmp_path_factory.mktemp("load") / "codex-150k.jsonl"
+    subprocess.run(
+        [sys.executable, "-m", "bench.gen", "--profile", "codex", "--events", "150000", "--out", str(path)],
+        check=True,
+        capture_output=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    return path
+
+
+def _one_process_ids(lines: list[bytes], tmp_path: Path) -> dict[str, set[str]]:
+    normalizer = Normalizer("stdin")
+    ops = []
+    for i, data in enumerate(lines):
+        ops += normalizer.feed(Line("stdin", i, 0, data))
+    ops += normalizer.finish()
+    db = tmp_path / "expected.db"
+    conn = connect(db)
+    apply_ops(conn, ops)
+    conn.close()
+    return _ids(db)
+
+
+def _wait_for_rows(db: Path, daemon: subprocess.Popen[bytes]) -> None:
+    """Until the daemon has stored something: it is running, past its start-up."""
+    deadline = time.monotonic() + 30
+    while True:
+        assert daemon.poll() is None and time.monotonic() < deadline
+        try:
+            with sqlite3.connect(db) as conn:
+                if conn.execute("SELECT count(*) FROM events_raw").fetchone()[0]:
+                    return
+        except sqlite3.OperationalError:
+            pass  # not created yet
+        time.sleep(0.02)
+
+
+def _feed(daemon: subprocess.Popen[bytes], data: bytes) -> threading.Thread:
+    def write() -> None:
+        assert daemon.stdin is not None
+        try:
+            for start in range(0, len(data), 1 << 16):
+                daemon.stdin.write(data[start : start + (1 << 16)])
+        except (BrokenPipeError, ValueError):
+            pass  # the daemon stopped reading
+
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    return thread
+
+
+def _busy_daemon(db: Path, data: bytes, after: float) -> tuple[subprocess.Popen[bytes], threading.Thread]:
+    """`ingestor run` into `db`, `data` piped in as fast as it reads, `after` seconds into storing."""
+    daemon = subprocess.Popen(
+        [*INGESTOR, "run", "--sink", f"sqlite:{db}"], stdin=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    feeder = _feed(daemon, data)
+    _wait_for_rows(db, daemon)
+    time.sleep(after)
+    return daemon, feeder
+
+
+@pytest.mark.parametrize("after", [0.0, 0.8])
+def test_sigterm_under_load_stores_exactly_the_lines_it_read(
+    load: Path, tmp_path: Path, after: float
+) -> None:
+    db = tmp_path / "store.db"
+    data = load.read_bytes()
+    daemon, feeder = _busy_daemon(db, data, after)
+    daemon.send_signal(signal.SIGTERM)
+    _, err = daemon.communicate(timeout=60)
+    feeder.join(timeout=10)
+    assert daemon.returncode == 0, err.decode()[-3000:]
+    (summary,) = [e for e in log_events(err) if e.get("event") == "pipeline done"]
+    read = summary["lines"]
+    lines = data.splitlines()
+    assert 0 < read < len(lines)  # stopped in the middle
+    assert _ids(db) == _one_process_ids(lines[:read], tmp_path)  # each line read is stored, no other
+
+
+@pytest.mark.parametrize("after", [0.0, 0.8])
+def test_sigkill_under_load_then_a_replay_gives_the_one_process_store(
+    load: Path, tmp_path: Path, after: float
+) -> None:
+    db = tmp_path / "store.db"
+    data = load.read_bytes()
+    daemon, _ = _busy_daemon(db, data, after)
+    daemon.kill()
+    daemon.communicate(timeout=10)
+    stored = _ids(db)
+    expected = _one_process_ids(data.splitlines(), tmp_path)
+    assert 0 < len(stored["events_raw"]) < len(expected["events_raw"])  # killed in the middle
+    assert all(stored[t] <= expected[t] for t in stored)  # nothing that is not a fact of the stream
+    _replay(db, load)  # the same stream again, from the start
+    assert _ids(db) == expected
+
+
+def test_convex_a_stream_cut_in_two_runs_is_the_one_run_history(
+    convex_local: ConvexLocal, tmp_path: Path
+) -> None:
+    lines = LARGE.read_bytes().splitlines(keepends=True)
+    deltas = _delta_lines(lines)
+    at = deltas[len(deltas) // 2]
+    env = daemon_env(CONVEX_ADMIN_KEY=convex_local.admin_key)
+    (conversation,) = {
+        orjson.loads(line)["params"]["thread"]["id"]
+        for line in lines
+        if line.startswith(b'{"method":"thread/started"')
+    }
+
+    def run(data: bytes, state: Path) -> None:
+        result = subprocess.run(
+            ingestor_argv("run", convex_local.url, state),
+            input=data,
+            capture_output=True,
+            env=env,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr.decode()[-3000:]
+
+    convex_local.reset()
+    run(b"".join(lines), tmp_path / "whole")
+    whole = dump_history(convex_local.url, [conversation], convex_local.admin_key)
+    convex_local.reset()
+    run(b"".join(lines[:at]), tmp_path / "first")
+    run(b"".join(lines[at:]), tmp_path / "second")
+    split = dump_history(convex_local.url, [conversation], convex_local.admin_key)
+    assert row_count(split) > 20
+    assert split == whole
+    outputs = split[conversation]["commandOutputs"]
+    assert len(next(iter(outputs.values()))["stdout"]) > 1_000_000
