@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from bench import delivery, live, machine, report, throughput
+from bench import delivery, live, machine, report, soak, throughput
 from bench.plan import FULL, SECTIONS, SMOKE, Plan
 from bench.procs import RESULTS, pin_self, pinned
 from bench.profiling import profile
@@ -113,6 +113,15 @@ class Suite:
             )
         if "memory" in self.only:
             self.attempt("memory-spool", p.memory.name, self._memory)
+        if "soak" in self.only:
+            for variant, threads, step in p.soak:
+                self.attempt(
+                    "soak",
+                    f"{variant}-{threads}",
+                    lambda variant=variant, threads=threads, step=step: soak.measure(  # type: ignore[misc]
+                        variant, threads, step
+                    ),
+                )
         if "profile" in self.only:
             self._profiles()
 

@@ -30,6 +30,8 @@ class Plan:
     profile: Workload
     profile_large: Workload | None
     """Also profile `replay --sink null` on this one: where per-event cost grows with N, if it does."""
+    soak: tuple[tuple[str, int, int], ...]
+    """(variant, threads, step) of each soak run (bench/soak.py)."""
 
 
 CODEX_10K = Workload("codex", 10_000)
@@ -55,6 +57,7 @@ FULL = Plan(
     memory_runs=5,
     profile=CODEX_100K,
     profile_large=CODEX_1M,
+    soak=(("short", 100_000, 2000), ("long", 200, 10)),
 )
 
 SMOKE = Plan(
@@ -74,6 +77,7 @@ SMOKE = Plan(
     memory_runs=1,
     profile=CODEX_10K,
     profile_large=None,
+    soak=(("short", 200, 20), ("long", 4, 1)),
 )
 
-SECTIONS = ("throughput", "sqlite", "convex", "batching", "latency", "memory", "profile")
+SECTIONS = ("throughput", "sqlite", "convex", "batching", "latency", "memory", "soak", "profile")

@@ -264,6 +264,7 @@ def _details(data: dict[str, Any]) -> list[str]:
             )
     lines += _table(["what", "workload", "events/s", "peak RSS (MiB)", "notes"], rows)
     lines += _live(data)
+    lines += _soak(data)
     lines += _scaling(data)
     return [*lines, ""]
 
@@ -333,6 +334,26 @@ def _live(data: dict[str, Any]) -> list[str]:
                     f"{(med(m, 'delivered_share') or 0):.1%}",
                 ]
             ],
+        )
+    return lines
+
+
+def _soak(data: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for m in find(data, "soak"):
+        if m.get("error"):
+            continue
+        lines += [
+            "",
+            f"### Soak: one connection, {m['workload']} threads",
+            "",
+            f"`{m['command']}`: the daemon's RSS (`--sink null`) after every step of threads; "
+            f"peak {fmt_range(m, 'peak_rss_mib', 1)} MiB.",
+            "",
+        ]
+        lines += _table(
+            ["threads", "lines", "RSS (MiB)"],
+            [[f"{p['threads']:,}", f"{p['lines']:,}", f"{p['rss_mib']:.1f}"] for p in m["info"]["points"]],
         )
     return lines
 

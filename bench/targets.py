@@ -14,6 +14,7 @@ CONVEX_EPS_TARGET = 50_000
 BATCHING_FACTOR_TARGET = 100
 LATENCY_SLACK_MS = 50.0
 RSS_TARGET_BYTES = 150_000_000  # 150 MB; compared in bytes, shown in MiB too
+SOAK_GROWTH_TARGET = 1.25
 FLAT_PER_DECADE = 0.10
 """Scaling counts as flat when the fitted change of µs/event per decade of N is within 10% of the mean."""
 
@@ -158,6 +159,7 @@ def evaluate(data: dict[str, Any]) -> list[dict[str, Any]]:
     rows.append(_batching(data))
     rows.append(_latency(data))
     rows.extend(_memory(data))
+    rows.extend(_soak(data))
     rows.append(_scaling_row(data))
     return rows
 
@@ -216,6 +218,22 @@ def _memory(data: dict[str, Any]) -> list[dict[str, Any]]:
         _row(label, target, rss, f"{fmt_range(m, 'peak_rss_mib', 1)} MiB", ok, "memory-spool", note),
         drain,
     ]
+
+
+def _soak(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """One connection carrying many threads: memory flat in what it has carried (bench/soak.py)."""
+    rows = []
+    for m in find(data, "soak"):
+        label = f"soak, one connection, {m['workload']} threads: peak RSS"
+        target = f"≤ {SOAK_GROWTH_TARGET:.2f}x the RSS after the first threads"
+        growth = med(m, "growth")
+        if m.get("error") or growth is None:
+            rows.append(_pending(label, target, [m], "soak"))
+            continue
+        peak, base = fmt_range(m, "peak_rss_mib", 1), fmt_range(m, "baseline_rss_mib", 1)
+        text = f"{growth:.2f}x ({peak} MiB vs {base} MiB after {m['info']['baseline_threads']:,} threads)"
+        rows.append(_row(label, target, growth, text, growth <= SOAK_GROWTH_TARGET, "soak"))
+    return rows
 
 
 def _scaling_row(data: dict[str, Any]) -> dict[str, Any]:

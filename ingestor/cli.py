@@ -1,7 +1,10 @@
 """The `ingestor` command: `run` (the daemon), `replay` (files as fast as the sink allows), `show`.
 
-Exit status: 0 done; 1 failure at run time (sink error, unknown id for `show`); 2 bad usage (a bad
-`--sink`, a missing replay path, argparse errors); 130 `replay` stopped by a signal before the end.
+Exit status: 0 done; 1 failure at run time (sink error, unknown id for `show`, Convex refusing the
+key or missing its functions at the end of a one-shot run); 2 bad usage (a bad `--sink`, a missing
+replay path, argparse errors); 75 a one-shot run (`replay`, `run` on stdin alone) ended with
+operations still in the spool (Convex unreachable until the flush deadline): a later run with the
+same state directory delivers them; 130 `replay` stopped by a signal before the end.
 """
 
 from __future__ import annotations
@@ -27,8 +30,15 @@ from ingestor.logging import configure_logging, get_logger
 from ingestor.normalize import Normalizer
 from ingestor.pipeline import NormalizerFactory, Pipeline, PipelineConfig
 from ingestor.show import WHAT, NotFoundError, show
+from ingestor.sinks.base import Leftover, Spooling
 from ingestor.sinks.factory import SINK_SYNTAX, SinkError, SinkSpec, open_history, open_sink, resolve_sink
 from ingestor.sources import Source, SourceConfigError
+from ingestor.sources.accept import (
+    DEFAULT_MAX_CONNECTIONS,
+    RESERVED_FDS,
+    ConnectionLimit,
+    default_max_connections,
+)
 from ingestor.sources.auth import ProducerAuth, check_exposure, load_token
 from ingestor.sources.files import REPLAY_QUEUE_CHUNKS, FilesSource, MissingPathError, expand_paths
 from ingestor.sources.sockets import DEFAULT_UNIX_MODE, TcpSource, UnixSource, parse_host_port
@@ -39,6 +49,8 @@ log = get_logger("ingestor.cli")
 
 EXIT_FAILURE: Final = 1
 EXIT_USAGE: Final = 2
+EXIT_UNDELIVERED: Final = 75
+"""sysexits' EX_TEMPFAIL: nothing is lost, try again later."""
 EXIT_INTERRUPTED: Final = 130
 
 
@@ -162,6 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODE",
         help="permissions of the --unix sockets: 600 (default: the daemon's user only) or 660 (its group)",
     )
+    run.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        metavar="N",
+        help="producer connections open at once, over all listeners; more wait, unread, until one "
+        f"closes (default: {DEFAULT_MAX_CONNECTIONS}, or the open-files limit minus {RESERVED_FDS})",
+    )
     _add_pipeline(run)
     run.add_argument(
         "--metrics",
@@ -220,8 +239,9 @@ def run_sources(args: argparse.Namespace) -> list[Source]:
     tcp_hosts = [parse_host_port(address)[0] for address in args.tcp]
     mutual_tls = tls is not None and args.tls_client_ca is not None
     check_exposure(tcp_hosts, authenticated=auth is not None or mutual_tls, insecure=args.insecure_tcp)
-    sources: list[Source] = [UnixSource(path, mode=args.unix_mode, auth=auth) for path in args.unix]
-    sources.extend(TcpSource(address, auth=auth, tls=tls) for address in args.tcp)
+    limit = ConnectionLimit(args.max_connections or default_max_connections())
+    sources: list[Source] = [UnixSource(path, limit, mode=args.unix_mode, auth=auth) for path in args.unix]
+    sources.extend(TcpSource(address, limit, auth=auth, tls=tls) for address in args.tcp)
     if args.stdin or not sources:
         sources.insert(0, StdinSource())
     return sources
@@ -246,8 +266,9 @@ async def run_pipeline(
     config: PipelineConfig,
     factory: NormalizerFactory,
     sink_options: Mapping[str, Any],
-) -> Pipeline:
-    """Open the sink, run the pipeline until its sources end or a signal stops it, close the sink."""
+) -> tuple[Pipeline, Leftover | None]:
+    """Open the sink, run the pipeline until its sources end or a signal stops it, close the sink.
+    Also returns what the sink could not deliver before it closed."""
     async with open_sink(spec, os.environ, sink_options) as sink:
         pipeline = Pipeline(sink, factory, config)
         async with anyio.create_task_group() as tg:
@@ -255,7 +276,21 @@ async def run_pipeline(
             await pipeline.run(sources)
             tg.cancel_scope.cancel()
     log.info("pipeline done", sink=str(spec), **pipeline.summary())
-    return pipeline
+    return pipeline, sink.leftover() if isinstance(sink, Spooling) else None
+
+
+def _undelivered_status(leftover: Leftover | None) -> int:
+    """A one-shot run's exit status for what its sink left undelivered (0 when nothing)."""
+    if leftover is None:
+        return 0
+    where = f"{leftover.ops} operations wait in the spool in {leftover.state_dir}"
+    if leftover.refused is not None:
+        return _fail(f"convex refused the requests ({leftover.refused}, see the log); {where}", EXIT_FAILURE)
+    return _fail(
+        f"not delivered before the flush deadline: {where}; a later run with "
+        f"--state-dir {leftover.state_dir} delivers them",
+        EXIT_UNDELIVERED,
+    )
 
 
 async def _run(args: argparse.Namespace, spec: SinkSpec) -> int:
@@ -263,20 +298,18 @@ async def _run(args: argparse.Namespace, spec: SinkSpec) -> int:
 
     sources = run_sources(args)
     with serving(args.metrics):
-        await run_pipeline(
-            spec,
-            sources,
-            pipeline_config(args),
-            normalizer_factory(args.conversation_id),
-            vars(args),
+        _, leftover = await run_pipeline(
+            spec, sources, pipeline_config(args), normalizer_factory(args.conversation_id), vars(args)
         )
-    return 0
+    one_shot = all(isinstance(source, StdinSource) for source in sources)
+    # A daemon stopped by a signal leaves its spool to its next start, as documented: that is no failure.
+    return _undelivered_status(leftover) if one_shot else 0
 
 
 async def _replay(args: argparse.Namespace, spec: SinkSpec) -> int:
     files = expand_paths(args.paths)
     began = time.perf_counter()
-    pipeline = await run_pipeline(
+    pipeline, leftover = await run_pipeline(
         spec,
         [FilesSource(files)],
         dataclasses.replace(pipeline_config(args), queue_chunks=REPLAY_QUEUE_CHUNKS),
@@ -289,9 +322,10 @@ async def _replay(args: argparse.Namespace, spec: SinkSpec) -> int:
     if pipeline.stopped:
         # What was read is stored, but not everything: a caller must not take this for success.
         log.warning("replay interrupted", files=len(files), lines=lines)
+        _undelivered_status(leftover)
         return EXIT_INTERRUPTED
     log.info("replay done", files=len(files), lines=lines, seconds=round(seconds, 3), lines_per_second=rate)
-    return 0
+    return _undelivered_status(leftover)
 
 
 async def _show(args: argparse.Namespace, spec: SinkSpec) -> int:

@@ -230,3 +230,11 @@ def add_convex_arguments(parser: argparse.ArgumentParser, *, delivery: bool) -> 
         metavar="SECONDS",
         help="on shutdown, deliver for at most this long; the rest stays spooled (default: 10)",
     )
+    group.add_argument(
+        "--unready-after",
+        type=_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="/readyz answers 503 once deliveries have failed for this long; ready again after a "
+        "success (default: 5)",
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http import HTTPStatus
@@ -35,6 +36,17 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.events_read = Counter("ingestor_events_read", "Input lines read by the pipeline.", registry=r)
+        self.bad_lines = Counter(
+            "ingestor_invalid_lines",
+            "Input lines stored raw because they are not JSON (invalid_json) or too long (oversize).",
+            ["reason"],
+            registry=r,
+        )
+        self.derive_errors = Counter(
+            "ingestor_derive_errors",
+            "Lines stored raw only because their facts could not be read (a Codex format change?).",
+            registry=r,
+        )
         self.ops_delivered = Counter(
             "ingestor_ops_delivered",
             "Operations confirmed by the sink, by result.",
@@ -55,6 +67,13 @@ class Metrics:
         )
         self.spool_ops = Gauge("ingestor_spool_ops", "Operations waiting in the spool.", registry=r)
         self.spool_bytes = Gauge("ingestor_spool_bytes", "Encoded bytes waiting in the spool.", registry=r)
+        self.spool_quarantined = Counter(
+            "ingestor_spool_quarantined",
+            "Spool content unreadable on start, moved to spool-quarantine/: ops (rows whose segment "
+            "was truncated or lost), index (the whole index unreadable, moved with every segment).",
+            ["what"],
+            registry=r,
+        )
         self.batch_ops = Histogram(
             "ingestor_batch_ops", "Operations per delivered request.", buckets=_BATCH_OPS_BUCKETS, registry=r
         )
@@ -82,6 +101,25 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.connections_open = Gauge(
+            "ingestor_connections_open", "Producer connections open (at most --max-connections).", registry=r
+        )
+        self.accept_failures = Counter(
+            "ingestor_accept_failures",
+            "Failed accepts on the listeners, by errno (EMFILE: out of file descriptors).",
+            ["reason"],
+            registry=r,
+        )
+        self.delivery_failures = Gauge(
+            "ingestor_delivery_consecutive_failures",
+            "Failed delivery attempts since the last success (0 while delivering).",
+            registry=r,
+        )
+        self.oldest_undelivered_age = Gauge(
+            "ingestor_oldest_undelivered_seconds",
+            "Age of the batch being delivered (spooled this long ago); 0 when none is.",
+            registry=r,
+        )
         self.ready = Gauge("ingestor_ready", "1 when the sink is delivering, else 0.", registry=r)
         self.ready.set(1)
 
@@ -91,25 +129,35 @@ METRICS: Final = Metrics()
 
 
 class Health:
-    """Readiness: ready unless some component has reported a reason not to be (thread-safe)."""
+    """Readiness: ready unless some component has reported a reason not to be (thread-safe).
+
+    A reason may start at a time still to come (`set_reason_from`): a failure that is not yet worth
+    paging anyone becomes one by itself when it lasts, whether or not anything happens meanwhile."""
 
     def __init__(self, metrics: Metrics = METRICS) -> None:
         self._lock = threading.Lock()
-        self._reasons: set[str] = set()
+        self._reasons: dict[str, float] = {}
+        """Each reason, and the monotonic time from which it counts."""
         self._metrics = metrics
+        metrics.ready.set_function(lambda: 0 if self.reasons else 1)
 
     def set_reason(self, reason: str, active: bool) -> None:
+        if active:
+            self.set_reason_from(reason, time.monotonic())
+        else:
+            with self._lock:
+                self._reasons.pop(reason, None)
+
+    def set_reason_from(self, reason: str, when: float) -> None:
+        """`reason` holds from monotonic time `when` on (until `set_reason(reason, False)`)."""
         with self._lock:
-            if active:
-                self._reasons.add(reason)
-            else:
-                self._reasons.discard(reason)
-            self._metrics.ready.set(0 if self._reasons else 1)
+            self._reasons[reason] = when
 
     @property
     def reasons(self) -> frozenset[str]:
+        now = time.monotonic()
         with self._lock:
-            return frozenset(self._reasons)
+            return frozenset(reason for reason, since in self._reasons.items() if since <= now)
 
 
 HEALTH: Final = Health()

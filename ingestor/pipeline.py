@@ -12,7 +12,7 @@ import gc
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 import anyio
 from anyio import TASK_STATUS_IGNORED
@@ -25,7 +25,7 @@ from ingestor.lines import Line
 from ingestor.logging import get_logger
 from ingestor.metrics import METRICS
 from ingestor.ops import Op
-from ingestor.sinks.base import Sink
+from ingestor.sinks.base import Sink, Spooling
 from ingestor.sources import Source
 
 log = get_logger("ingestor.pipeline")
@@ -33,6 +33,9 @@ log = get_logger("ingestor.pipeline")
 
 class StreamNormalizer(Protocol):
     """What the pipeline needs from `ingestor.normalize.Normalizer` (one per input stream)."""
+
+    derive_errors: int
+    """Lines stored raw only because their facts could not be read (a Codex format change?)."""
 
     def feed_into(self, line: Line, out: list[Op]) -> None: ...
 
@@ -51,7 +54,8 @@ class PipelineConfig:
     flush_on_idle: bool = True
     """Write a batch as soon as the readers have nothing more buffered (the ops/age bounds are caps)."""
     queue_chunks: int = 8
-    """Operation lists (one per read) that may wait for the batcher: the bound on buffered work."""
+    """Operation lists (one per read) that may wait for the batcher, and streams that may hold one
+    ready to hand over: the bound on buffered parsed work (raw chunks of other producers wait)."""
 
 
 @dataclass(slots=True)
@@ -92,8 +96,12 @@ class Pipeline:
         self, sink: Sink, normalizer_factory: NormalizerFactory, config: PipelineConfig | None = None
     ) -> None:
         self._config = config or PipelineConfig()
+        self._sink = sink
         self._normalizer_factory = normalizer_factory
         self._send, self._receive = anyio.create_memory_object_stream[BatchItem](self._config.queue_chunks)
+        self._handing_over = anyio.CapacityLimiter(self._config.queue_chunks)
+        """Streams normalizing a chunk or waiting to hand its ops over: the bound on parsed work
+        outside the channel, whatever the number of producers."""
         self._sources_scope = anyio.CancelScope()
         self.stopped = False
         """Whether `stop()` ended the run (rather than the sources reaching their end)."""
@@ -142,6 +150,9 @@ class Pipeline:
         """Stop reading (listeners close, streams end); what was read is still normalized and written."""
         self.stopped = True
         self._sources_scope.cancel()
+        if isinstance(self._sink, Spooling):
+            # What was read goes into a full spool too (a bounded amount): stopping never waits for Convex.
+            self._sink.input_stopped()
 
     async def handle_stream(self, name: str, chunks: AsyncGenerator[bytes, None]) -> None:
         """Process one input stream to its end (or until stopped). Its operations stay in order.
@@ -155,24 +166,28 @@ class Pipeline:
         splitter = LineSplitter(name, self._config.max_line_bytes)
         normalizer = self._normalizer_factory(name)
         failures = _Failures(name)
+        problems = _LineProblems(name)
         send = self._send.send
         ended = False
         try:
             async with contextlib.aclosing(chunks):
                 async for chunk in chunks:
-                    lines = splitter.feed(chunk, now_ms())
-                    ops = self._normalize(normalizer, lines, failures)
-                    stats.bytes_read += len(chunk)
-                    stats.lines += len(lines)
-                    METRICS.events_read.inc(len(lines))
-                    stats.ops += len(ops)
-                    if ops:
-                        with anyio.CancelScope(shield=True):
-                            await send(ops)
-                        if self.stopped:
-                            break  # a regular file's reads never wait, so the cancellation can't land there
-                    else:
-                        await checkpoint()  # a long line arriving in many reads must not starve others
+                    # However many producers wait for a full sink, only so many hold parsed work:
+                    # the others hold their raw chunk, unparsed, until the batcher takes more.
+                    async with self._handing_over:
+                        lines = splitter.feed(chunk, now_ms())
+                        ops = self._normalize(normalizer, lines, failures, problems)
+                        stats.bytes_read += len(chunk)
+                        stats.lines += len(lines)
+                        METRICS.events_read.inc(len(lines))
+                        stats.ops += len(ops)
+                        if ops:
+                            with anyio.CancelScope(shield=True):
+                                await send(ops)
+                        else:
+                            await checkpoint()  # a long line arriving in many reads must not starve others
+                    if ops and self.stopped:
+                        break  # a regular file's reads never wait, so the cancellation can't land there
                 else:
                     ended = True
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
@@ -190,12 +205,20 @@ class Pipeline:
                             source=name,
                             bytes=splitter.unfinished_bytes,
                         )
-                ops = self._normalize(normalizer, lines, failures)
+                ops = self._normalize(normalizer, lines, failures, problems)
                 try:
-                    ops.extend(normalizer.finish())
+                    finished = normalizer.finish()
                 except Exception:
                     stats.normalizer_errors += 1
                     failures.record(at="finish")
+                else:
+                    # Lines held until the end (no conversation id came) are read only now.
+                    if normalizer.derive_errors != problems.derive_errors:
+                        problems.derive_failed(
+                            normalizer.derive_errors, lines[-1] if lines else None, finished, 0
+                        )
+                    problems.count_bad_lines(finished)
+                    ops.extend(finished)
                 failures.summarize()
                 stats.lines += len(lines)
                 METRICS.events_read.inc(len(lines))
@@ -207,16 +230,22 @@ class Pipeline:
                         await send(ops)
                     await send(None)
 
-    def _normalize(self, normalizer: StreamNormalizer, lines: list[Line], failures: _Failures) -> list[Op]:
+    def _normalize(
+        self, normalizer: StreamNormalizer, lines: list[Line], failures: _Failures, problems: _LineProblems
+    ) -> list[Op]:
         ops: list[Op] = []
         feed_into = normalizer.feed_into
         for line in lines:
+            start = len(ops)
             # A normalizer bug on one line must not take down every producer's stream.
             try:
                 feed_into(line, ops)
             except Exception:
                 self.stats.normalizer_errors += 1
                 failures.record(ordinal=line.ordinal)
+            if normalizer.derive_errors != problems.derive_errors:
+                problems.derive_failed(normalizer.derive_errors, line, ops, start)
+        problems.count_bad_lines(ops)
         return ops
 
 
@@ -242,3 +271,51 @@ class _Failures:
     def summarize(self) -> None:
         if self.count > 1:
             log.error("normalizer failures in stream", source=self.source, failures=self.count)
+
+
+BAD_LINE_METHODS: Final = {"ingestor/invalidJson": "invalid_json", "ingestor/oversize": "oversize"}
+"""The raw events of lines that are not JSON, or too long (ingestor/normalize/raw.py), by reason."""
+
+
+class _LineProblems:
+    """Lines of one stream stored raw only: invalid or oversize, or whose facts could not be read.
+    Counted in metrics; the first of each kind is logged with its method, so a Codex format change
+    is noticed the day it ships, without a log line per line."""
+
+    __slots__ = ("bad_logged", "derive_errors", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.derive_errors = 0
+        self.bad_logged = False
+
+    def derive_failed(self, total: int, line: Line | None, ops: list[Op], start: int) -> None:
+        """The normalizer's count of derive errors moved to `total` while it read `line`, whose ops
+        are `ops[start:]` (its raw event last among them: the facts of a failed line are dropped)."""
+        METRICS.derive_errors.inc(total - self.derive_errors)
+        if self.derive_errors == 0:
+            events = [op for op in ops[start:] if op["op"] == "appendEvent"]
+            log.warning(
+                "line stored raw only: its facts could not be read (a Codex format change?); "
+                "further ones in this stream are only counted",
+                source=self.source,
+                ordinal=None if line is None else line.ordinal,
+                method=events[-1]["args"].get("method") if events else None,
+            )
+        self.derive_errors = total
+
+    def count_bad_lines(self, ops: list[Op]) -> None:
+        for op in ops:
+            if op["op"] == "appendEvent":
+                method = op["args"].get("method")
+                reason = BAD_LINE_METHODS.get(method) if type(method) is str else None
+                if reason is not None:
+                    METRICS.bad_lines.labels(reason=reason).inc()
+                    if not self.bad_logged:
+                        self.bad_logged = True
+                        log.warning(
+                            "input line stored raw: not JSON or too long; further ones in this stream "
+                            "are only counted",
+                            source=self.source,
+                            method=method,
+                        )

@@ -25,18 +25,34 @@ converted on open, in order.
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import json
 import os
+import shutil
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from ingestor.logging import get_logger
+
 FILENAME: Final = "spool.sqlite3"
+log = get_logger("ingestor.spool")
+
 SEP: Final = b",\n"
 """Between the ops of a row (and of a request body): a JSON separator that compact JSON never holds."""
+
+QUARANTINE_DIR: Final = "spool-quarantine"
+"""Beside the spool: what could not be read on open, moved aside (one timestamped folder each time)."""
+
+RESERVE_BYTES: Final = 4 * 1024 * 1024
+"""Room held on the state volume (`spool.sqlite3.reserve`) and given up only when the volume is
+full, so that confirmations, which need room in SQLite's WAL and free segments, still commit: a
+full disk can always be drained."""
 
 SEGMENT_BYTES: Final = 64 * 1024 * 1024
 """A new segment file is started once the current one holds this much."""
@@ -85,6 +101,17 @@ class Batch:
         return bodies
 
 
+class DiskFullError(OSError):
+    """The state volume has no room for an append (ENOSPC, EDQUOT, or SQLite's "disk is full").
+    Nothing of the append was stored; it can be tried again once there is room."""
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    if isinstance(error, sqlite3.OperationalError):
+        return getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 class SpoolInUseError(RuntimeError):
     """Another process has this spool open."""
 
@@ -111,18 +138,24 @@ class Spool:
             raise SpoolInUseError(
                 f"{path} is in use by another ingestor; give each daemon its own --state-dir"
             ) from None
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per call.
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        # WAL + synchronous=FULL: a committed append survives a SIGKILL and a power cut alike.
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self.quarantined_ops = 0
+        """Ops found unreadable on open, their rows moved to `QUARANTINE_DIR`."""
+        self.quarantined_index = False
+        """Whether the index itself was unreadable on open and moved there with every segment."""
+        try:
+            self._db, old = self._open_index()
+        except sqlite3.DatabaseError as error:
+            self._quarantine_index(error)
+            self.quarantined_index = True
+            self._db, old = self._open_index()
+        opened = self.path.stat()
+        self._identity = (opened.st_dev, opened.st_ino)
         self._wal_synced = True
         """False while a confirmation was committed without syncing the WAL (`durable=False`)."""
         self._readers: dict[int, int] = {}
         self._writer: int | None = None
         self._writer_at = 0
-        old = self._old_format()
-        self._db.execute(_SCHEMA)
+        self._quarantine_short_rows()
         count, total = self._db.execute(
             "SELECT coalesce(sum(ops), 0), coalesce(sum(size), 0) FROM spool"
         ).fetchone()
@@ -139,9 +172,87 @@ class Spool:
             and name[len(self._prefix) : -4].isdigit()
         )
         self._segment = (self._segments[-1] if self._segments else 0) + 1
+        for segment in self._segments:  # open now, like new segments (see `_open_writer`)
+            self._readers[segment] = os.open(self._segment_path(segment), os.O_RDONLY | os.O_CLOEXEC)
         if old:
             self._convert(old)
         self._collect()
+
+    def _open_index(self) -> tuple[sqlite3.Connection, str | None]:
+        """The index database, and the table of an earlier format to convert, if there is one."""
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per call.
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            # WAL + synchronous=FULL: a committed append survives a SIGKILL and a power cut alike.
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            self._db = db
+            old = self._old_format()
+            db.execute(_SCHEMA)
+            db.execute("SELECT count(*) FROM spool").fetchone()  # reads every page of the table
+        except BaseException:
+            db.close()
+            raise
+        return db, old
+
+    def _quarantine_dir(self) -> Path:
+        directory = self.path.with_name(QUARANTINE_DIR) / time.strftime("%Y%m%dT%H%M%S")
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory
+
+    def _quarantine_index(self, error: sqlite3.DatabaseError) -> None:
+        """The index cannot be read (disk trouble): move it and every segment aside, start empty.
+        What it held is unknown: the segments are kept whole for an operator to look at."""
+        directory = self._quarantine_dir()
+        for name in sorted(os.listdir(self.path.parent)):
+            if name in (self.path.name, self.path.name + "-wal", self.path.name + "-shm") or (
+                name.startswith(self._prefix) and name.endswith(".seg")
+            ):
+                os.replace(self.path.with_name(name), directory / name)
+        log.error(
+            "spool index unreadable: moved aside with its segments, starting an empty spool",
+            error=str(error),
+            quarantine=str(directory),
+        )
+
+    def _quarantine_short_rows(self) -> None:
+        """Rows whose bytes are not (all) in their segment file (truncated or lost by disk trouble)
+        can never be sent: copy what is left of those segments aside with the rows' description,
+        forget the rows, deliver the rest."""
+        lost: list[tuple[int, int, int, int, int, int]] = []
+        for segment, end in self._db.execute(
+            "SELECT segment, max(offset + length) FROM spool GROUP BY segment"
+        ):
+            try:
+                size = self._segment_path(segment).stat().st_size
+            except FileNotFoundError:
+                size = -1
+            if size < end:
+                lost += self._db.execute(
+                    "SELECT seq, ops, segment, offset, length, ? FROM spool "
+                    "WHERE segment = ? AND offset + length > ?",
+                    (size, segment, max(size, 0)),
+                ).fetchall()
+        if not lost:
+            return
+        directory = self._quarantine_dir()
+        for segment in sorted({row[2] for row in lost if row[5] >= 0}):
+            shutil.copyfile(self._segment_path(segment), directory / self._segment_path(segment).name)
+        columns = ("seq", "ops", "segment", "offset", "length", "segment_size")
+        (directory / "rows.json").write_text(
+            json.dumps([dict(zip(columns, row, strict=True)) for row in lost])
+        )
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.executemany("DELETE FROM spool WHERE seq = ?", [(row[0],) for row in lost])
+        self._db.execute("COMMIT")
+        self.quarantined_ops = sum(row[1] for row in lost)
+        log.error(
+            "spool segments truncated or missing: their ops cannot be sent and were moved aside; "
+            "delivering the rest",
+            ops=self.quarantined_ops,
+            rows=len(lost),
+            quarantine=str(directory),
+        )
 
     @property
     def _prefix(self) -> str:
@@ -234,26 +345,92 @@ class Spool:
                 seq += len(group)
                 offset += len(blob)
                 position += len(group)
-            # The data first, durable; then the rows that refer to it. A crash in between leaves
-            # bytes no row points at, which are never read.
-            _write_all(fd, blobs)
-            os.fdatasync(fd)
-            self._writer_at = offset
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany(
-                    "INSERT INTO spool (seq, enqueued_at, ops, size, segment, offset, length) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                # The data first, durable; then the rows that refer to it. A crash in between leaves
+                # bytes no row points at, which are never read.
+                _write_all(fd, blobs)
+                os.fdatasync(fd)
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.executemany(
+                        "INSERT INTO spool (seq, enqueued_at, ops, size, segment, offset, length) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        rows,
+                    )
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            except (OSError, sqlite3.OperationalError) as error:
+                # Nothing of this append happened: free what it wrote, so the next one (the same ops,
+                # once there is room) starts where this one did.
+                os.ftruncate(fd, self._writer_at)
+                os.lseek(fd, self._writer_at, os.SEEK_SET)
+                if not _is_disk_full(error):
+                    raise
+                self._drop_writer_if_delivered()
+                raise DiskFullError(f"spool: no space left in {self.path.parent}: {error}") from error
+            self._writer_at = offset
             self._wal_synced = True
             self._next = seq
             self._ops += len(bodies)
             self._bytes += total
+
+    def orphaned(self) -> bool:
+        """Whether the spool's files are no longer where they were opened (the state directory was
+        deleted or replaced): appends would go to files nothing can find after a restart."""
+        try:
+            found = self.path.stat()
+        except FileNotFoundError:
+            return True
+        return (found.st_dev, found.st_ino) != self._identity
+
+    @property
+    def _reserve_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".reserve")
+
+    def _keep_reserve(self) -> None:
+        """Hold `RESERVE_BYTES` of the volume (a file of them), for confirmations on a full disk."""
+        path = self._reserve_path
+        if path.exists() or self.orphaned():
+            return
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, RESERVE_BYTES)
+        except OSError as error:
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            path.unlink()  # no room for it now: kept again once deliveries have freed some
+        finally:
+            os.close(fd)
+
+    def _release_reserve(self) -> bool:
+        """Give the reserve's room to SQLite; False when there was none to give."""
+        try:
+            self._reserve_path.unlink()
+        except FileNotFoundError:
+            return False
+        log.warning("state volume full: using the space held in reserve to record confirmations")
+        return True
+
+    def _drop_writer_if_delivered(self) -> None:
+        """On a full disk: delete the segment being appended to if nothing in it waits any more, so
+        that what was delivered from it makes room (segments are otherwise deleted only once full)."""
+        if self._writer is None:
+            return
+        waiting = self._db.execute(
+            "SELECT 1 FROM spool WHERE segment = ? LIMIT 1", (self._segment,)
+        ).fetchone()
+        if waiting is not None:
+            return
+        os.close(self._writer)
+        self._writer = None
+        self._segments.remove(self._segment)
+        reader = self._readers.pop(self._segment, None)
+        if reader is not None:
+            os.close(reader)
+        self._segment_path(self._segment).unlink(missing_ok=True)
+        self._segment += 1
 
     def _open_writer(self) -> int:
         """The segment appends go to: a new one at start and whenever the current one is full."""
@@ -264,6 +441,9 @@ class Spool:
             self._segment += 1
         path = self._segment_path(self._segment)
         self._writer = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        # Opened for reading now, not when first read: the data stays readable (to be delivered)
+        # even if the state directory is deleted meanwhile.
+        self._readers[self._segment] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         self._writer_at = 0
         self._segments.append(self._segment)
         # The new file's name must survive a power cut too, before any row refers to it.
@@ -343,7 +523,13 @@ class Spool:
             if not durable:
                 self._db.execute("PRAGMA synchronous=NORMAL")
             try:
-                self._delete_through(seq)
+                try:
+                    self._delete_through(seq)
+                except sqlite3.OperationalError as error:
+                    # A full disk: confirming needs room in the WAL, and confirming is what frees room.
+                    if not _is_disk_full(error) or not self._release_reserve():
+                        raise
+                    self._delete_through(seq)
             finally:
                 if not durable:
                     self._db.execute("PRAGMA synchronous=FULL")
@@ -395,7 +581,10 @@ class Spool:
             return
         # SQLite has written the committed frames to the WAL file: syncing it is what
         # `synchronous=FULL` would have done at those commits.
-        wal = os.open(self.path.with_name(self.path.name + "-wal"), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            wal = os.open(self.path.with_name(self.path.name + "-wal"), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return  # the state directory was deleted (see `orphaned`): nothing left to make durable
         try:
             os.fsync(wal)
         finally:
@@ -415,6 +604,7 @@ class Spool:
             if reader is not None:
                 os.close(reader)
             self._segment_path(segment).unlink(missing_ok=True)
+        self._keep_reserve()
 
     def close(self) -> None:
         with self._lock:

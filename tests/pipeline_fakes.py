@@ -15,6 +15,7 @@ class EchoNormalizer:
 
     def __init__(self, source: str) -> None:
         self.source = source
+        self.derive_errors = 0
 
     def feed_into(self, line: Line, out: list[Op]) -> None:
         out.append(

@@ -270,14 +270,18 @@ def test_a_refused_key_keeps_everything_for_the_next_start(
         daemon.stdin.write(stream)
         daemon.stdin.flush()
         deadline = time.monotonic() + 30
-        while http_get(f"http://127.0.0.1:{port}/readyz") != (503, "not ready: convex_auth\n"):
+        # `delivery_failing` joins it once the failures have lasted --unready-after (5 s).
+        while (ready := http_get(f"http://127.0.0.1:{port}/readyz"))[0] != 503 or "convex_auth" not in ready[
+            1
+        ]:
             assert time.monotonic() < deadline, "never reported not-ready"
             time.sleep(0.1)
         assert http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200
         status, metrics = http_get(f"http://127.0.0.1:{port}/metrics")
         assert status == 200 and "ingestor_ready 0.0" in metrics
         _, stderr = daemon.communicate(timeout=60)  # closes stdin: end of input, flush, exit
-        assert daemon.returncode == 0
+        assert daemon.returncode == 1  # a one-shot run whose key was refused: not a success
+        assert b"convex refused the requests (auth" in stderr.splitlines()[-1]
     finally:
         if daemon.poll() is None:
             daemon.kill()

@@ -34,6 +34,8 @@ def split_command(command: Any) -> list[str] | None:
         return [str(a) for a in command]
     if type(command) is not str:
         return None
+    if len(command) > SPLIT_MAX_CHARS:
+        return [command]
     argv = _SPLIT_MEMO.get(command)
     if argv is None:
         try:
@@ -46,6 +48,9 @@ def split_command(command: Any) -> list[str] | None:
     return list(argv)  # a copy: the memo must not share a list with an op
 
 
+SPLIT_MAX_CHARS: Final = 16 * 1024
+"""Longer commands are kept whole, unsplit: shlex takes about 1.3 s per MiB on the event loop (every
+producer waits), and the memo below would hold each such string."""
 _SPLIT_MEMO: Final[dict[str, list[str]]] = {}
 """shlex is slow and every command arrives at least twice (started, completed; v2 and legacy): a
 memo only (same answer), bounded."""

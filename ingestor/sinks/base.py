@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Final, Protocol
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Protocol, runtime_checkable
 
 from ingestor.ops import Op
 
@@ -14,6 +16,28 @@ class Sink(Protocol):
 
     async def aclose(self) -> None:
         """Flush what can be flushed and release resources."""
+
+
+@dataclass(frozen=True, slots=True)
+class Leftover:
+    """Operations a closed sink could not deliver: they wait in its spool for a later run."""
+
+    ops: int
+    state_dir: Path
+    refused: str | None
+    """`auth` or `config` when the deployment refused the requests (a wrong key, say), else None."""
+
+
+@runtime_checkable
+class Spooling(Protocol):
+    """A sink that may close with operations still waiting in its spool (the Convex sink)."""
+
+    def leftover(self) -> Leftover | None:
+        """What was left undelivered when the sink closed (None: everything was delivered)."""
+
+    def input_stopped(self) -> None:
+        """Reading has stopped for good: take what was read even into a full spool (a bounded
+        amount, what the readers held), so that shutdown never waits for the deployment."""
 
 
 class HistoryReader(Protocol):

@@ -68,10 +68,10 @@ from ingestor.deployment import (
 from ingestor.logging import get_logger, redact
 from ingestor.metrics import HEALTH, METRICS, Health, Metrics
 from ingestor.ops import Op, make_key
-from ingestor.sinks.base import json_numbers
+from ingestor.sinks.base import Leftover, json_numbers
 from ingestor.sinks.factory import SinkError
 from ingestor.sinks.wire import encode_op
-from ingestor.spool import SEP, Batch, Spool
+from ingestor.spool import SEP, Batch, DiskFullError, Spool
 
 APPLY_BATCH: Final = "ingest:applyBatch"
 MIB: Final = 1024 * 1024
@@ -102,6 +102,8 @@ _STAGED_PARTS_MISSING: Final = "StagedPartsMissing"
 # sizes its own way (a number is 9 bytes), so an op under the batch budget in JSON may still be.
 _TOO_LARGE: Final = re.compile(r"BatchTooLarge|too large", re.IGNORECASE)
 DEAD_LETTER_FILE: Final = "dead-letter.jsonl"
+DISK_FULL_RETRY: Final = 1.0
+"""Seconds between appends tried on a full state volume when no delivery frees room meanwhile."""
 # A local backend or stand-in may run without a key; anywhere else a missing key is worth a warning.
 _LOOPBACK: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 
@@ -122,14 +124,23 @@ class ConvexSinkConfig:
     retry_initial_wait: float = 0.1
     auth_retry_wait: float = 30.0
     """Pause between attempts while the key is refused or the function is missing."""
+    unready_after: float = 5.0
+    """Seconds of failing deliveries (no success since) after which `/readyz` says not ready."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_max_ops <= APPLY_BATCH_MAX_OPS:
             raise ValueError(f"batch max ops must be between 1 and {APPLY_BATCH_MAX_OPS}")
         if not 1 <= self.batch_max_bytes <= APPLY_BATCH_MAX_BYTES:
             raise ValueError(f"batch max bytes must be between 1 and {APPLY_BATCH_MAX_BYTES}")
-        if self.batch_max_age < 0 or self.flush_timeout < 0 or self.spool_max_bytes < 1:
-            raise ValueError("batch max age and flush timeout must be >= 0, spool max bytes > 0")
+        if (
+            self.batch_max_age < 0
+            or self.flush_timeout < 0
+            or self.unready_after < 0
+            or self.spool_max_bytes < 1
+        ):
+            raise ValueError(
+                "batch max age, flush timeout and unready-after must be >= 0, spool max bytes > 0"
+            )
 
 
 def _now_ms() -> int:
@@ -159,6 +170,7 @@ class ConvexSink:
         self._drained = anyio.Event()
         self._closing = False
         self._closed = False
+        self._input_stopped = False
         self._head_at: int | None = None
         self._next: Batch | None = None
         """The next batch, when it was read while the previous one was being sent."""
@@ -166,6 +178,11 @@ class ConvexSink:
         """(last op, durable) of the batch delivered last, until the spool has forgotten it."""
         self._dead_lettered = False
         self._incident: str | None = None
+        self._failures = 0
+        """Failed calls since the last answered one."""
+        self._delivering_at: int | None = None
+        """When the batch being delivered was spooled (epoch ms); None between batches."""
+        metrics.oldest_undelivered_age.set_function(self._oldest_undelivered_age)
         # Full jitter: a random wait up to initial * 2^attempt (capped), so restarted daemons spread out.
         self._backoff = wait_random_exponential(
             multiplier=config.retry_initial_wait, max=config.retry_max_wait
@@ -182,24 +199,79 @@ class ConvexSink:
         bodies = [encode_op(op) for op in ops]
         if not bodies:
             return
+        if self._spool.orphaned():
+            await self._replace_orphaned_spool()
         await self._wait_for_room(sum(map(len, bodies)))
         enqueued_at = _now_ms()
         was_empty = self._spool.ops == 0
         config = self._config
         # Rows cut to what one request carries: the delivery loop sends whole rows as they are.
-        await anyio.to_thread.run_sync(
-            partial(
-                self._spool.append,
-                bodies,
-                enqueued_at,
-                max_ops=config.batch_max_ops,
-                max_bytes=config.batch_max_bytes,
-            )
+        append = partial(
+            self._spool.append,
+            bodies,
+            enqueued_at,
+            max_ops=config.batch_max_ops,
+            max_bytes=config.batch_max_bytes,
         )
+        try:
+            await anyio.to_thread.run_sync(append)
+        except DiskFullError as error:
+            await self._append_when_disk_has_room(append, error)
         if was_empty:
             self._head_at = enqueued_at
         self._update_gauges()
         self._wakeup.set()
+
+    async def _replace_orphaned_spool(self) -> None:
+        """The state directory was deleted under the daemon: pause input, deliver what the old spool
+        holds (its files are still open), then start a new spool where the old one was."""
+        log.error(
+            "state directory deleted or replaced: input paused until the old spool is delivered, "
+            "then a new spool starts there",
+            state_dir=str(self._config.state_dir),
+            spool_ops=self._spool.ops,
+        )
+        self._health.set_reason("state_dir_missing", True)
+        try:
+            while self._spool.ops or self._unconfirmed is not None:
+                self._space = anyio.Event()
+                self._wakeup.set()
+                await self._space.wait()
+            old = self._spool
+            self._spool = await anyio.to_thread.run_sync(Spool, old.path)
+            await anyio.to_thread.run_sync(old.close)
+        finally:
+            self._health.set_reason("state_dir_missing", False)
+        log.info("new spool started", spool=str(self._spool.path))
+
+    async def close_spool(self) -> None:
+        await anyio.to_thread.run_sync(self._spool.close)
+
+    async def _append_when_disk_has_room(self, append: Callable[[], None], error: DiskFullError) -> None:
+        """A full state volume acts like a full spool: input pauses (deliveries go on, and free
+        segments) until the append fits; logged once per incident, `/readyz` 503 `disk_full`."""
+        log.error(
+            "state volume full: input paused until deliveries or the operator free space",
+            error=str(error),
+            spool_ops=self._spool.ops,
+        )
+        self._health.set_reason("disk_full", True)
+        try:
+            while True:
+                if self._input_stopped:
+                    raise error  # shutting down: what was read and not spooled cannot be kept
+                with anyio.move_on_after(DISK_FULL_RETRY):
+                    self._space = anyio.Event()
+                    await self._space.wait()
+                try:
+                    await anyio.to_thread.run_sync(append)
+                except DiskFullError as again:
+                    error = again
+                    continue
+                break
+        finally:
+            self._health.set_reason("disk_full", False)
+        log.info("state volume has room again: input resumed", spool_ops=self._spool.ops)
 
     async def _wait_for_room(self, size: int) -> None:
         """Backpressure: block (the daemon stops reading input) until the spool has room.
@@ -207,7 +279,7 @@ class ConvexSink:
         An empty spool always takes the write, so one write larger than the cap cannot deadlock.
         """
         cap = self._config.spool_max_bytes
-        if self._spool.ops == 0 or self._spool.total_bytes + size <= cap:
+        if self._spool.ops == 0 or self._spool.total_bytes + size <= cap or self._input_stopped:
             return
         log.warning(
             "spool full: input paused until Convex catches up",
@@ -217,12 +289,16 @@ class ConvexSink:
         )
         self._health.set_reason("spool_full", True)
         try:
-            while self._spool.ops > 0 and self._spool.total_bytes + size > cap:
+            while self._spool.ops > 0 and self._spool.total_bytes + size > cap and not self._input_stopped:
                 self._space = anyio.Event()
                 await self._space.wait()
         finally:
             self._health.set_reason("spool_full", False)
         log.info("spool has room again: input resumed", spool_bytes=self._spool.total_bytes)
+
+    def input_stopped(self) -> None:
+        self._input_stopped = True
+        self._space.set()
 
     async def aclose(self) -> None:
         """Deliver what the flush deadline allows; the rest stays spooled for the next start."""
@@ -241,6 +317,11 @@ class ConvexSink:
             )
         self._closed = True
 
+    def leftover(self) -> Leftover | None:
+        if not self._closed or self._spool.ops == 0:
+            return None
+        return Leftover(self._spool.ops, self._config.state_dir, self._incident)
+
     # -- the delivery side -------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -255,6 +336,7 @@ class ConvexSink:
         try:
             while (batch := await self._next_batch()) is not None:
                 last, enqueued_at = batch.last, batch.enqueued_at
+                self._delivering_at = enqueued_at
                 self._dead_lettered = False
                 if batch.count == 1 and batch.size > self._config.batch_max_bytes:
                     # Staging reads the op from the spool again: dropping this copy first keeps the
@@ -270,12 +352,18 @@ class ConvexSink:
                 # A confirmation after dead letters is durable: a power cut must not dead-letter
                 # those ops twice. Otherwise losing it costs a harmless re-send, not an fsync each.
                 self._unconfirmed = (last, self._dead_lettered)
+                self._delivering_at = None
                 self._metrics.delivery_latency.observe(max(0.0, (_now_ms() - enqueued_at) / 1000))
         finally:
             with anyio.CancelScope(shield=True):
                 await self._confirm_pending()
             # Also on a crash of the loop: aclose() must not wait out its deadline for nothing.
             self._drained.set()
+
+    def _oldest_undelivered_age(self) -> float:
+        """(Read by the metrics thread.)"""
+        since = self._delivering_at
+        return 0.0 if since is None else max(0.0, (_now_ms() - since) / 1000)
 
     def _due_now(self) -> bool:
         """Whether the spool holds a full batch (or is being flushed): no reason to wait for more."""
@@ -540,6 +628,7 @@ class ConvexSink:
     def _before_sleep(self, state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
+        self._delivery_failed()
         if isinstance(error, (AuthError, ConfigError)):
             kind = "auth" if isinstance(error, AuthError) else "config"
             self._metrics.retries.labels(cause=kind).inc()
@@ -569,7 +658,18 @@ class ConvexSink:
             error=str(error),
         )
 
+    def _delivery_failed(self) -> None:
+        """Count a failed call; not ready once calls have failed for `unready_after` seconds."""
+        self._failures += 1
+        self._metrics.delivery_failures.set(self._failures)
+        if self._failures == 1:
+            self._health.set_reason_from("delivery_failing", time.monotonic() + self._config.unready_after)
+
     def _end_incident(self) -> None:
+        if self._failures:
+            self._failures = 0
+            self._metrics.delivery_failures.set(0)
+            self._health.set_reason("delivery_failing", False)
         if self._incident is not None:
             log.info("convex accepts requests again", incident=self._incident)
             self._health.set_reason("convex_" + self._incident, False)
@@ -636,6 +736,7 @@ def _op_label(body: bytes) -> str:
 
 
 def _append_fsync(path: Path, data: bytes) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the state directory may have been deleted
     # Refused ops hold prompts and command output: the daemon's user's only.
     with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600), "ab") as file:
         file.write(data)
@@ -654,6 +755,10 @@ async def open_convex_sink(
     """The sink with its delivery loop running; on exit: flush (bounded by the deadline), close."""
     config.state_dir.mkdir(parents=True, exist_ok=True)
     spool = await anyio.to_thread.run_sync(Spool, config.state_dir / spool_module.FILENAME)
+    if spool.quarantined_ops:
+        metrics.spool_quarantined.labels(what="ops").inc(spool.quarantined_ops)
+    if spool.quarantined_index:
+        metrics.spool_quarantined.labels(what="index").inc()
     if spool.ops:
         log.info("spool has undelivered ops from a previous run: delivering them first", spool_ops=spool.ops)
     sink = ConvexSink(api, spool, config, metrics=metrics, health=health)
@@ -668,7 +773,7 @@ async def open_convex_sink(
                 tg.cancel_scope.cancel()
     finally:
         await api.aclose()
-        await anyio.to_thread.run_sync(spool.close)
+        await sink.close_spool()
 
 
 class ConvexHistory:
@@ -754,7 +859,7 @@ def _deployment(env: Mapping[str, str], options: Mapping[str, Any]) -> Deploymen
 def sink_config(env: Mapping[str, str], options: Mapping[str, Any]) -> ConvexSinkConfig:
     """The sink's settings from CLI options (argparse names); absent ones take the defaults."""
     values: dict[str, Any] = {"state_dir": options.get("state_dir") or default_state_dir(env)}
-    for name in ("batch_max_ops", "batch_max_bytes", "spool_max_bytes", "flush_timeout"):
+    for name in ("batch_max_ops", "batch_max_bytes", "spool_max_bytes", "flush_timeout", "unready_after"):
         if options.get(name) is not None:
             values[name] = options[name]
     if options.get("batch_max_age_ms") is not None:

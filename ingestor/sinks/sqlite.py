@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -21,11 +22,11 @@ from typing import Any, Final
 
 import anyio
 import anyio.to_thread
-import orjson
 from anyio.abc import TaskGroup
 
 from ingestor.logging import get_logger
 from ingestor.ops import OP_TABLE, EventArgs, Op
+from ingestor.sinks.json_text import dumps_json
 from ingestor.sinks.merge import apply_upsert
 from ingestor.sinks.schema import TABLES, Column, Table
 
@@ -33,20 +34,14 @@ log = get_logger("ingestor.sinks.sqlite")
 
 SCHEMA_VERSION: Final = 2
 """2: the `threads` table; chunks numbered by the store."""
+LOCKED_RETRY: Final = 1.0
+"""Seconds between attempts while another process holds the store beyond the busy timeout."""
 PAGE_SIZE: Final = 8192
 _INT64: Final = 2**63
 
 
 class Rejected(Exception):
     """An operation the store cannot hold (deterministic: retrying cannot help)."""
-
-
-def dumps_json(value: Any) -> str:
-    try:
-        return orjson.dumps(value).decode()
-    except (orjson.JSONEncodeError, TypeError):
-        # orjson refuses integers beyond 64 bits; the stdlib writes them exactly.
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def loads_json(text: str) -> Any:
@@ -666,7 +661,7 @@ class SqliteSink:
 
     async def write_batches(self, batches: Sequence[Sequence[Op]]) -> None:
         """Several batches in one transaction (the batcher's way to hand over a burst)."""
-        outcome = await anyio.to_thread.run_sync(apply_batches, self._conn, batches, limiter=self._limiter)
+        outcome = await self._apply_when_unlocked(batches)
         self.counts.update(outcome.counts)
         for op, reason in outcome.rejected:
             log.warning("op rejected", op=op["op"], key=op["key"], reason=reason)
@@ -678,6 +673,31 @@ class SqliteSink:
             self._checkpointing = True
             self._batches = self._ops = 0
             self._task_group.start_soon(self._checkpoint)
+
+    async def _apply_when_unlocked(self, batches: Sequence[Sequence[Op]]) -> BatchOutcome:
+        """Apply `batches`, waiting (input paused, logged once) while another process holds the
+        store's write lock beyond the busy timeout: nothing read is dropped, nothing exits."""
+        locked_since: float | None = None
+        while True:
+            try:
+                outcome = await anyio.to_thread.run_sync(
+                    apply_batches, self._conn, batches, limiter=self._limiter
+                )
+            except sqlite3.OperationalError as error:
+                if error.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                    raise
+                if locked_since is None:
+                    locked_since = time.monotonic()
+                    log.error(
+                        "store locked by another process: input paused until it lets go", error=str(error)
+                    )
+                await anyio.sleep(LOCKED_RETRY)
+                continue
+            if locked_since is not None:
+                log.info(
+                    "store writable again: input resumed", waited_s=round(time.monotonic() - locked_since, 1)
+                )
+            return outcome
 
     async def _checkpoint(self) -> None:
         try:

@@ -38,7 +38,11 @@ _REASONING_ORDER = "turnId = ? ORDER BY position IS NULL, position, createdAt, i
 def present_any(name: str, text: str) -> tuple[str, Any]:
     """An `any` column's stored JSON text as `history:*` returns it: `(name, value)` when Convex can
     carry the value, else `(name + "Json", text)`, the text untouched."""
-    value = loads_json(text)
+    try:
+        value = loads_json(text)
+    except RecursionError:
+        # Nested deeper than the stdlib reads (about 1,000 levels): far past Convex's 16 as well.
+        return name + "Json", text
     if is_convex_safe(value):
         return name, value
     return name + "Json", text

@@ -20,6 +20,7 @@ from typing import Any, Final
 import orjson
 
 from ingestor.ops import ANY_COLUMNS, EventArgs, Op
+from ingestor.sinks.json_text import dumps_json
 
 _MAX_SAFE_INT: Final = 2**53
 # A column value sits one level inside its document, and the document inside the batch arguments:
@@ -124,7 +125,7 @@ def encode_any_columns(args: dict[str, Any]) -> dict[str, Any]:
             if out is args:
                 out = dict(args)
             del out[column]
-            out[column + "Json"] = orjson.dumps(value).decode()
+            out[column + "Json"] = dumps_json(value)
     return out
 
 

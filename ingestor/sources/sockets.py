@@ -20,6 +20,7 @@ from anyio.abc import ByteReceiveStream, ByteStream, Listener, TaskStatus
 
 from ingestor.logging import get_logger
 from ingestor.sources import SourceConfigError, StreamHandler
+from ingestor.sources.accept import ConnectionLimit, accept_forever, default_max_connections
 from ingestor.sources.auth import ProducerAuth
 from ingestor.sources.tls import HANDSHAKE_TIMEOUT, QuietTLSListener
 
@@ -49,7 +50,11 @@ def _peer(stream: ByteStream, prefix: str) -> str:
 
 
 async def _serve(
-    listener: Listener[ByteStream], prefix: str, handle: StreamHandler, auth: ProducerAuth | None
+    listener: Listener[ByteStream],
+    prefix: str,
+    handle: StreamHandler,
+    limit: ConnectionLimit,
+    auth: ProducerAuth | None,
 ) -> None:
     counter = 0
 
@@ -66,16 +71,23 @@ async def _serve(
                 chunks = admitted
             await handle(name, chunks)
 
-    async with listener:
-        await listener.serve(on_connection)
+    await accept_forever(listener, prefix, on_connection, limit)
 
 
 DEFAULT_UNIX_MODE: Final = 0o600
 
 
 class UnixSource:
-    def __init__(self, path: str, *, mode: int = DEFAULT_UNIX_MODE, auth: ProducerAuth | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        limit: ConnectionLimit | None = None,
+        *,
+        mode: int = DEFAULT_UNIX_MODE,
+        auth: ProducerAuth | None = None,
+    ) -> None:
         self._path = path
+        self._limit = limit or ConnectionLimit(default_max_connections())
         self._mode = mode
         self._auth = auth
 
@@ -93,7 +105,7 @@ class UnixSource:
         log.info("listening", address=f"unix:{self._path}", mode=f"{self._mode:o}")
         task_status.started(self._path)
         try:
-            await _serve(listener, f"unix:{self._path}", handle, self._auth)
+            await _serve(listener, f"unix:{self._path}", handle, self._limit, self._auth)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._path)
@@ -133,9 +145,15 @@ def parse_host_port(value: str) -> tuple[str, int]:
 
 class TcpSource:
     def __init__(
-        self, address: str, *, auth: ProducerAuth | None = None, tls: ssl.SSLContext | None = None
+        self,
+        address: str,
+        limit: ConnectionLimit | None = None,
+        *,
+        auth: ProducerAuth | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._host, self._port = parse_host_port(address)
+        self._limit = limit or ConnectionLimit(default_max_connections())
         self._auth = auth
         self._tls = tls
 
@@ -152,4 +170,4 @@ class TcpSource:
         host = self._host or "*"
         log.info("listening", address=f"tcp:{host}:{port}", tls=self._tls is not None)
         task_status.started(f"{host}:{port}")
-        await _serve(listener, f"tcp:{host}:{port}", handle, self._auth)
+        await _serve(listener, f"tcp:{host}:{port}", handle, self._limit, self._auth)
