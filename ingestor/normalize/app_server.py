@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from ingestor.lines import Line
-from ingestor.normalize import facts
+from ingestor.normalize import facts, tools
 from ingestor.normalize.state import V2, Ops, State
 
 Handler = Callable[[State, Line, dict[str, Any], int, Ops], None]
@@ -175,6 +175,8 @@ def _item(s: State, line: Line, params: dict[str, Any], at: int, out: Ops, compl
         else:
             fields["startedAt"] = facts.epoch_ms(params.get("startedAtMs")) or at
         facts.command(s, line, out, V2, call_id, tid, fields)
+    elif type(kind) is str and kind in _TOOL_ITEMS:
+        _tool_item(s, line, params, item, tid, completed, at, out)
     elif not completed:
         return
     elif kind == "agentMessage":
@@ -189,6 +191,51 @@ def _item(s: State, line: Line, params: dict[str, Any], at: int, out: Ops, compl
         item_id = item.get("id")
         s.reasoning_items = True
         facts.reasoning(s, line, out, V2, tid, item_id if type(item_id) is str else None, texts, item, at)
+
+
+_TOOL_ITEMS: Final = frozenset({"fileChange", "mcpToolCall", "webSearch"})
+
+
+def _tool_item(
+    s: State,
+    line: Line,
+    params: dict[str, Any],
+    item: dict[str, Any],
+    tid: str,
+    completed: bool,
+    at: int,
+    out: Ops,
+) -> None:
+    """A file change, MCP tool call or web search item (see tools.py)."""
+    call_id = item.get("id")
+    if type(call_id) is not str:
+        return
+    kind = item.get("type")
+    fields: dict[str, Any]
+    if kind == "fileChange":
+        fields = tools.file_fields(tools.v2_changes(item.get("changes")))
+    elif kind == "mcpToolCall":
+        error = item.get("error")
+        fields = tools.mcp_fields(
+            item.get("server"),
+            item.get("tool"),
+            item.get("arguments"),
+            item.get("result"),
+            error.get("message") if type(error) is dict else None,
+        )
+        fields["durationMs"] = facts.number(item.get("durationMs"))
+    else:
+        fields = tools.search_fields(item.get("query"), item.get("action"))
+    status = facts.lookup(COMMAND_STATUS, item.get("status"))
+    if status is None:  # webSearch items have no status: started runs, completed is done
+        status = "completed" if completed else "running"
+    fields["status"] = status
+    if completed:
+        fields["endedAt"] = facts.epoch_ms(item.get("completedAtMs") or params.get("completedAtMs")) or at
+    else:
+        del fields["parsedCmd"]  # written once, by the completed item (see tools.py)
+        fields["startedAt"] = facts.epoch_ms(item.get("startedAtMs") or params.get("startedAtMs")) or at
+    facts.command(s, line, out, V2, call_id, tid, fields)
 
 
 def _item_started(s: State, line: Line, params: dict[str, Any], at: int, out: Ops) -> None:

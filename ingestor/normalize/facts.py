@@ -162,6 +162,7 @@ def turn_ended(s: State, line: Line, out: Ops, turn_id: str, status: str, at: in
     args: dict[str, Any] = {"status": status, "endedAt": at}
     _put(args, "error", error)
     _turn_op(s, line, out, turn_id, args)
+    close_running_calls(s, line, out, turn_id, at)
     conversation(s, line, out, at)
 
 
@@ -192,6 +193,7 @@ def command(
     cmd = command_state(s, call_id, turn_id, kind)
     args: dict[str, Any] = {"callId": call_id, "turnId": cmd.turn_id}
     owner = cmd.owner == kind
+    _track_running(s, cmd, call_id, fields)
     for name, value in fields.items():
         if value is None:
             continue
@@ -199,6 +201,46 @@ def command(
             continue
         args[name] = value
     out.append({"op": "upsertCommand", "key": make_key("x", call_id, line.ordinal, kind), "args": args})
+
+
+_CALL_TERMINAL: Final = frozenset({"completed", "failed", "declined", "canceled"})
+
+
+def _track_running(s: State, cmd: Command, call_id: str, fields: dict[str, Any]) -> None:
+    """Remember what the call is and whether it still runs (see close_running_calls)."""
+    source = fields.get("source")
+    if type(source) is str and cmd.tool == COMMAND_SOURCE:
+        cmd.tool = source
+    status = fields.get("status")
+    if status == "running":
+        s.running_calls.setdefault(cmd.turn_id, set()).add(call_id)
+    elif status in _CALL_TERMINAL:
+        running = s.running_calls.get(cmd.turn_id)
+        if running is not None:
+            running.discard(call_id)
+
+
+def is_running(s: State, call_id: str) -> bool:
+    cmd = s.commands.get(call_id)
+    return cmd is not None and call_id in s.running_calls.get(cmd.turn_id, ())
+
+
+def close_running_calls(s: State, line: Line, out: Ops, turn_id: str, at: int) -> None:
+    """Codex sends no end for a call its turn cut short (an interrupt kills the command, and the
+    turn's end is the last word): the calls of an ended turn that are still running end with it, as
+    `canceled`, whatever the turn's own outcome (0.169 reports an interrupted turn idle before it
+    reports it interrupted: the call was cut short either way)."""
+    running = s.running_calls.pop(turn_id, None)
+    if not running:
+        return
+    for call_id in sorted(running):
+        out.append(
+            {
+                "op": "upsertCommand",
+                "key": make_key("x", call_id, line.ordinal, "closed"),
+                "args": {"callId": call_id, "turnId": turn_id, "status": "canceled", "endedAt": at},
+            }
+        )
 
 
 def chunk(

@@ -30,6 +30,12 @@ class Command:
     chunk_owner: str | None = None
     """The stream kind whose output deltas become chunks (the first to deliver one)."""
     next_seq: int = 0
+    tool: str = "command"
+    """What the call is (the `source` column: command | file | mcp | search): how a session file's
+    tool output is read."""
+    held_description: Any = None
+    """A session file's `parsedCmd` of a call, from its start, held for the op that ends the call
+    (see session_file.py)."""
 
 
 @dataclass(slots=True)
@@ -66,6 +72,8 @@ class State:
     """Turns counted per thread id, for streams without turn ids: resumed runs continue the count."""
 
     commands: dict[str, Command] = field(default_factory=dict)
+    running_calls: dict[str, set[str]] = field(default_factory=dict)
+    """Per turn, the calls last upserted as `running`: closed when their turn ends (facts.turn_ended)."""
     occurrences: dict[tuple[str, ...], int] = field(default_factory=dict)
     """How often the same text (message, reasoning) was seen per (kind, turn, role, hash)."""
     saw_legacy: bool = False
@@ -81,6 +89,8 @@ class State:
     """A turn start event was seen; else (Codex 0.63 session files) user messages delimit turns."""
     inferred_turns: bool = False
     """Turns are being inferred from user messages (see session_file.py)."""
+    session_cwd: str | None = None
+    """A session file's working directory (session_meta, turn_context): what patch paths are relative to."""
     last_at: int = 0
     """The time of the latest line (its event time when it has one)."""
     line_turn: str | None = None
