@@ -8,6 +8,7 @@
 // read with getTurn.
 import { paginationOptsValidator } from "convex/server";
 import { Base64, v } from "convex/values";
+import type { Doc } from "./_generated/dataModel.js";
 import { query, type QueryCtx } from "./_generated/server.js";
 import { presentRow } from "./lib/present.js";
 import { readRow, type StoredDoc } from "./lib/rows.js";
@@ -103,19 +104,20 @@ export const getCommandOutput = query({
       .query("command_chunks")
       .withIndex("by_callId_seq", (q) => q.eq("callId", callId))
       .collect();
+    const command = await ctx.db
+      .query("commands")
+      .withIndex("by_callId", (q) => q.eq("callId", callId))
+      .first();
+    const call = command === null ? {} : { call: await describeCall(ctx, command) };
     if (docs.length === 0) {
-      const command = await ctx.db
-        .query("commands")
-        .withIndex("by_callId", (q) => q.eq("callId", callId))
-        .first();
       if (command === null) return null;
       const { stdout, stderr, aggregatedOutput } = await show(ctx, command);
       // Codex 0.169 streams no output for short commands and reports only the merged output: it
       // stands as stdout, as merged v2 chunks do.
       if (stdout === undefined && stderr === undefined) {
-        return { callId, chunkCount: 0, stdout: aggregatedOutput ?? "", stderr: "" };
+        return { callId, chunkCount: 0, stdout: aggregatedOutput ?? "", stderr: "", ...call };
       }
-      return { callId, chunkCount: 0, stdout: stdout ?? "", stderr: stderr ?? "" };
+      return { callId, chunkCount: 0, stdout: stdout ?? "", stderr: stderr ?? "", ...call };
     }
     const stdout: Uint8Array[] = [];
     const stderr: Uint8Array[] = [];
@@ -129,9 +131,22 @@ export const getCommandOutput = query({
       chunkCount: docs.length,
       stdout: decoder.decode(concat(stdout)),
       stderr: decoder.decode(concat(stderr)),
+      ...call,
     };
   },
 });
+
+const CALL_FIELDS = ["source", "command", "parsedCmd", "parsedCmdJson"] as const;
+
+/** What a command's output belongs to: its `source`, `command` (argv) and `parsedCmd` (a file
+ * change's diffs, an MCP call's arguments and result), without reading its output columns again. */
+async function describeCall(ctx: QueryCtx, doc: Doc<"commands">): Promise<Record<string, unknown>> {
+  const wanted = new Set<string>(CALL_FIELDS);
+  const spilled = (doc.spilled ?? []).filter((entry) => wanted.has(entry.field));
+  const row = presentRow(await readRow(ctx, { ...doc, spilled })) as Record<string, unknown>;
+  const present = CALL_FIELDS.filter((name) => row[name] !== undefined);
+  return Object.fromEntries(present.map((name) => [name, row[name]]));
+}
 
 /** Raw events of a conversation in `receivedAt` order, paginated the standard Convex way. */
 export const listEvents = query({

@@ -246,6 +246,7 @@ def test_show_json_has_the_history_query_shapes(store: str, capsys: pytest.Captu
         "chunkCount": 3,
         "stdout": "a.txt\nb.txt\n",
         "stderr": "warn \ufffd",
+        "call": {"command": ["ls", "-l"], "parsedCmdJson": '{"$k":1}'},
     }
     listed = orjson.loads(show(capsys, "events", "conv-1", "--json", "--sink", store)[1])
     assert [e["method"] for e in listed] == ["turn/started"]
@@ -264,7 +265,9 @@ def test_show_human_readable(store: str, capsys: pytest.CaptureFixture[str]) -> 
     _, out, _ = show(capsys, "conversation", "conv-1", "--sink", store)
     assert "turn turn-1  [succeeded]  2025-11-22 02:53:20.001Z -> 2025-11-22 02:53:20.011Z (0.0s)" in out
     _, out, _ = show(capsys, "command", "call-1", "--sink", store)
-    assert out == "command call-1  (3 chunk(s))\nstdout:\n  a.txt\n  b.txt\nstderr:\n  warn \ufffd\n"
+    assert out == (
+        "command call-1  (3 chunk(s))\ncommand: ls -l\nstdout:\n  a.txt\n  b.txt\nstderr:\n  warn \ufffd\n"
+    )
     _, out, _ = show(capsys, "events", "conv-1", "--sink", store)
     assert out == '2025-11-22 02:53:20.001Z  turn/started [turn turn-1]  {"params":{"n":1}}\n'
 

@@ -178,6 +178,28 @@ def test_tool_calls_are_commands_rows(case: tuple[dict[str, Any], dict[str, list
                 assert row["status"] == "completed"
 
 
+def test_latest_plan_per_turn(case: tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]) -> None:
+    """A turn's plan updates are its `tool` messages; the last one holds each step's status (exec
+    reports only done or not)."""
+    entry, rows = case
+    exec_stream = entry["mode"] == "exec" and entry["kind"] == "stream"
+    for got, want in _pairs(entry, rows):
+        plans = [
+            m["rawContent"]
+            for m in rows["messages"]
+            if m["turnId"] == got["turnId"] and m["role"] == "tool" and m["rawContent"]["type"] == "plan"
+        ]
+        expected = [t for t in want.get("tools", []) if t["kind"] == "plan"]
+        assert len(plans) == len(expected), want["prompt"]
+        for stored, call in zip(plans, expected, strict=True):
+            statuses = {"in_progress": "pending" if exec_stream else "inProgress"}
+            steps = [
+                {"step": p["step"], "status": statuses.get(p["status"], p["status"])} for p in call["plan"]
+            ]
+            assert stored["steps"] == steps
+            assert stored.get("explanation") == (None if exec_stream else call["explanation"])
+
+
 def test_invariants(case: tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]) -> None:
     """On every recording: no output chunk without its call, no turn ending before it starts, and
     no call left running once its turn has ended."""

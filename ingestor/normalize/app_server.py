@@ -257,6 +257,14 @@ def _output_delta(s: State, line: Line, params: dict[str, Any], at: int, out: Op
     facts.chunk(s, line, out, V2, call_id, tid, "stdout", data, V2_ENCODING, at)
 
 
+def _plan_updated(s: State, line: Line, params: dict[str, Any], at: int, out: Ops) -> None:
+    tid = _turn_of(s, params)
+    if tid is None:
+        return
+    facts.turn_seen(s, line, out, tid, at)
+    tools.plan_message(s, line, out, tid, params.get("explanation"), tools.plan_steps(params.get("plan")), at)
+
+
 def _token_usage(s: State, line: Line, params: dict[str, Any], at: int, out: Ops) -> None:
     tid = _turn_of(s, params)
     usage = params.get("tokenUsage")
@@ -312,6 +320,7 @@ HANDLERS: Final[dict[str, Handler]] = {
     "item/started": _item_started,
     "item/completed": _item_completed,
     "item/commandExecution/outputDelta": _output_delta,
+    "turn/plan/updated": _plan_updated,
     "thread/tokenUsage/updated": _token_usage,
     "account/rateLimits/updated": _rate_limits,
 }

@@ -86,6 +86,8 @@ def _item(s: State, line: Line, obj: dict[str, Any], at: int, out: Ops) -> None:
         facts.command(s, line, out, EXEC, f"{tid}/{item_id}", tid, fields)
     elif type(kind) is str and kind in _TOOL_ITEMS and type(item_id) is str:
         _tool_item(s, line, item, tid, item_id, completed, at, out)
+    elif kind == "todo_list":  # the plan, at every update and again when the turn ends
+        tools.plan_message(s, line, out, tid, None, tools.plan_steps(item.get("items")), at)
     elif not completed:
         return
     elif kind == "agent_message" and type(item.get("text")) is str:

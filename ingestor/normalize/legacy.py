@@ -459,6 +459,16 @@ def _web_search(
     facts.command(s, line, out, kind, call_id, tid, fields)
 
 
+def _plan_update(
+    s: State, line: Line, kind: str, msg: dict[str, Any], sub_id: str | None, at: int, out: Ops
+) -> None:
+    tid = _turn(s, msg, sub_id)
+    if tid is None:
+        return
+    facts.turn_seen(s, line, out, tid, at)
+    tools.plan_message(s, line, out, tid, msg.get("explanation"), tools.plan_steps(msg.get("plan")), at)
+
+
 HANDLERS: Final[dict[str, Handler]] = {
     "item_completed": _item_completed,
     "session_configured": _session_configured,
@@ -477,6 +487,7 @@ HANDLERS: Final[dict[str, Handler]] = {
     "mcp_tool_call_end": _mcp,
     "web_search_begin": _web_search,
     "web_search_end": _web_search,
+    "plan_update": _plan_update,
     "token_count": _token_count,
     "agent_message": _agent_message,
     "user_message": _user_message,

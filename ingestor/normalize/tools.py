@@ -22,6 +22,11 @@ from __future__ import annotations
 import posixpath
 from typing import Any, Final
 
+from ingestor.lines import Line
+from ingestor.normalize import facts
+from ingestor.normalize.state import Ops, State
+from ingestor.ops import make_key
+
 FILE: Final = "file"
 MCP: Final = "mcp"
 SEARCH: Final = "search"
@@ -191,3 +196,64 @@ def search_fields(query: Any, action: Any) -> dict[str, Any]:
         "parsedCmd": parsed,
         "source": SEARCH,
     }
+
+
+# --- plans ---------------------------------------------------------------------------------------
+
+PLAN_ROLE: Final = "tool"
+"""A plan is a message of the turn: the agent posts it with its `update_plan` tool, so the spec's
+`tool` role. There is no plan table, and a turn's messages are what `show turn` and
+`history:getTurn` already return in time order: the turn's latest plan is its last message whose
+`rawContent.type` is `plan`."""
+_STEP_STATUS: Final = {
+    "pending": "pending",
+    "in_progress": "inProgress",
+    "inProgress": "inProgress",
+    "completed": "completed",
+}
+_STEP_MARK: Final = {"pending": "[ ]", "inProgress": "[>]", "completed": "[x]"}
+
+
+def plan_steps(plan: Any) -> list[dict[str, str]]:
+    """`[{step, status}]` (v2, core events, `update_plan` arguments) with the status spelled as v2 does
+    (pending | inProgress | completed); exec's `todo_list` `[{text, completed}]` likewise."""
+    steps: list[dict[str, str]] = []
+    for item in plan if type(plan) is list else ():
+        if type(item) is not dict:
+            continue
+        if type(item.get("step")) is str:
+            status = _STEP_STATUS.get(item["status"]) if type(item.get("status")) is str else None
+            steps.append({"step": item["step"], "status": status or "pending"})
+        elif type(item.get("text")) is str:
+            steps.append(
+                {"step": item["text"], "status": "completed" if item.get("completed") is True else "pending"}
+            )
+    return steps
+
+
+def plan_message(
+    s: State, line: Line, out: Ops, turn_id: str, explanation: Any, steps: list[dict[str, str]], at: int
+) -> None:
+    """A plan update as a `tool` message: readable content (the explanation, then one `[x]`/`[>]`/`[ ]`
+    line per step) and the plan itself as `rawContent`. Keyed by turn and content without an
+    occurrence count: the same plan told again (exec repeats it when the turn ends, v2 and the
+    session file both tell it) is one row."""
+    lines = [explanation] if type(explanation) is str and explanation else []
+    lines += [f"{_STEP_MARK[step['status']]} {step['step']}" for step in steps]
+    content = "\n".join(lines)
+    raw: dict[str, Any] = {"type": "plan", "steps": steps}
+    if type(explanation) is str:
+        raw["explanation"] = explanation
+    out.append(
+        {
+            "op": "appendMessage",
+            "key": make_key("m", turn_id, PLAN_ROLE, "plan", facts.text_hash(content)),
+            "args": {
+                "turnId": turn_id,
+                "role": PLAN_ROLE,
+                "content": content,
+                "rawContent": raw,
+                "createdAt": at,
+            },
+        }
+    )
