@@ -14,12 +14,15 @@ from pathlib import Path
 import orjson
 import pytest
 import structlog
+import zstandard
 from sqlite_ops import conversation_ops
 
 from ingestor.cli import main
 from ingestor.sinks.factory import SinkError, SinkSpec, open_sink, parse_sink, resolve_sink
 from ingestor.sinks.sqlite import apply_ops, connect
 from ingestor.sources.files import MissingPathError, expand_paths
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 EXEC_LINES = [
     b'{"type":"thread.started","thread_id":"th-9"}',
@@ -153,6 +156,35 @@ def test_replay_twice_into_sqlite_stores_once(tmp_path: Path) -> None:
         result = ingestor("replay", str(source), "--sink", f"sqlite:{db}")
         assert result.returncode == 0, result.stderr
     assert events(db) == ["thread.started", "turn.started", "item.completed", "ingestor/invalidJson"]
+
+
+def test_replay_reads_zstd_session_files_and_a_session_in_both_forms_is_stored_once(tmp_path: Path) -> None:
+    """Codex may keep a session as `rollout-*.jsonl.zst`, and a file moves between the two forms."""
+    fixture = next((FIXTURES / "codex-0.169.0/sessions/app-server-tools").glob("rollout-*.jsonl"))
+    sessions = tmp_path / "sessions"
+    sessions.mkdir()
+    plain = sessions / fixture.name
+    plain.write_bytes(fixture.read_bytes())
+    compressed = sessions / f"{fixture.name}.zst"
+    # Two frames: readers must go on past the first.
+    half = len(fixture.read_bytes()) // 2
+    frames = [
+        zstandard.ZstdCompressor().compress(part)
+        for part in (plain.read_bytes()[:half], plain.read_bytes()[half:])
+    ]
+    compressed.write_bytes(b"".join(frames))
+    db = tmp_path / "store.db"
+    counts = []
+    for path in (compressed, sessions):
+        result = ingestor("replay", str(path), "--sink", f"sqlite:{db}")
+        assert result.returncode == 0, result.stderr
+        conn = sqlite3.connect(db)
+        counts.append(
+            [conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("events_raw", "commands")]
+        )
+        conn.close()
+    lines = len(fixture.read_bytes().splitlines())
+    assert counts == [[lines, 7], [lines, 7]]
 
 
 # --- run --------------------------------------------------------------------------------------
