@@ -215,14 +215,7 @@ def _tool_item(
     if kind == "fileChange":
         fields = tools.file_fields(tools.v2_changes(item.get("changes")))
     elif kind == "mcpToolCall":
-        error = item.get("error")
-        fields = tools.mcp_fields(
-            item.get("server"),
-            item.get("tool"),
-            item.get("arguments"),
-            item.get("result"),
-            error.get("message") if type(error) is dict else None,
-        )
+        fields = tools.mcp_item_fields(item)
         fields["durationMs"] = facts.number(item.get("durationMs"))
     else:
         fields = tools.search_fields(item.get("query"), item.get("action"))

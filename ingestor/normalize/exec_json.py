@@ -121,14 +121,7 @@ def _tool_item(
     if kind == "file_change":
         fields = tools.file_fields(tools.exec_changes(item.get("changes")))
     elif kind == "mcp_tool_call":
-        error = item.get("error")
-        fields = tools.mcp_fields(
-            item.get("server"),
-            item.get("tool"),
-            item.get("arguments"),
-            item.get("result"),
-            error.get("message") if type(error) is dict else None,
-        )
+        fields = tools.mcp_item_fields(item)
     else:
         fields = tools.search_fields(item.get("query"), item.get("action"))
     status = facts.lookup(COMMAND_STATUS, item.get("status"))

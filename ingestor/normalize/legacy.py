@@ -103,14 +103,29 @@ def _session_configured(
         facts.conversation(s, line, out, at)
 
 
+CallHandler = Callable[[State, Line, str, dict[str, Any], str, str, int, Ops], None]
+"""(state, line, kind, msg, call id, turn, time, out)."""
+
+
+def _tool_call(handler: CallHandler) -> Handler:
+    """A handler of a tool call's events: the call id and turn read, the turn recorded, first."""
+
+    def handle(
+        s: State, line: Line, kind: str, msg: dict[str, Any], sub_id: str | None, at: int, out: Ops
+    ) -> None:
+        call_id = _str(msg.get("call_id"))
+        tid = _turn(s, msg, sub_id)
+        if call_id is None or tid is None:
+            return
+        facts.turn_seen(s, line, out, tid, at)
+        handler(s, line, kind, msg, call_id, tid, at, out)
+
+    return handle
+
+
 def _exec_begin(
-    s: State, line: Line, kind: str, msg: dict[str, Any], sub_id: str | None, at: int, out: Ops
+    s: State, line: Line, kind: str, msg: dict[str, Any], call_id: str, tid: str, at: int, out: Ops
 ) -> None:
-    call_id = _str(msg.get("call_id"))
-    tid = _turn(s, msg, sub_id)
-    if call_id is None or tid is None:
-        return
-    facts.turn_seen(s, line, out, tid, at)
     argv = msg.get("command")
     fields = {
         "command": [str(a) for a in argv] if type(argv) is list else None,
@@ -164,13 +179,8 @@ def duration_ms(value: Any) -> int | None:
 
 
 def _exec_end(
-    s: State, line: Line, kind: str, msg: dict[str, Any], sub_id: str | None, at: int, out: Ops
+    s: State, line: Line, kind: str, msg: dict[str, Any], call_id: str, tid: str, at: int, out: Ops
 ) -> None:
-    call_id = _str(msg.get("call_id"))
-    tid = _turn(s, msg, sub_id)
-    if call_id is None or tid is None:
-        return
-    facts.turn_seen(s, line, out, tid, at)
     exit_code = _int(msg.get("exit_code"))
     status = facts.lookup(COMMAND_STATUS, msg.get("status"))
     if status is None and exit_code is not None:
@@ -368,14 +378,7 @@ def _canonical_tool(item_type: str, item: dict[str, Any]) -> dict[str, Any]:
         fields["stderr"] = _str(item.get("stderr"))
         fields["aggregatedOutput"] = _joined(item.get("stdout"), item.get("stderr"))
     elif item_type == "McpToolCall":
-        error = item.get("error")
-        fields = tools.mcp_fields(
-            item.get("server"),
-            item.get("tool"),
-            item.get("arguments"),
-            item.get("result"),
-            error.get("message") if type(error) is dict else error,
-        )
+        fields = tools.mcp_item_fields(item)
         fields["durationMs"] = duration_ms(item.get("duration"))
     else:
         fields = tools.search_fields(item.get("query"), item.get("action"))
@@ -391,14 +394,9 @@ def _joined(stdout: Any, stderr: Any) -> str | None:
 
 
 def _patch(
-    s: State, line: Line, kind: str, msg: dict[str, Any], sub_id: str | None, at: int, out: Ops
+    s: State, line: Line, kind: str, msg: dict[str, Any], call_id: str, tid: str, at: int, out: Ops
 ) -> None:
     """`patch_apply_begin` / `patch_apply_end` (Codex 0.63): a file change."""
-    call_id = _str(msg.get("call_id"))
-    tid = _turn(s, msg, sub_id)
-    if call_id is None or tid is None:
-        return
-    facts.turn_seen(s, line, out, tid, at)
     fields = tools.file_fields(tools.keyed_changes(msg.get("changes")))
     if msg.get("type") == "patch_apply_begin":
         del fields["parsedCmd"]  # written once, by the end (see tools.py)
@@ -414,15 +412,14 @@ def _patch(
     facts.command(s, line, out, kind, call_id, tid, fields)
 
 
-def _mcp(s: State, line: Line, kind: str, msg: dict[str, Any], sub_id: str | None, at: int, out: Ops) -> None:
+def _mcp(
+    s: State, line: Line, kind: str, msg: dict[str, Any], call_id: str, tid: str, at: int, out: Ops
+) -> None:
     """`mcp_tool_call_begin` / `mcp_tool_call_end` (Codex 0.63): an MCP tool call. The end's
     `result` is Rust's `Result`: `{"Ok": CallToolResult}` or `{"Err": message}`."""
-    call_id = _str(msg.get("call_id"))
-    tid = _turn(s, msg, sub_id)
     invocation = msg.get("invocation")
-    if call_id is None or tid is None or type(invocation) is not dict:
+    if type(invocation) is not dict:
         return
-    facts.turn_seen(s, line, out, tid, at)
     server, tool, arguments = invocation.get("server"), invocation.get("tool"), invocation.get("arguments")
     if msg.get("type") == "mcp_tool_call_begin":
         fields = tools.mcp_fields(server, tool, arguments)
@@ -442,14 +439,9 @@ def _mcp(s: State, line: Line, kind: str, msg: dict[str, Any], sub_id: str | Non
 
 
 def _web_search(
-    s: State, line: Line, kind: str, msg: dict[str, Any], sub_id: str | None, at: int, out: Ops
+    s: State, line: Line, kind: str, msg: dict[str, Any], call_id: str, tid: str, at: int, out: Ops
 ) -> None:
     """`web_search_begin {call_id}` / `web_search_end {call_id, query, action?}`."""
-    call_id = _str(msg.get("call_id"))
-    tid = _turn(s, msg, sub_id)
-    if call_id is None or tid is None:
-        return
-    facts.turn_seen(s, line, out, tid, at)
     fields = tools.search_fields(msg.get("query"), msg.get("action"))
     if msg.get("type") == "web_search_begin":
         del fields["parsedCmd"]  # written once, by the end (see tools.py)
@@ -478,15 +470,15 @@ HANDLERS: Final[dict[str, Handler]] = {
     "turn_complete": _ended("succeeded"),
     "turn_aborted": _ended("canceled"),
     "error": _ended("failed"),
-    "exec_command_begin": _exec_begin,
+    "exec_command_begin": _tool_call(_exec_begin),
     "exec_command_output_delta": _exec_delta,
-    "exec_command_end": _exec_end,
-    "patch_apply_begin": _patch,
-    "patch_apply_end": _patch,
-    "mcp_tool_call_begin": _mcp,
-    "mcp_tool_call_end": _mcp,
-    "web_search_begin": _web_search,
-    "web_search_end": _web_search,
+    "exec_command_end": _tool_call(_exec_end),
+    "patch_apply_begin": _tool_call(_patch),
+    "patch_apply_end": _tool_call(_patch),
+    "mcp_tool_call_begin": _tool_call(_mcp),
+    "mcp_tool_call_end": _tool_call(_mcp),
+    "web_search_begin": _tool_call(_web_search),
+    "web_search_end": _tool_call(_web_search),
     "plan_update": _plan_update,
     "token_count": _token_count,
     "agent_message": _agent_message,

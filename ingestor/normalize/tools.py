@@ -157,6 +157,19 @@ def mcp_fields(
     }
 
 
+def mcp_item_fields(item: dict[str, Any]) -> dict[str, Any]:
+    """`mcp_fields` of an MCP tool call item (v2 `mcpToolCall`, exec `mcp_tool_call`, 0.169 session
+    files' `McpToolCall`): `server`, `tool`, `arguments`, `result`, `error` (`{message}` or text)."""
+    error = item.get("error")
+    return mcp_fields(
+        item.get("server"),
+        item.get("tool"),
+        item.get("arguments"),
+        item.get("result"),
+        error.get("message") if type(error) is dict else error,
+    )
+
+
 def mcp_failed(result: Any) -> bool:
     """An MCP result with `isError: true` is a failed call (its content says why)."""
     return type(result) is dict and result.get("isError") is True
