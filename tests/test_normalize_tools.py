@@ -85,3 +85,11 @@ def test_plan_steps_in_every_spelling() -> None:
         {"step": "a", "status": "completed"},
         {"step": "b", "status": "pending"},
     ]
+
+
+def test_a_shell_call_running_apply_patch_is_a_patch() -> None:
+    patch = "*** Begin Patch\n*** Add File: a\n+x\n*** End Patch\n"
+    assert tools.shell_patch(f"apply_patch <<'EOF'\n{patch}EOF") == patch
+    assert tools.shell_patch(["bash", "-lc", f"apply_patch <<'EOF'\n{patch}EOF\n"]) == patch
+    assert tools.shell_patch("cat <<'EOF'\n*** Begin Patch\n*** End Patch\nEOF") is None
+    assert tools.shell_patch("apply_patch --help") is None

@@ -57,7 +57,8 @@ def _meta(s: State, line: Line, payload: dict[str, Any], at: int, out: Ops) -> N
 
 def _call_started(s: State, line: Line, payload: dict[str, Any], at: int, out: Ops) -> None:
     """A `function_call` / `custom_tool_call`: the model asked for a tool. Shell calls carry argv
-    (`shell`) or a script (`shell_command`). 0.169's `exec_command` calls are left raw: 0.169 writes
+    (`shell`) or a script (`shell_command`); one that runs `apply_patch` is a file change, as Codex
+    reports it live. 0.169's `exec_command` calls are left raw: 0.169 writes
     an `item_completed` CommandExecution for each (also for an interrupted one, after its turn), with
     the argv Codex ran (`/bin/bash -lc ...`, as the live streams give it), and that item is the row.
     The call's `parsedCmd` is held for the op that ends it (its output, unless an `item_completed`
@@ -86,13 +87,7 @@ def _call_started(s: State, line: Line, payload: dict[str, Any], at: int, out: O
         if mcp is not None:
             fields = tools.mcp_fields(mcp[0], mcp[1], args)
         elif type(name) is str and name in _SHELL_TOOLS:
-            script = args.get("command")
-            workdir = args.get("workdir")
-            fields = {
-                "command": split_command(script),
-                "cwd": workdir if type(workdir) is str else None,
-                "source": facts.COMMAND_SOURCE,
-            }
+            fields = _shell_call(s, args)
         else:
             return
     fields["status"] = "running"
@@ -103,6 +98,19 @@ def _call_started(s: State, line: Line, payload: dict[str, Any], at: int, out: O
 
 
 _SHELL_TOOLS: Final = frozenset({"shell", "shell_command"})
+
+
+def _shell_call(s: State, args: dict[str, Any]) -> dict[str, Any]:
+    script = args.get("command")
+    patch = tools.shell_patch(script)
+    if patch is not None:
+        return tools.file_fields(tools.patch_changes(patch, s.session_cwd), patch)
+    workdir = args.get("workdir")
+    return {
+        "command": split_command(script),
+        "cwd": workdir if type(workdir) is str else None,
+        "source": facts.COMMAND_SOURCE,
+    }
 
 
 def _call_output(s: State, line: Line, payload: dict[str, Any], at: int, out: Ops) -> None:

@@ -115,6 +115,23 @@ def patch_changes(patch: str, cwd: str | None) -> list[dict[str, Any]]:
     return out
 
 
+_PATCH_BEGIN: Final = "*** Begin Patch"
+_PATCH_END: Final = "*** End Patch"
+
+
+def shell_patch(command: Any) -> str | None:
+    """The patch of a shell call that runs `apply_patch` (`apply_patch <<'EOF' ... EOF`, as argv or
+    one script): Codex intercepts it and applies the patch itself, so its live streams report a file
+    change, while a 0.63 session file keeps only the shell call."""
+    script = command[-1] if type(command) is list and command else command
+    if type(script) is not str or not script.lstrip().startswith(("apply_patch", "applypatch")):
+        return None
+    begin, end = script.find(_PATCH_BEGIN), script.find(_PATCH_END)
+    if begin < 0 or end < begin:
+        return None
+    return script[begin : end + len(_PATCH_END)] + "\n"
+
+
 def file_fields(changes: list[dict[str, Any]], patch: str | None = None) -> dict[str, Any]:
     """`command` and `parsedCmd` of a file change. Changes are sorted by path: streams list them in
     different orders, the row must not depend on which one told it."""

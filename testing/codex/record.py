@@ -103,7 +103,9 @@ class Cmd:
     stderr: bytes = b""
 
 
-ToolCall = ApplyPatch | McpCall | UpdatePlan
+ToolCall = ApplyPatch | McpCall | UpdatePlan | Shell
+"""A `Shell` among a turn's tools runs `apply_patch` through the shell: Codex applies it itself and
+reports a file change."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,7 @@ PATCH_EDIT = (
     "-second line\n+second line, edited\n*** Delete File: old.txt\n*** End Patch\n"
 )
 PATCH_BAD = "*** Begin Patch\n*** Update File: missing.txt\n@@\n-absent\n+present\n*** End Patch\n"
+PATCH_VIA_SHELL = "*** Begin Patch\n*** Add File: via_shell.txt\n+from the shell\n*** End Patch\n"
 LOOKUP_ARGS: JSON = {"key": "alpha", "größe": 7}
 PLAN = UpdatePlan(
     "Two steps: look around, then search.",
@@ -160,13 +163,19 @@ SEQ_N = 200_000  # `seq 1 200000` prints ~1.29 MB, over the 1 MiB line/chunk lim
 
 TOOLS_SCENARIO = Scenario(
     "tools",
-    "Every tool kind: file changes (add, update with move, delete, a patch that fails verification), "
+    "Every tool kind: file changes (add, update with move, delete, a patch that fails verification, "
+    "a patch applied through the shell), "
     "MCP calls (a result, an isError result, a JSON-RPC error), a plan update and a web search.",
     (
         Turn(
             "Create the notes, then edit them.",
             reasoning=("Writing files with apply_patch",),
-            tools=(ApplyPatch(PATCH_ADD), ApplyPatch(PATCH_EDIT), ApplyPatch(PATCH_BAD)),
+            tools=(
+                ApplyPatch(PATCH_ADD),
+                ApplyPatch(PATCH_EDIT),
+                ApplyPatch(PATCH_BAD),
+                Shell(f"apply_patch <<'EOF'\n{PATCH_VIA_SHELL}EOF"),
+            ),
             message="Created notes.txt and old.txt, renamed and edited notes.txt, deleted old.txt.",
         ),
         Turn(
@@ -446,12 +455,14 @@ def _patch_paths(patch: str) -> list[JSON]:
 
 
 def _tool_fact(tool: ToolCall) -> JSON:
-    if isinstance(tool, ApplyPatch):
+    if isinstance(tool, (ApplyPatch, Shell)):
+        patch = tool.patch if isinstance(tool, ApplyPatch) else PATCH_VIA_SHELL
         return {
             "kind": "file",
-            "patch": tool.patch,
-            "changes": _patch_paths(tool.patch),
-            "applies": tool.patch != PATCH_BAD,
+            "patch": patch,
+            "changes": _patch_paths(patch),
+            "applies": patch != PATCH_BAD,
+            "via_shell": isinstance(tool, Shell),
         }
     if isinstance(tool, McpCall):
         fact: JSON = {"kind": "mcp", "server": tool.server, "tool": tool.tool, "arguments": tool.arguments}
