@@ -184,7 +184,7 @@ def test_replay_reads_zstd_session_files_and_a_session_in_both_forms_is_stored_o
         )
         conn.close()
     lines = len(fixture.read_bytes().splitlines())
-    assert counts == [[lines, 7], [lines, 7]]
+    assert counts == [[lines, 8], [lines, 8]]  # 4 file changes, 3 MCP calls, 1 web search
 
 
 # --- run --------------------------------------------------------------------------------------

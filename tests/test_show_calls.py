@@ -57,10 +57,10 @@ def test_show_command_gives_a_file_change_its_diff_and_an_mcp_call_its_arguments
     edit = _show(capsys, "command", "call_tools_002_0", "--sink", store)
     assert "\n  -second line\n  +second line, edited\n" in edit
     assert "/old.txt:\n  stale\n" in edit
-    lookup = _show(capsys, "command", "call_tools_005_0", "--sink", store)
+    lookup = _show(capsys, "command", "call_tools_006_0", "--sink", store)
     assert 'arguments:\n  {\n    "key": "alpha",\n    "größe": 7\n  }\n' in lookup
     assert '"structuredContent": {' in lookup and "stdout:\n  value of alpha: 42 ✓" in lookup
-    broken = _show(capsys, "command", "call_tools_007_0", "--sink", store)
+    broken = _show(capsys, "command", "call_tools_008_0", "--sink", store)
     assert "error:\n  tool call error: tool call failed for `fixture/broken`" in broken
 
 
