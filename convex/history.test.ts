@@ -172,6 +172,7 @@ describe("history:getCommandOutput", () => {
       chunkCount: 0,
       stdout,
       stderr: "warn",
+      call: { command: [] },
     });
     await t.mutation(internal.app.upsertCommand, {
       callId: "m",
@@ -184,6 +185,7 @@ describe("history:getCommandOutput", () => {
       chunkCount: 0,
       stdout: "merged out+err",
       stderr: "",
+      call: { command: [] },
     });
     await t.mutation(internal.app.upsertCommand, { callId: "q", turnId: "t", startedAt: 1 });
     expect(await t.query(api.history.getCommandOutput, { callId: "q" })).toEqual({
@@ -191,6 +193,7 @@ describe("history:getCommandOutput", () => {
       chunkCount: 0,
       stdout: "",
       stderr: "",
+      call: { command: [] },
     });
   });
 });

@@ -9,6 +9,7 @@
 // read with getTurn.
 import { paginationOptsValidator, paginationResultValidator } from "convex/server";
 import { Base64, v } from "convex/values";
+import type { Doc } from "./_generated/dataModel.js";
 import type { QueryCtx } from "./_generated/server.js";
 import { readerQuery } from "./lib/access.js";
 import { presentRow, shownDoc } from "./lib/present.js";
@@ -117,26 +118,34 @@ export const getCommandOutput = readerQuery({
   args: { callId: v.string() },
   returns: v.union(
     v.null(),
-    v.object({ callId: v.string(), chunkCount: v.number(), stdout: v.string(), stderr: v.string() }),
+    v.object({
+      callId: v.string(),
+      chunkCount: v.number(),
+      stdout: v.string(),
+      stderr: v.string(),
+      // What the output belongs to: the call's source, argv and parsedCmd (describeCall).
+      call: v.optional(v.record(v.string(), v.any())),
+    }),
   ),
   handler: async (ctx, { callId }) => {
     const docs = await ctx.db
       .query("command_chunks")
       .withIndex("by_callId_seq", (q) => q.eq("callId", callId))
       .collect();
+    const command = await ctx.db
+      .query("commands")
+      .withIndex("by_callId", (q) => q.eq("callId", callId))
+      .first();
+    const call = command === null ? {} : { call: await describeCall(ctx, command) };
     if (docs.length === 0) {
-      const command = await ctx.db
-        .query("commands")
-        .withIndex("by_callId", (q) => q.eq("callId", callId))
-        .first();
       if (command === null) return null;
       const { stdout, stderr, aggregatedOutput } = await show(ctx, command);
       // Codex 0.169 streams no output for short commands and reports only the merged output: it
       // stands as stdout, as merged v2 chunks do.
       if (stdout === undefined && stderr === undefined) {
-        return { callId, chunkCount: 0, stdout: aggregatedOutput ?? "", stderr: "" };
+        return { callId, chunkCount: 0, stdout: aggregatedOutput ?? "", stderr: "", ...call };
       }
-      return { callId, chunkCount: 0, stdout: stdout ?? "", stderr: stderr ?? "" };
+      return { callId, chunkCount: 0, stdout: stdout ?? "", stderr: stderr ?? "", ...call };
     }
     const stdout: Uint8Array[] = [];
     const stderr: Uint8Array[] = [];
@@ -150,9 +159,22 @@ export const getCommandOutput = readerQuery({
       chunkCount: docs.length,
       stdout: decoder.decode(concat(stdout)),
       stderr: decoder.decode(concat(stderr)),
+      ...call,
     };
   },
 });
+
+const CALL_FIELDS = ["source", "command", "parsedCmd", "parsedCmdJson"] as const;
+
+/** What a command's output belongs to: its `source`, `command` (argv) and `parsedCmd` (a file
+ * change's diffs, an MCP call's arguments and result), without reading its output columns again. */
+async function describeCall(ctx: QueryCtx, doc: Doc<"commands">): Promise<Record<string, unknown>> {
+  const wanted = new Set<string>(CALL_FIELDS);
+  const spilled = (doc.spilled ?? []).filter((entry) => wanted.has(entry.field));
+  const row = presentRow(await readRow(ctx, { ...doc, spilled })) as Record<string, unknown>;
+  const present = CALL_FIELDS.filter((name) => row[name] !== undefined);
+  return Object.fromEntries(present.map((name) => [name, row[name]]));
+}
 
 /** Raw events of a conversation in `receivedAt` order, paginated the standard Convex way. */
 export const listEvents = readerQuery({

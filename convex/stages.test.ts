@@ -187,6 +187,7 @@ describe("ops with staged values", () => {
       chunkCount: 0,
       stdout,
       stderr: "",
+      call: { command: [] },
     });
     const tables = await dump(t);
     expect(new Set(tables.blobs.map((blob) => blob.ownerId))).toEqual(new Set(["s:o", "s:b"]));

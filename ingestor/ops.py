@@ -35,7 +35,7 @@ OP_TABLE: Final[dict[str, str]] = {
 }
 
 TURN_TERMINAL: Final = frozenset({"succeeded", "failed", "canceled"})
-COMMAND_TERMINAL: Final = frozenset({"completed", "failed", "declined"})
+COMMAND_TERMINAL: Final = frozenset({"completed", "failed", "declined", "canceled"})
 
 # Columns of type `any`: sent as `<column>Json` text when Convex cannot hold the value as is
 # (ingestor.sinks.wire).

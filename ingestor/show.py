@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable
 from typing import Any, Final, Literal, TextIO
 
+from ingestor.show_calls import call_lines, call_title
 from ingestor.sinks.base import HistoryReader
 
 What = Literal["conversation", "turn", "command", "events"]
@@ -101,7 +102,7 @@ def _display_arg(arg: str) -> str:
 def _command_lines(command: dict[str, Any]) -> list[str]:
     argv = command.get("command") or []
     lines = [
-        f"  $ {' '.join(map(_display_arg, argv)) if argv else '(command unknown)'}",
+        call_title(command) or f"  $ {' '.join(map(_display_arg, argv)) if argv else '(command unknown)'}",
         "    " + _fields(command, "callId", "status", "exitCode", "durationMs", "cwd"),
     ]
     output = command.get("aggregatedOutput") or command.get("stdout") or ""
@@ -171,6 +172,7 @@ def render_turn(data: dict[str, Any]) -> str:
 
 def render_command_output(data: dict[str, Any]) -> str:
     lines = [f"command {data['callId']}  ({data['chunkCount']} chunk(s))"]
+    lines.extend(call_lines(data.get("call")))
     for stream in ("stdout", "stderr"):
         if data.get(stream):
             lines.append(f"{stream}:")

@@ -15,6 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 import structlog
+import zstandard
 from sqlite_ops import conversation_ops
 
 from ingestor.cli import main
@@ -23,6 +24,8 @@ from ingestor.sinks.sqlite import apply_ops, connect
 from ingestor.sources.files import MissingPathError, expand_paths
 
 REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "fixtures"
+
 EXEC_LINES = [
     b'{"type":"thread.started","thread_id":"th-9"}',
     b'{"type":"turn.started"}',
@@ -157,6 +160,35 @@ def test_replay_twice_into_sqlite_stores_once(tmp_path: Path) -> None:
     assert events(db) == ["thread.started", "turn.started", "item.completed", "ingestor/invalidJson"]
 
 
+def test_replay_reads_zstd_session_files_and_a_session_in_both_forms_is_stored_once(tmp_path: Path) -> None:
+    """Codex may keep a session as `rollout-*.jsonl.zst`, and a file moves between the two forms."""
+    fixture = next((FIXTURES / "codex-0.169.0/sessions/app-server-tools").glob("rollout-*.jsonl"))
+    sessions = tmp_path / "sessions"
+    sessions.mkdir()
+    plain = sessions / fixture.name
+    plain.write_bytes(fixture.read_bytes())
+    compressed = sessions / f"{fixture.name}.zst"
+    # Two frames: readers must go on past the first.
+    half = len(fixture.read_bytes()) // 2
+    frames = [
+        zstandard.ZstdCompressor().compress(part)
+        for part in (plain.read_bytes()[:half], plain.read_bytes()[half:])
+    ]
+    compressed.write_bytes(b"".join(frames))
+    db = tmp_path / "store.db"
+    counts = []
+    for path in (compressed, sessions):
+        result = ingestor("replay", str(path), "--sink", f"sqlite:{db}")
+        assert result.returncode == 0, result.stderr
+        conn = sqlite3.connect(db)
+        counts.append(
+            [conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("events_raw", "commands")]
+        )
+        conn.close()
+    lines = len(fixture.read_bytes().splitlines())
+    assert counts == [[lines, 8], [lines, 8]]  # 4 file changes, 3 MCP calls, 1 web search
+
+
 # --- run --------------------------------------------------------------------------------------
 
 
@@ -252,6 +284,7 @@ def test_show_json_has_the_history_query_shapes(store: str, capsys: pytest.Captu
         "chunkCount": 3,
         "stdout": "a.txt\nb.txt\n",
         "stderr": "warn \ufffd",
+        "call": {"command": ["ls", "-l"], "parsedCmdJson": '{"$k":1}'},
     }
     listed = orjson.loads(show(capsys, "events", "conv-1", "--json", "--sink", store)[1])
     assert [e["method"] for e in listed] == ["turn/started"]
@@ -270,7 +303,9 @@ def test_show_human_readable(store: str, capsys: pytest.CaptureFixture[str]) -> 
     _, out, _ = show(capsys, "conversation", "conv-1", "--sink", store)
     assert "turn turn-1  [succeeded]  2025-11-22 02:53:20.001Z -> 2025-11-22 02:53:20.011Z (0.0s)" in out
     _, out, _ = show(capsys, "command", "call-1", "--sink", store)
-    assert out == "command call-1  (3 chunk(s))\nstdout:\n  a.txt\n  b.txt\nstderr:\n  warn \ufffd\n"
+    assert out == (
+        "command call-1  (3 chunk(s))\ncommand: ls -l\nstdout:\n  a.txt\n  b.txt\nstderr:\n  warn \ufffd\n"
+    )
     _, out, _ = show(capsys, "events", "conv-1", "--sink", store)
     assert out == '2025-11-22 02:53:20.001Z  turn/started [turn turn-1]  {"params":{"n":1}}\n'
 

@@ -282,6 +282,7 @@ def test_apply_batch_then_every_history_query(api: Api) -> None:
     assert turn["rateLimits"][0]["usedPercent"] == 12.5
 
     output = api.query("history:getCommandOutput", callId=CALL)
+    assert output.pop("call")["command"] == ["bash", "-lc", "ls -l"]  # what the output belongs to
     assert output == {
         "callId": CALL,
         "chunkCount": 1,

@@ -121,6 +121,11 @@ def test_any_split_into_processes_gives_the_one_process_store(path: Path) -> Non
         pytest.skip("only one line names the thread: no piece but the first could be filed")
     if path.match("codex-0.63.0/app-server/two_threads.jsonl"):
         pytest.skip("0.63's v2 copies name no thread: with two threads, a piece cannot tell whose they are")
+    if "sessions" in path.parts and path.parent.name.endswith("-tools"):
+        pytest.skip(
+            "a session file's patch paths are relative to the session's cwd (session_meta, turn_context): "
+            "a piece that begins after those lines stores them as written"
+        )
     whole = comparable(path, summarize(rows(store(normalized(lines, "whole")))))
 
     @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])

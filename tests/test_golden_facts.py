@@ -108,10 +108,14 @@ def test_messages_once_each(case: tuple[dict[str, Any], dict[str, list[dict[str,
         assert users == ([] if exec_stream else [want["prompt"]])
 
 
+def _shell_commands(rows: dict[str, list[dict[str, Any]]], turn_id: str) -> list[dict[str, Any]]:
+    return [c for c in rows["commands"] if c["turnId"] == turn_id and c["source"] == "command"]
+
+
 def test_commands_argv_and_exit_codes(case: tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]) -> None:
     entry, rows = case
     for got, want in _pairs(entry, rows):
-        commands = [c for c in rows["commands"] if c["turnId"] == got["turnId"]]
+        commands = _shell_commands(rows, got["turnId"])
         assert [c["command"][-1] for c in commands] == [c["command"] for c in want["commands"]]
         for stored, expected in zip(commands, want["commands"], strict=True):
             if want.get("interrupted"):
@@ -119,6 +123,97 @@ def test_commands_argv_and_exit_codes(case: tuple[dict[str, Any], dict[str, list
             else:
                 assert stored["exitCode"] == expected["exit_code"]
                 assert stored["status"] == ("completed" if expected["exit_code"] == 0 else "failed")
+
+
+def _expected_tools(entry: dict[str, Any], want: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tool calls (not shell commands) a turn's rows must show, in order. A patch that fails
+    verification produces no event in the live streams, only a tool output in the session file."""
+    calls = [
+        t
+        for t in want.get("tools", [])
+        if t["kind"] != "plan" and (t["kind"] != "file" or t["applies"] or entry["kind"] == "session")
+    ]
+    return calls + [{"kind": "search", "query": q} for q in want.get("web_searches", [])]
+
+
+def test_tool_calls_are_commands_rows(case: tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]) -> None:
+    """Every file change, MCP call and web search the script made is one `commands` row with the
+    right source, target, status and result."""
+    entry, rows = case
+    exec_stream = entry["mode"] == "exec" and entry["kind"] == "stream"
+    old_session = entry["kind"] == "session" and entry["codex_version"] == "0.63.0"
+    for got, want in _pairs(entry, rows):
+        stored = [c for c in rows["commands"] if c["turnId"] == got["turnId"] and c["source"] != "command"]
+        expected = _expected_tools(entry, want)
+        assert [c["source"] for c in stored] == [t["kind"] for t in expected], want["prompt"]
+        for row, call in zip(stored, expected, strict=True):
+            if call["kind"] == "file":
+                changes = row["parsedCmd"]["changes"]
+                named = {(c["path"].rsplit("/", 1)[-1], c["kind"]) for c in changes}
+                assert named == {(c["path"], c["kind"]) for c in call["changes"]}
+                moves = {c["movePath"].rsplit("/", 1)[-1] for c in changes if "movePath" in c}
+                assert moves == (
+                    set() if exec_stream else {c["move_path"] for c in call["changes"] if "move_path" in c}
+                )
+                assert row["command"][0] == "apply_patch" and len(row["command"]) == 1 + len(
+                    {c["path"] for c in changes} | {c["movePath"] for c in changes if "movePath" in c}
+                )
+                assert row["status"] == ("completed" if call["applies"] else "failed")
+            elif call["kind"] == "mcp":
+                assert row["command"] == ["mcp", call["server"], call["tool"]]
+                assert row["parsedCmd"]["arguments"] == call["arguments"]
+                if "result" in call:
+                    assert row["status"] == "completed"
+                    assert call["result"]["content"][0]["text"] in row["aggregatedOutput"] or old_session
+                    assert "42" in row["aggregatedOutput"]
+                elif "is_error_text" in call:
+                    assert call["is_error_text"] in row["aggregatedOutput"]
+                    # 0.63 session files keep only the content of an isError result, not the flag.
+                    assert row["status"] == ("completed" if old_session else "failed")
+                else:
+                    assert row["status"] == "failed"
+                    assert call["rpc_error"]["message"] in row["aggregatedOutput"]
+            else:
+                assert row["command"] == ["web_search", call["query"]]
+                assert row["status"] == "completed"
+
+
+def test_latest_plan_per_turn(case: tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]) -> None:
+    """A turn's plan updates are its `tool` messages; the last one holds each step's status (exec
+    reports only done or not)."""
+    entry, rows = case
+    exec_stream = entry["mode"] == "exec" and entry["kind"] == "stream"
+    for got, want in _pairs(entry, rows):
+        plans = [
+            m["rawContent"]
+            for m in rows["messages"]
+            if m["turnId"] == got["turnId"] and m["role"] == "tool" and m["rawContent"]["type"] == "plan"
+        ]
+        expected = [t for t in want.get("tools", []) if t["kind"] == "plan"]
+        assert len(plans) == len(expected), want["prompt"]
+        for stored, call in zip(plans, expected, strict=True):
+            statuses = {"in_progress": "pending" if exec_stream else "inProgress"}
+            steps = [
+                {"step": p["step"], "status": statuses.get(p["status"], p["status"])} for p in call["plan"]
+            ]
+            assert stored["steps"] == steps
+            assert stored.get("explanation") == (None if exec_stream else call["explanation"])
+
+
+def test_invariants(case: tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]) -> None:
+    """On every recording: no output chunk without its call, no turn ending before it starts, and
+    no call left running once its turn has ended."""
+    _, rows = case
+    calls = {c["callId"]: c for c in rows["commands"]}
+    for chunk in rows["command_chunks"]:
+        call = calls.get(chunk["callId"])
+        assert call is not None and call["command"] and call.get("source"), chunk["callId"]
+    turns = {t["turnId"]: t for t in rows["turns"]}
+    for turn in turns.values():
+        assert "endedAt" not in turn or turn["endedAt"] >= turn["startedAt"], turn["turnId"]
+    for call in calls.values():
+        if turns[call["turnId"]]["status"] != "running":
+            assert call.get("status") != "running", call["callId"]
 
 
 def _digest(data: bytes) -> tuple[int, str]:
@@ -143,7 +238,7 @@ def test_chunks_contiguous_and_exact_for_legacy_streams(
     ):
         return  # only legacy deltas carry exact bytes per stream
     for got, want in _pairs(entry, rows):
-        commands = [c for c in rows["commands"] if c["turnId"] == got["turnId"]]
+        commands = _shell_commands(rows, got["turnId"])
         for stored, expected in zip(commands, want["commands"], strict=True):
             for stream in ("stdout", "stderr"):
                 data = b"".join(

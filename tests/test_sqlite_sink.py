@@ -135,16 +135,23 @@ def test_json_null_payload_is_kept(conn: sqlite3.Connection) -> None:
 
 
 def test_command_output_without_chunks_is_its_own_output_else_the_merged_one() -> None:
-    own = {"callId": "c", "stdout": "out", "stderr": "err", "aggregatedOutput": "outerr"}
-    assert command_output("c", own, []) == {"callId": "c", "chunkCount": 0, "stdout": "out", "stderr": "err"}
-    merged_only = {"callId": "c", "aggregatedOutput": "outerr"}
+    own = {"callId": "c", "stdout": "out", "stderr": "err", "aggregatedOutput": "outerr", "command": ["x"]}
+    assert command_output("c", own, []) == {
+        "callId": "c",
+        "chunkCount": 0,
+        "stdout": "out",
+        "stderr": "err",
+        "call": {"command": ["x"]},
+    }
+    merged_only = {"callId": "c", "aggregatedOutput": "outerr", "source": "mcp", "parsedCmd": {"tool": "t"}}
     assert command_output("c", merged_only, []) == {
         "callId": "c",
         "chunkCount": 0,
         "stdout": "outerr",
         "stderr": "",
+        "call": {"source": "mcp", "parsedCmd": {"tool": "t"}},
     }
-    nothing = {"callId": "c", "chunkCount": 0, "stdout": "", "stderr": ""}
+    nothing = {"callId": "c", "chunkCount": 0, "stdout": "", "stderr": "", "call": {}}
     assert command_output("c", {"callId": "c"}, []) == nothing
 
 
@@ -183,6 +190,7 @@ async def test_sink_and_history_reader_round_trip(tmp_path: Path) -> None:
             "chunkCount": 3,
             "stdout": "a.txt\nb.txt\n",
             "stderr": "warn \ufffd",
+            "call": {"command": ["ls", "-l"], "parsedCmdJson": '{"$k":1}'},
         }
         events = await history.list_events("conv-1")
         assert [e["method"] for e in events] == ["turn/started"]

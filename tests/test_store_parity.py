@@ -54,6 +54,13 @@ RECORDINGS: Final = (
     "codex-0.63.0/app-server/two_threads.jsonl",
     "codex-0.63.0/sessions/app-server-two_threads",
     "codex-0.63.0/exec/multi_turn.jsonl",
+    # Every tool kind (file changes, MCP calls with keys Convex forbids, web searches), live and
+    # from session files of both versions.
+    "codex-0.169.0/app-server/tools.jsonl",
+    "codex-0.169.0/sessions/app-server-tools",
+    "codex-0.169.0/exec/tools.jsonl",
+    "codex-0.63.0/app-server/tools.jsonl",
+    "codex-0.63.0/sessions/exec-tools",
 )
 
 # Convex's system fields: assigned by Convex, no counterpart in the SQLite reader's rows. Nothing

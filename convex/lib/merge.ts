@@ -5,8 +5,8 @@ import type { Row } from "./blobs.js";
 
 type Rule = (stored: Value, incoming: Value) => Value;
 
-const TURN_TERMINAL = new Set(["succeeded", "failed", "canceled"]);
-const COMMAND_TERMINAL = new Set(["completed", "failed", "declined"]);
+export const TURN_TERMINAL: ReadonlySet<string> = new Set(["succeeded", "failed", "canceled"]);
+const COMMAND_TERMINAL = new Set(["completed", "failed", "declined", "canceled"]);
 
 /** `any` columns and their `<column>Json` text form: a new value in either form replaces both. */
 export const ANY_COLUMNS = ["payload", "rawContent", "parsedCmd", "workflowArgs"] as const;

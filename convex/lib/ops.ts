@@ -11,6 +11,7 @@ import {
   anySibling,
   mergeRow,
   missingColumns,
+  TURN_TERMINAL,
   UPSERT_TABLES,
   type UpsertTable,
 } from "./merge.js";
@@ -116,6 +117,26 @@ function withoutNulls(args: Row, keepAnyNull: boolean): Row {
     if (value !== null || (keepAnyNull && isAny)) row[field] = value;
   }
   return row;
+}
+
+/**
+ * Merge rule 6: a turn that has ended ends its calls still running, `canceled` at the turn's end
+ * (Codex sends no end for a call its turn cut short), whichever process saw the call start.
+ */
+async function closeCallsOfEndedTurn(ctx: MutationCtx, turnId: string): Promise<void> {
+  const turn = await ctx.db
+    .query("turns")
+    .withIndex("by_turnId", (q) => q.eq("turnId", turnId))
+    .first();
+  if (turn === null || !TURN_TERMINAL.has(turn.status)) return;
+  const running = await ctx.db
+    .query("commands")
+    .withIndex("by_turnId", (q) => q.eq("turnId", turnId))
+    .filter((q) => q.eq(q.field("status"), "running"))
+    .collect();
+  for (const command of running) {
+    await ctx.db.patch(command._id, { status: "canceled", endedAt: command.endedAt ?? turn.endedAt });
+  }
 }
 
 /** What the ops of one transaction share: the threads they touched, the calls whose chunks they number. */
@@ -284,7 +305,13 @@ export async function applyOp(
   if ((op === "appendRateLimit" || op === "appendUsageSnapshot") && row.turnId === undefined) {
     return rejected("told without a turn, and no turn of its thread is stored");
   }
-  if (upsertTable !== undefined) return await upsert(ctx, upsertTable.table, upsertTable.id, row, staged);
+  if (upsertTable !== undefined) {
+    const result = await upsert(ctx, upsertTable.table, upsertTable.id, row, staged);
+    if (op === "upsertTurn" && result.status !== "rejected") {
+      await closeCallsOfEndedTurn(ctx, row.turnId as string);
+    }
+    return result;
+  }
   const hasPayload = ["payload", "payloadJson"].some(
     (field) => row[field] !== undefined || staged.some((entry) => entry.field === field),
   );

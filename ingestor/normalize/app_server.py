@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from ingestor.lines import Line
-from ingestor.normalize import facts
+from ingestor.normalize import facts, tools
 from ingestor.normalize.state import V2, Ops, State
 
 Handler = Callable[[State, Line, dict[str, Any], int, Ops], None]
@@ -182,6 +182,8 @@ def _item(s: State, line: Line, params: dict[str, Any], at: int, out: Ops, compl
         else:
             fields["startedAt"] = facts.epoch_ms(params.get("startedAtMs")) or at
         facts.command(s, line, out, V2, call_id, tid, fields)
+    elif type(kind) is str and kind in _TOOL_ITEMS:
+        _tool_item(s, line, params, item, tid, completed, at, out)
     elif not completed:
         return
     elif kind == "agentMessage":
@@ -196,6 +198,44 @@ def _item(s: State, line: Line, params: dict[str, Any], at: int, out: Ops, compl
         item_id = item.get("id")
         s.reasoning_items = True
         facts.reasoning(s, line, out, V2, tid, item_id if type(item_id) is str else None, texts, item, at)
+
+
+_TOOL_ITEMS: Final = frozenset({"fileChange", "mcpToolCall", "webSearch"})
+
+
+def _tool_item(
+    s: State,
+    line: Line,
+    params: dict[str, Any],
+    item: dict[str, Any],
+    tid: str,
+    completed: bool,
+    at: int,
+    out: Ops,
+) -> None:
+    """A file change, MCP tool call or web search item (see tools.py)."""
+    call_id = item.get("id")
+    if type(call_id) is not str:
+        return
+    kind = item.get("type")
+    fields: dict[str, Any]
+    if kind == "fileChange":
+        fields = tools.file_fields(tools.v2_changes(item.get("changes")))
+    elif kind == "mcpToolCall":
+        fields = tools.mcp_item_fields(item)
+        fields["durationMs"] = facts.number(item.get("durationMs"))
+    else:
+        fields = tools.search_fields(item.get("query"), item.get("action"))
+    status = facts.lookup(COMMAND_STATUS, item.get("status"))
+    if status is None:  # webSearch items have no status: started runs, completed is done
+        status = "completed" if completed else "running"
+    fields["status"] = status
+    if completed:
+        fields["endedAt"] = facts.epoch_ms(item.get("completedAtMs") or params.get("completedAtMs")) or at
+    else:
+        del fields["parsedCmd"]  # written once, by the completed item (see tools.py)
+        fields["startedAt"] = facts.epoch_ms(item.get("startedAtMs") or params.get("startedAtMs")) or at
+    facts.command(s, line, out, V2, call_id, tid, fields)
 
 
 def _item_started(s: State, line: Line, params: dict[str, Any], at: int, out: Ops) -> None:
@@ -215,6 +255,14 @@ def _output_delta(s: State, line: Line, params: dict[str, Any], at: int, out: Op
     s.line_turn = tid
     data = delta.encode("utf-8", "surrogatepass")
     facts.chunk(s, line, out, V2, call_id, tid, "stdout", data, V2_ENCODING, at)
+
+
+def _plan_updated(s: State, line: Line, params: dict[str, Any], at: int, out: Ops) -> None:
+    tid = _turn_of(s, params)
+    if tid is None:
+        return
+    facts.turn_seen(s, line, out, tid, at)
+    tools.plan_message(s, line, out, tid, params.get("explanation"), tools.plan_steps(params.get("plan")), at)
 
 
 def _token_usage(s: State, line: Line, params: dict[str, Any], at: int, out: Ops) -> None:
@@ -272,6 +320,7 @@ HANDLERS: Final[dict[str, Handler]] = {
     "item/started": _item_started,
     "item/completed": _item_completed,
     "item/commandExecution/outputDelta": _output_delta,
+    "turn/plan/updated": _plan_updated,
     "thread/tokenUsage/updated": _token_usage,
     "account/rateLimits/updated": _rate_limits,
 }

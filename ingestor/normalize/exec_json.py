@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from ingestor.lines import Line
-from ingestor.normalize import facts
+from ingestor.normalize import facts, tools
 from ingestor.normalize.app_server import split_command
 from ingestor.normalize.state import EXEC, Ops, State
 
@@ -84,6 +84,10 @@ def _item(s: State, line: Line, obj: dict[str, Any], at: int, out: Ops) -> None:
             ("endedAt" if completed else "startedAt"): at,
         }
         facts.command(s, line, out, EXEC, f"{tid}/{item_id}", tid, fields)
+    elif type(kind) is str and kind in _TOOL_ITEMS and type(item_id) is str:
+        _tool_item(s, line, item, tid, item_id, completed, at, out)
+    elif kind == "todo_list":  # the plan, at every update and again when the turn ends
+        tools.plan_message(s, line, out, tid, None, tools.plan_steps(item.get("items")), at)
     elif not completed:
         return
     elif kind == "agent_message" and type(item.get("text")) is str:
@@ -100,6 +104,32 @@ def _item(s: State, line: Line, obj: dict[str, Any], at: int, out: Ops) -> None:
             item,
             at,
         )
+
+
+_TOOL_ITEMS: Final = frozenset({"file_change", "mcp_tool_call", "web_search"})
+
+
+def _tool_item(
+    s: State, line: Line, item: dict[str, Any], tid: str, item_id: str, completed: bool, at: int, out: Ops
+) -> None:
+    """`file_change` (paths and kinds only), `mcp_tool_call` (snake_case `structured_content`) and
+    `web_search` items (see tools.py). 0.169 writes a `web_search` line with its `id` key twice (the
+    item id, then the search's `ws_...` id); the parser keeps the last, and both copies of the line
+    carry the same one, so the call id is stable."""
+    kind = item.get("type")
+    fields: dict[str, Any]
+    if kind == "file_change":
+        fields = tools.file_fields(tools.exec_changes(item.get("changes")))
+    elif kind == "mcp_tool_call":
+        fields = tools.mcp_item_fields(item)
+    else:
+        fields = tools.search_fields(item.get("query"), item.get("action"))
+    status = facts.lookup(COMMAND_STATUS, item.get("status"))
+    fields["status"] = status if status is not None else "completed" if completed else "running"
+    fields["endedAt" if completed else "startedAt"] = at
+    if not completed:
+        del fields["parsedCmd"]  # written once, by the completed item (see tools.py)
+    facts.command(s, line, out, EXEC, f"{tid}/{item_id}", tid, fields)
 
 
 HANDLERS: Final[dict[str, Handler]] = {

@@ -216,6 +216,7 @@ def turn_ended(s: State, line: Line, out: Ops, turn_id: str, status: str, at: in
     args: dict[str, Any] = {"status": status, "endedAt": at}
     _put(args, "error", error)
     _turn_op(s, line, out, turn_id, args)
+    s.running_calls.pop(turn_id, None)  # the store closes them (docs/operations.md, merge rule 6)
     conversation(s, line, out, at)
     s.forget_ended_turns(turn_id)
 
@@ -248,6 +249,7 @@ def command(
     cmd = command_state(s, call_id, turn_id, kind)
     args: dict[str, Any] = {"callId": call_id, "turnId": cmd.turn_id}
     owner = cmd.owner == kind
+    _track_running(s, cmd, call_id, fields)
     for name, value in fields.items():
         if value is None:
             continue
@@ -255,6 +257,29 @@ def command(
             continue
         args[name] = value
     out.append({"op": "upsertCommand", "key": make_key("x", call_id, line.ordinal, kind), "args": args})
+
+
+_CALL_TERMINAL: Final = frozenset({"completed", "failed", "declined", "canceled"})
+
+
+def _track_running(s: State, cmd: Command, call_id: str, fields: dict[str, Any]) -> None:
+    """Remember what the call is and whether it still runs (a session file's output line is read
+    only for a running call)."""
+    source = fields.get("source")
+    if type(source) is str and cmd.tool == COMMAND_SOURCE:
+        cmd.tool = source
+    status = fields.get("status")
+    if status == "running":
+        s.running_calls.setdefault(cmd.turn_id, set()).add(call_id)
+    elif status in _CALL_TERMINAL:
+        running = s.running_calls.get(cmd.turn_id)
+        if running is not None:
+            running.discard(call_id)
+
+
+def is_running(s: State, call_id: str) -> bool:
+    cmd = s.commands.get(call_id)
+    return cmd is not None and call_id in s.running_calls.get(cmd.turn_id, ())
 
 
 def chunk(

@@ -19,7 +19,7 @@ from typing import Any, Final
 from urllib.parse import unquote
 
 from ingestor.lines import Line
-from ingestor.normalize import facts
+from ingestor.normalize import facts, tools
 from ingestor.normalize.state import Ops, State
 
 Handler = Callable[[State, Line, str, dict[str, Any], str | None, int, Ops], None]
@@ -78,12 +78,22 @@ def _ended(status: str) -> Handler:
         failure = msg.get("error")
         if type(failure) is dict and status == "succeeded":
             outcome, error = "failed", _str(failure.get("message"))
-        # `completed_at` is whole seconds: the line's own time (a session file's `timestamp`), where it
-        # has one, is when the turn ended to the millisecond (and never before it began).
-        ended = at if s.last_at_is_codex else facts.epoch_ms(msg.get("completed_at")) or at
-        facts.turn_ended(s, line, out, tid, outcome, ended, error)
+        facts.turn_ended(s, line, out, tid, outcome, _end_time(s, tid, msg, at), error)
 
     return handler
+
+
+def _end_time(s: State, tid: str, msg: dict[str, Any], at: int) -> int:
+    """When a turn ended, as precisely as the event says: `completed_at_ms`, else the line's own time
+    (a session file's millisecond `timestamp`), else `completed_at` (whole seconds, which put 0.169's
+    turn ends before their starts) or when the line arrived; never before the turn's known start.
+    Not the start plus `duration_ms`: a process that begins mid-thread knows no start, and the end
+    must not depend on where the stream began."""
+    ended = facts.epoch_ms(msg.get("completed_at_ms"))
+    if ended is None:
+        ended = at if s.last_at_is_codex else facts.epoch_ms(msg.get("completed_at")) or at
+    started = s.turn_started_at.get(tid)
+    return ended if started is None else max(ended, started)
 
 
 def _session_configured(
@@ -98,14 +108,29 @@ def _session_configured(
         facts.conversation(s, line, out, at)
 
 
+CallHandler = Callable[[State, Line, str, dict[str, Any], str, str, int, Ops], None]
+"""(state, line, kind, msg, call id, turn, time, out)."""
+
+
+def _tool_call(handler: CallHandler) -> Handler:
+    """A handler of a tool call's events: the call id and turn read, the turn recorded, first."""
+
+    def handle(
+        s: State, line: Line, kind: str, msg: dict[str, Any], sub_id: str | None, at: int, out: Ops
+    ) -> None:
+        call_id = _str(msg.get("call_id"))
+        tid = _turn(s, msg, sub_id)
+        if call_id is None or tid is None:
+            return
+        facts.turn_seen(s, line, out, tid, at)
+        handler(s, line, kind, msg, call_id, tid, at, out)
+
+    return handle
+
+
 def _exec_begin(
-    s: State, line: Line, kind: str, msg: dict[str, Any], sub_id: str | None, at: int, out: Ops
+    s: State, line: Line, kind: str, msg: dict[str, Any], call_id: str, tid: str, at: int, out: Ops
 ) -> None:
-    call_id = _str(msg.get("call_id"))
-    tid = _turn(s, msg, sub_id)
-    if call_id is None or tid is None:
-        return
-    facts.turn_seen(s, line, out, tid, at)
     argv = msg.get("command")
     fields = {
         "command": [str(a) for a in argv] if type(argv) is list else None,
@@ -159,13 +184,8 @@ def duration_ms(value: Any) -> int | None:
 
 
 def _exec_end(
-    s: State, line: Line, kind: str, msg: dict[str, Any], sub_id: str | None, at: int, out: Ops
+    s: State, line: Line, kind: str, msg: dict[str, Any], call_id: str, tid: str, at: int, out: Ops
 ) -> None:
-    call_id = _str(msg.get("call_id"))
-    tid = _turn(s, msg, sub_id)
-    if call_id is None or tid is None:
-        return
-    facts.turn_seen(s, line, out, tid, at)
     exit_code = _int(msg.get("exit_code"))
     status = facts.lookup(COMMAND_STATUS, msg.get("status"))
     if status is None and exit_code is not None:
@@ -345,6 +365,106 @@ def _item_completed(
             "endedAt": facts.epoch_ms(msg.get("completed_at_ms")) or at,
         }
         facts.command(s, line, out, kind, item_id, tid, fields)
+    elif type(item_type) is str and item_type in _CANONICAL_TOOLS and item_id is not None:
+        fields = _canonical_tool(item_type, item)
+        fields["startedAt"] = facts.epoch_ms(msg.get("started_at_ms"))
+        fields["endedAt"] = facts.epoch_ms(msg.get("completed_at_ms")) or at
+        facts.command(s, line, out, kind, item_id, tid, fields)
+
+
+_CANONICAL_TOOLS: Final = frozenset({"FileChange", "McpToolCall", "WebSearch"})
+
+
+def _canonical_tool(item_type: str, item: dict[str, Any]) -> dict[str, Any]:
+    """The columns of a 0.169 session file's `FileChange`, `McpToolCall` or `WebSearch` item."""
+    fields: dict[str, Any]
+    if item_type == "FileChange":
+        fields = tools.file_fields(tools.keyed_changes(item.get("changes")))
+        fields["stdout"] = _str(item.get("stdout"))
+        fields["stderr"] = _str(item.get("stderr"))
+        fields["aggregatedOutput"] = _joined(item.get("stdout"), item.get("stderr"))
+    elif item_type == "McpToolCall":
+        fields = tools.mcp_item_fields(item)
+        fields["durationMs"] = duration_ms(item.get("duration"))
+    else:
+        fields = tools.search_fields(item.get("query"), item.get("action"))
+    status = facts.lookup(COMMAND_STATUS, item.get("status"))
+    fields["status"] = status if status is not None or item_type != "WebSearch" else "completed"
+    return fields
+
+
+def _joined(stdout: Any, stderr: Any) -> str | None:
+    """A patch's output as one text (stdout, then stderr), as Codex shows it."""
+    parts = [p for p in (_str(stdout), _str(stderr)) if p]
+    return "".join(parts) if parts else _str(stdout)
+
+
+def _patch(
+    s: State, line: Line, kind: str, msg: dict[str, Any], call_id: str, tid: str, at: int, out: Ops
+) -> None:
+    """`patch_apply_begin` / `patch_apply_end` (Codex 0.63): a file change."""
+    fields = tools.file_fields(tools.keyed_changes(msg.get("changes")))
+    if msg.get("type") == "patch_apply_begin":
+        del fields["parsedCmd"]  # written once, by the end (see tools.py)
+        fields["status"] = "running"
+        fields["startedAt"] = at
+    else:
+        success = msg.get("success")
+        fields["status"] = None if type(success) is not bool else "completed" if success else "failed"
+        fields["stdout"] = _str(msg.get("stdout"))
+        fields["stderr"] = _str(msg.get("stderr"))
+        fields["aggregatedOutput"] = _joined(msg.get("stdout"), msg.get("stderr"))
+        fields["endedAt"] = at
+    facts.command(s, line, out, kind, call_id, tid, fields)
+
+
+def _mcp(
+    s: State, line: Line, kind: str, msg: dict[str, Any], call_id: str, tid: str, at: int, out: Ops
+) -> None:
+    """`mcp_tool_call_begin` / `mcp_tool_call_end` (Codex 0.63): an MCP tool call. The end's
+    `result` is Rust's `Result`: `{"Ok": CallToolResult}` or `{"Err": message}`."""
+    invocation = msg.get("invocation")
+    if type(invocation) is not dict:
+        return
+    server, tool, arguments = invocation.get("server"), invocation.get("tool"), invocation.get("arguments")
+    if msg.get("type") == "mcp_tool_call_begin":
+        fields = tools.mcp_fields(server, tool, arguments)
+        del fields["parsedCmd"]  # written once, by the end (see tools.py)
+        fields["status"] = "running"
+        fields["startedAt"] = at
+    else:
+        outcome = msg.get("result")
+        ok = outcome.get("Ok") if type(outcome) is dict else None
+        err = outcome.get("Err") if type(outcome) is dict else None
+        fields = tools.mcp_fields(server, tool, arguments, ok, err)
+        failed = ok is None or tools.mcp_failed(ok)
+        fields["status"] = "failed" if failed else "completed"
+        fields["durationMs"] = duration_ms(msg.get("duration"))
+        fields["endedAt"] = at
+    facts.command(s, line, out, kind, call_id, tid, fields)
+
+
+def _web_search(
+    s: State, line: Line, kind: str, msg: dict[str, Any], call_id: str, tid: str, at: int, out: Ops
+) -> None:
+    """`web_search_begin {call_id}` / `web_search_end {call_id, query, action?}`."""
+    fields = tools.search_fields(msg.get("query"), msg.get("action"))
+    if msg.get("type") == "web_search_begin":
+        del fields["parsedCmd"]  # written once, by the end (see tools.py)
+        fields["status"], fields["startedAt"] = "running", at
+    else:
+        fields["status"], fields["endedAt"] = "completed", at
+    facts.command(s, line, out, kind, call_id, tid, fields)
+
+
+def _plan_update(
+    s: State, line: Line, kind: str, msg: dict[str, Any], sub_id: str | None, at: int, out: Ops
+) -> None:
+    tid = _turn(s, msg, sub_id)
+    if tid is None:
+        return
+    facts.turn_seen(s, line, out, tid, at)
+    tools.plan_message(s, line, out, tid, msg.get("explanation"), tools.plan_steps(msg.get("plan")), at)
 
 
 HANDLERS: Final[dict[str, Handler]] = {
@@ -356,9 +476,16 @@ HANDLERS: Final[dict[str, Handler]] = {
     "turn_complete": _ended("succeeded"),
     "turn_aborted": _ended("canceled"),
     "error": _ended("failed"),
-    "exec_command_begin": _exec_begin,
+    "exec_command_begin": _tool_call(_exec_begin),
     "exec_command_output_delta": _exec_delta,
-    "exec_command_end": _exec_end,
+    "exec_command_end": _tool_call(_exec_end),
+    "patch_apply_begin": _tool_call(_patch),
+    "patch_apply_end": _tool_call(_patch),
+    "mcp_tool_call_begin": _tool_call(_mcp),
+    "mcp_tool_call_end": _tool_call(_mcp),
+    "web_search_begin": _tool_call(_web_search),
+    "web_search_end": _tool_call(_web_search),
+    "plan_update": _plan_update,
     "token_count": _token_count,
     "agent_message": _agent_message,
     "user_message": _user_message,

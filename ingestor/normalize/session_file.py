@@ -5,8 +5,8 @@
 - `event_msg`: a core event (see legacy.py); its time is the line's `timestamp`, so a replay of an old
   file stores when things happened, not when the file was read;
 - `response_item` (the model transcript): the messages in it also arrive as `event_msg`, so they are
-  raw only; but Codex 0.63 recorded commands only here (`function_call` of the `shell` tool with an
-  argv, and its `function_call_output` whose JSON text holds the output and exit code).
+  raw only; but tool calls are recorded here (Codex 0.63 recorded them only here): `function_call`
+  (shell tools, MCP tools), `custom_tool_call` (`apply_patch`) and their outputs, `web_search_call`.
 
 Codex 0.63 session files have no turn events at all: there, each `user_message` starts a turn (with a
 derived id), which ends at the next one or at the end of the file, `succeeded` when it produced an
@@ -15,12 +15,14 @@ assistant message and `failed` otherwise (a failed turn leaves nothing else behi
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final
 
 import orjson
 
 from ingestor.lines import Line
-from ingestor.normalize import facts, legacy
+from ingestor.normalize import facts, legacy, tools
+from ingestor.normalize.app_server import split_command
 from ingestor.normalize.state import SESSION, Ops, State
 
 NO_REPLY: Final = "no reply recorded in the session file"
@@ -41,6 +43,9 @@ def _meta(s: State, line: Line, payload: dict[str, Any], at: int, out: Ops) -> N
     if type(thread) is str and s.thread_id is None:
         s.enter_thread(thread)
         changed = True
+    cwd = payload.get("cwd")
+    if type(cwd) is str:
+        s.session_cwd = cwd
     for attr, name in (("model_provider", "model_provider"), ("client_name", "originator")):
         value = payload.get(name)
         if type(value) is str and getattr(s, attr) is None:
@@ -50,40 +55,149 @@ def _meta(s: State, line: Line, payload: dict[str, Any], at: int, out: Ops) -> N
         facts.conversation(s, line, out, at)
 
 
-def _function_call(s: State, line: Line, payload: dict[str, Any], at: int, out: Ops) -> None:
+def _call_started(s: State, line: Line, payload: dict[str, Any], at: int, out: Ops) -> None:
+    """A `function_call` / `custom_tool_call`: the model asked for a tool. Shell calls carry argv
+    (`shell`) or a script (`shell_command`); one that runs `apply_patch` is a file change, as Codex
+    reports it live. 0.169's `exec_command` calls are left raw: 0.169 writes
+    an `item_completed` CommandExecution for each (also for an interrupted one, after its turn), with
+    the argv Codex ran (`/bin/bash -lc ...`, as the live streams give it), and that item is the row.
+    The call's `parsedCmd` is held for the op that ends it (its output, unless an `item_completed`
+    ended it first and described it better)."""
     call_id = payload.get("call_id")
     tid = s.turn_id
     if type(call_id) is not str or tid is None:
         return
-    if payload.get("type") == "function_call":
-        if payload.get("name") != "shell" or type(payload.get("arguments")) is not str:
+    name = payload.get("name")
+    fields: dict[str, Any]
+    if payload.get("type") == "custom_tool_call":
+        patch = payload.get("input")
+        if name != "apply_patch" or type(patch) is not str:
             return
-        args = orjson.loads(payload["arguments"])
-        argv = args.get("command") if type(args) is dict else None
-        if type(argv) is not list:
+        fields = tools.file_fields(tools.patch_changes(patch, s.session_cwd), patch)
+    else:
+        arguments = payload.get("arguments")
+        args = orjson.loads(arguments) if type(arguments) is str else None
+        if type(args) is not dict:
             return
-        workdir = args.get("workdir")
-        fields = {
-            "command": [str(a) for a in argv],
-            "cwd": workdir if type(workdir) is str else None,
-            "status": "running",
-            "startedAt": at,
-        }
-        facts.command(s, line, out, SESSION, call_id, tid, fields)
-    elif call_id in s.commands and type(payload.get("output")) is str:
-        result = orjson.loads(payload["output"])
-        if type(result) is not dict:
+        mcp = tools.split_mcp_name(name, payload.get("namespace"))
+        if name == "update_plan":
+            steps = tools.plan_steps(args.get("plan"))
+            tools.plan_message(s, line, out, tid, args.get("explanation"), steps, at)
             return
-        meta = result.get("metadata")
-        exit_code = meta.get("exit_code") if type(meta) is dict else None
-        output = result.get("output")
-        fields = {
-            "status": None if type(exit_code) is not int else "completed" if exit_code == 0 else "failed",
-            "exitCode": facts.integer(exit_code),
-            "aggregatedOutput": output if type(output) is str else None,
-            "endedAt": at,
-        }
-        facts.command(s, line, out, SESSION, call_id, s.commands[call_id].turn_id, fields)
+        if mcp is not None:
+            fields = tools.mcp_fields(mcp[0], mcp[1], args)
+        elif type(name) is str and name in _SHELL_TOOLS:
+            fields = _shell_call(s, args)
+        else:
+            return
+    fields["status"] = "running"
+    fields["startedAt"] = at
+    held = fields.pop("parsedCmd", None)
+    facts.command(s, line, out, SESSION, call_id, tid, fields)
+    s.commands[call_id].held_description = held
+
+
+_SHELL_TOOLS: Final = frozenset({"shell", "shell_command"})
+
+
+def _shell_call(s: State, args: dict[str, Any]) -> dict[str, Any]:
+    script = args.get("command")
+    patch = tools.shell_patch(script)
+    if patch is not None:
+        return tools.file_fields(tools.patch_changes(patch, s.session_cwd), patch)
+    workdir = args.get("workdir")
+    return {
+        "command": split_command(script),
+        "cwd": workdir if type(workdir) is str else None,
+        "source": facts.COMMAND_SOURCE,
+    }
+
+
+def _call_output(s: State, line: Line, payload: dict[str, Any], at: int, out: Ops) -> None:
+    """A `function_call_output` / `custom_tool_call_output`, for a call still running (0.169 ends
+    most calls with an `item_completed` first, which says more)."""
+    call_id = payload.get("call_id")
+    if type(call_id) is not str or not facts.is_running(s, call_id):
+        return
+    cmd = s.commands[call_id]
+    text, exit_code = tool_output(payload.get("output"))
+    if text is None:
+        return
+    if cmd.tool == tools.MCP:
+        # The output is the result's text (or JSON), or the error Codex raised for the call.
+        failed = text.startswith(_MCP_ERROR) or (text.startswith(_WALL_TIME) and _MCP_ERROR in text)
+        status = "failed" if failed else "completed"
+    elif exit_code is not None:
+        status = "completed" if exit_code == 0 else "failed"
+    elif text.endswith(_ABORTED):
+        status = "canceled"
+    else:
+        # A patch that fails verification: a plain message, no exit code.
+        status = "failed"
+    fields = {
+        "status": status,
+        "exitCode": exit_code,
+        "aggregatedOutput": text,
+        "endedAt": at,
+        "parsedCmd": cmd.held_description,
+    }
+    cmd.held_description = None
+    facts.command(s, line, out, SESSION, call_id, cmd.turn_id, fields)
+
+
+_MCP_ERROR: Final = "tool call error:"
+_ABORTED: Final = "aborted by user"
+_WALL_TIME: Final = "Wall time:"
+_EXIT_CODE: Final = re.compile(r"^(?:Exit code: |Process exited with code )(-?\d+)$", re.MULTILINE)
+
+
+def tool_output(output: Any) -> tuple[str | None, int | None]:
+    """(text, exit code) of a tool output as session files keep it: 0.63 writes JSON
+    `{"output", "metadata": {"exit_code"}}`, 0.169 text with an `Exit code: N` or `Process exited with
+    code N` line, or a list of `input_text` parts."""
+    if type(output) is list:
+        texts = [p["text"] for p in output if type(p) is dict and type(p.get("text")) is str]
+        return "\n".join(texts), None
+    if type(output) is not str:
+        return None, None
+    if output.startswith("{"):
+        try:
+            result = orjson.loads(output)
+        except orjson.JSONDecodeError:
+            result = None
+        if type(result) is dict and type(result.get("output")) is str:
+            meta = result.get("metadata")
+            return result["output"], facts.integer(meta.get("exit_code") if type(meta) is dict else None)
+    found = _EXIT_CODE.search(output)
+    return output, int(found.group(1)) if found is not None else None
+
+
+def _web_search_call(s: State, line: Line, payload: dict[str, Any], at: int, out: Ops) -> None:
+    """A `web_search_call` item (the search ran on the model's side, so it is complete). 0.63 gives
+    it no id: it gets `<turn id>/web_search/<n>`, n counting the turn's searches."""
+    tid = s.turn_id
+    if tid is None:
+        return
+    call_id = payload.get("id")
+    if type(call_id) is not str:
+        call_id = f"{tid}/web_search/{s.occurrence('web_search', tid)}"
+    elif call_id in s.commands:
+        return  # 0.169 told it first, as an item_completed WebSearch
+    action = payload.get("action")
+    query = action.get("query") if type(action) is dict else None
+    fields = tools.search_fields(query, action)
+    fields["status"] = "completed"
+    fields["endedAt"] = at
+    facts.command(s, line, out, SESSION, call_id, tid, fields)
+
+
+_CALLS: Final = {
+    "function_call": _call_started,
+    "custom_tool_call": _call_started,
+    "function_call_output": _call_output,
+    "custom_tool_call_output": _call_output,
+    "web_search_call": _web_search_call,
+}
 
 
 def handle(s: State, line: Line, method: str, obj: dict[str, Any], out: Ops) -> None:
@@ -98,14 +212,19 @@ def handle(s: State, line: Line, method: str, obj: dict[str, Any], out: Ops) -> 
             facts.turn_started(s, line, out, facts.next_derived_turn(s), at)
         legacy.handle(s, line, SESSION, payload, None, at, out)
     elif method == "response_item":
-        if payload.get("type") in ("function_call", "function_call_output"):
+        item_type = payload.get("type")
+        handler = _CALLS.get(item_type) if type(item_type) is str else None
+        if handler is not None:
             try:
-                _function_call(s, line, payload, at, out)
+                handler(s, line, payload, at, out)
             except orjson.JSONDecodeError:
-                return  # arguments or output that aren't JSON: nothing to derive, the raw line stays
+                return  # arguments that aren't JSON: nothing to derive, the raw line stays
     elif method == "session_meta":
         _meta(s, line, payload, at, out)
     elif method == "turn_context":
+        cwd = payload.get("cwd")
+        if type(cwd) is str:
+            s.session_cwd = cwd
         model = payload.get("model")
         if type(model) is str:
             s.model = model

@@ -41,6 +41,12 @@ class Command:
     chunk_copies: dict[tuple[str, bytes], int] = field(default_factory=dict)
     """How often each (stream, digest of the bytes) was chunked: the n-th identical chunk of a call is
     its own fact (facts.chunk). The store numbers chunks (`seq`), not the normalizer."""
+    tool: str = "command"
+    """What the call is (the `source` column: command | file | mcp | search): how a session file's
+    tool output is read."""
+    held_description: Any = None
+    """A session file's `parsedCmd` of a call, from its start, held for the op that ends the call
+    (see session_file.py)."""
 
 
 @dataclass(slots=True)
@@ -84,6 +90,8 @@ class State:
     """Per turn, how often the same text (message, reasoning) was seen per (kind, role, hash)."""
     ended_turns: deque[str] = field(default_factory=deque)
     """Turns that ended, oldest first: only the last `RETAINED_TURNS` keep their state."""
+    running_calls: dict[str, set[str]] = field(default_factory=dict)
+    """Per turn, the calls last upserted as `running`: closed when their turn ends (facts.turn_ended)."""
     saw_legacy: bool = False
     """The stream carries legacy `codex/event/*` events (then anonymous v2 twins are redundant)."""
     reasoning_items: bool = False
@@ -96,6 +104,8 @@ class State:
     """A turn start event was seen; else (Codex 0.63 session files) user messages delimit turns."""
     inferred_turns: bool = False
     """Turns are being inferred from user messages (see session_file.py)."""
+    session_cwd: str | None = None
+    """A session file's working directory (session_meta, turn_context): what patch paths are relative to."""
     last_at: int = 0
     """The time of the latest line (its event time when it has one)."""
     last_at_is_codex: bool = False

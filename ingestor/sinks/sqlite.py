@@ -25,7 +25,7 @@ import anyio.to_thread
 from anyio.abc import TaskGroup
 
 from ingestor.logging import get_logger
-from ingestor.ops import OP_TABLE, EventArgs, Op
+from ingestor.ops import OP_TABLE, TURN_TERMINAL, EventArgs, Op
 from ingestor.sinks.json_text import dumps_json
 from ingestor.sinks.merge import apply_upsert
 from ingestor.sinks.schema import TABLES, Column, Table
@@ -323,6 +323,7 @@ def _apply(conn: sqlite3.Connection, ops: Sequence[Op], outcome: BatchOutcome) -
             counts["rejected"] += 1
             outcome.rejected.append((op, str(rejected)))
     _write_upserts(conn, upserts)
+    _close_calls_of_ended_turns(conn, upserts)
     if unnumbered:
         # After the other appends: a chunk someone numbered themselves (`app:appendCommandChunk`)
         # in this batch is counted in.
@@ -337,6 +338,20 @@ def _apply(conn: sqlite3.Connection, ops: Sequence[Op], outcome: BatchOutcome) -
         for status, count in (("inserted", inserted), ("duplicate", len(rows) - inserted)):
             if count:
                 counts[status] += count
+
+
+def _close_calls_of_ended_turns(conn: sqlite3.Connection, upserts: Mapping[tuple[str, str], _Upsert]) -> None:
+    """Merge rule 6: a turn that has ended ends its calls still running, `canceled` at the turn's end
+    (Codex sends no end for a call its turn cut short), whichever process saw the call start."""
+    for (table, turn_id), pending in upserts.items():
+        row = pending.row
+        if table != "turns" or row is None or row.get("status") not in TURN_TERMINAL:
+            continue
+        conn.execute(
+            "UPDATE commands SET status = 'canceled', endedAt = coalesce(endedAt, ?)"
+            " WHERE turnId = ? AND status = 'running'",
+            (row.get("endedAt"), turn_id),
+        )
 
 
 def _with(args: Mapping[str, Any], name: str, value: Any) -> Mapping[str, Any]:

@@ -17,7 +17,7 @@ import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import anyio
 import anyio.to_thread
@@ -88,17 +88,24 @@ def _decode_chunk(chunk: str) -> bytes:
         return chunk.encode()
 
 
+CALL_FIELDS: Final = ("source", "command", "parsedCmd", "parsedCmdJson")
+
+
 def command_output(call_id: str, command: Row | None, chunks: list[Row]) -> Row | None:
     """`getCommandOutput`: chunks decoded and joined in seq order per stream (anything but
     `stderr` counts as stdout). Without chunks, the command's own final `stdout`/`stderr`, else its
-    merged `aggregatedOutput` as stdout (Codex 0.169 streams nothing for short commands)."""
+    merged `aggregatedOutput` as stdout (Codex 0.169 streams nothing for short commands). `call`: the
+    command row's `source`, `command` and `parsedCmd` (or `parsedCmdJson`), when it is stored."""
     if command is None and not chunks:
         return None
+    # What the output belongs to (source, argv, parsedCmd: a file change's diffs, an MCP call's
+    # arguments and result), as history:getCommandOutput gives it.
+    call = {} if command is None else {"call": {k: command[k] for k in CALL_FIELDS if k in command}}
     if not chunks and command is not None:
         stdout, stderr = command.get("stdout"), command.get("stderr")
         if stdout is None and stderr is None:
             stdout = command.get("aggregatedOutput")
-        return {"callId": call_id, "chunkCount": 0, "stdout": stdout or "", "stderr": stderr or ""}
+        return {"callId": call_id, "chunkCount": 0, "stdout": stdout or "", "stderr": stderr or "", **call}
     out = bytearray()
     err = bytearray()
     for chunk in chunks:
@@ -108,6 +115,7 @@ def command_output(call_id: str, command: Row | None, chunks: list[Row]) -> Row 
         "chunkCount": len(chunks),
         "stdout": out.decode("utf-8", "replace"),
         "stderr": err.decode("utf-8", "replace"),
+        **call,
     }
 
 

@@ -2,6 +2,10 @@
 
 Files are processed one after another in a deterministic order (the order given; inside a directory,
 paths sorted), so replaying the same tree always produces the same operations in the same order.
+A file named `*.zst` is read decompressed: Codex may keep its session files as
+`rollout-*.jsonl.zst`, and a file may move between the two forms. Both forms hold the same lines,
+which make the same operations (keys come from the content and the line's position in its file),
+so a session replayed in either form, or both, is stored once.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from collections.abc import AsyncGenerator, Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
+import zstandard
 from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskStatus
 
@@ -30,6 +35,7 @@ takes all of it: SQLite commits that many operations in one transaction (fewer c
 pages of the key indexes fewer times), and the memory bound stays 8 MiB of input."""
 
 STDIN: Final = "-"
+ZSTD_SUFFIX: Final = ".zst"
 
 
 class MissingPathError(Exception):
@@ -59,6 +65,16 @@ def _walk(root: Path) -> Iterator[str]:
     yield from sorted(found)
 
 
+async def _read_zstd(path: str) -> AsyncGenerator[bytes, None]:
+    # A compressed file is a regular file: read like one (no event-loop waits), across all its frames.
+    with (
+        open(path, "rb") as raw,
+        zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True) as data,
+    ):
+        while chunk := data.read(FILE_READ_SIZE):
+            yield chunk
+
+
 async def _read_path(path: str) -> AsyncGenerator[bytes, None]:
     # O_NONBLOCK: opening a FIFO must not block the event loop. A path may well be a pipe:
     # `ingestor replay <(codex exec --json ...)` passes /dev/fd/63.
@@ -86,4 +102,5 @@ class FilesSource:
             if path == STDIN:
                 await handle("stdin", read_fd(0, FILE_READ_SIZE))
             else:
-                await handle(f"file:{os.path.abspath(path)}", _read_path(path))
+                read = _read_zstd if path.endswith(ZSTD_SUFFIX) else _read_path
+                await handle(f"file:{os.path.abspath(path)}", read(path))

@@ -28,7 +28,9 @@ from types import TracebackType
 from typing import Any
 
 __all__ = [
+    "ApplyPatch",
     "HttpError",
+    "McpCall",
     "Message",
     "ModelServer",
     "RateLimits",
@@ -36,7 +38,9 @@ __all__ = [
     "RecordedRequest",
     "Shell",
     "Step",
+    "UpdatePlan",
     "Usage",
+    "WebSearch",
     "codex_config_toml",
 ]
 
@@ -70,7 +74,40 @@ class Message:
     text: str
 
 
-OutputItem = Reasoning | Shell | Message
+@dataclass(frozen=True)
+class ApplyPatch:
+    """An ``apply_patch`` call (Codex offers it as a custom tool taking the patch text)."""
+
+    patch: str
+
+
+@dataclass(frozen=True)
+class McpCall:
+    """A call of a tool of a configured MCP server: 0.169 defers MCP tools behind a namespace
+    (``{name: tool, namespace: "mcp__<server>"}``), 0.63 offers the flat ``mcp__<server>__<tool>``."""
+
+    server: str
+    tool: str
+    arguments: JSON
+
+
+@dataclass(frozen=True)
+class UpdatePlan:
+    """An ``update_plan`` call: ``plan`` is ``(step, status)`` pairs."""
+
+    explanation: str
+    plan: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class WebSearch:
+    """A server-side web search (``web_search_call``): Codex makes no follow-up request for it, so
+    the step that carries it must also carry the final message."""
+
+    query: str
+
+
+OutputItem = Reasoning | Shell | Message | ApplyPatch | McpCall | UpdatePlan | WebSearch
 
 
 @dataclass(frozen=True)
@@ -140,9 +177,10 @@ class RecordedRequest:
     body: JSON
 
 
-def codex_config_toml(base_url: str, *, model: str = "mock-model") -> str:
+def codex_config_toml(base_url: str, *, model: str = "mock-model", extra: str = "") -> str:
     """A ``config.toml`` that routes Codex to ``base_url`` with no retries (so an HTTP 500 fails
-    the turn at once), no sandbox and no approvals, and no update check (no network)."""
+    the turn at once), no sandbox and no approvals, and no update check (no network). ``extra``:
+    more top-level keys or tables, appended."""
     return (
         f'model = "{model}"\n'
         'model_provider = "mock"\n'
@@ -158,6 +196,7 @@ def codex_config_toml(base_url: str, *, model: str = "mock-model") -> str:
         "request_max_retries = 0\n"
         "stream_max_retries = 0\n"
         "stream_idle_timeout_ms = 60000\n"
+        f"{extra}"
     )
 
 
@@ -179,6 +218,24 @@ def _shell_call(command: str, tools: Sequence[str]) -> tuple[str, JSON]:
         return "shell_command", {"command": command}
     # Older versions: argv, run without a login shell so profiles cannot add output.
     return "shell", {"command": ["bash", "-c", command]}
+
+
+def _tool_call(item: Shell | ApplyPatch | McpCall | UpdatePlan, tools: Sequence[str]) -> JSON:
+    """The output item of a tool call, without its ids."""
+    if isinstance(item, ApplyPatch):
+        return {"type": "custom_tool_call", "name": "apply_patch", "input": item.patch}
+    if isinstance(item, McpCall):
+        flat = f"mcp__{item.server}__{item.tool}"
+        call: JSON = {"type": "function_call", "arguments": json.dumps(item.arguments, ensure_ascii=False)}
+        if flat in tools:
+            return {**call, "name": flat}
+        return {**call, "name": item.tool, "namespace": f"mcp__{item.server}"}
+    if isinstance(item, UpdatePlan):
+        plan = [{"step": step, "status": status} for step, status in item.plan]
+        arguments = {"explanation": item.explanation, "plan": plan}
+        return {"type": "function_call", "name": "update_plan", "arguments": json.dumps(arguments)}
+    name, args = _shell_call(item.command, tools)
+    return {"type": "function_call", "name": name, "arguments": json.dumps(args)}
 
 
 def _sse(event: JSON) -> bytes:
@@ -376,22 +433,37 @@ class ModelServer:
                                 }
                             )
                         )
-            else:
-                name, arguments = _shell_call(item.command, tools)
+            elif isinstance(item, WebSearch):
                 done = {
-                    "type": "function_call",
-                    "id": f"fc_{item_id}",
-                    "call_id": f"call_{self.name}_{call_no:03d}_{index}",
-                    "name": name,
-                    "arguments": json.dumps(arguments),
+                    "type": "web_search_call",
+                    "id": f"ws_{item_id}",
                     "status": "completed",
+                    "action": {"type": "search", "query": item.query},
                 }
                 out.append(
                     _sse(
                         {
                             "type": "response.output_item.added",
                             "output_index": index,
-                            "item": {**done, "arguments": ""},
+                            "item": {**done, "status": "in_progress"},
+                        }
+                    )
+                )
+            else:
+                call = _tool_call(item, tools)
+                done = {
+                    **call,
+                    "id": f"fc_{item_id}",
+                    "call_id": f"call_{self.name}_{call_no:03d}_{index}",
+                    "status": "completed",
+                }
+                empty = {"input": ""} if call["type"] == "custom_tool_call" else {"arguments": ""}
+                out.append(
+                    _sse(
+                        {
+                            "type": "response.output_item.added",
+                            "output_index": index,
+                            "item": {**done, **empty},
                         }
                     )
                 )

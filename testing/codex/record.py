@@ -44,15 +44,21 @@ from typing import IO, Any
 # (a bare `cli` or `model_server` could collide with other top-level modules).
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from testing.codex.cli import NPM_ALIASES, CodexNotInstalled, codex_argv
+from testing.codex.mcp_server import BROKEN_ERROR, FAIL_TEXT, lookup_result
+from testing.codex.mcp_server import SERVER as MCP_SERVER
 from testing.codex.model_server import (
+    ApplyPatch,
     HttpError,
+    McpCall,
     Message,
     ModelServer,
     RateLimits,
     Reasoning,
     Shell,
     Step,
+    UpdatePlan,
     Usage,
+    WebSearch,
     codex_config_toml,
 )
 
@@ -97,11 +103,20 @@ class Cmd:
     stderr: bytes = b""
 
 
+ToolCall = ApplyPatch | McpCall | UpdatePlan | Shell
+"""A `Shell` among a turn's tools runs `apply_patch` through the shell: Codex applies it itself and
+reports a file change."""
+
+
 @dataclass(frozen=True)
 class Turn:
     prompt: str
     reasoning: tuple[str, ...] = ()
     commands: tuple[Cmd, ...] = ()
+    # After the commands, one model call each (0.63 stalls on parallel calls).
+    tools: tuple[ToolCall, ...] = ()
+    # A server-side web search sent with the final message (Codex makes no follow-up call for it).
+    search: str | None = None
     message: str | None = None
     # The model call after the commands (or the only one) answers HTTP 500: the turn fails.
     fail: bool = False
@@ -118,14 +133,69 @@ class Scenario:
     description: str
     turns: tuple[Turn, ...]
     modes: tuple[str, ...] = MODES
+    # Run with a model from Codex's catalog and the config that offers apply_patch, update_plan, web
+    # search and the fixture MCP server (see tool_config).
+    all_tools: bool = False
 
 
 def _seq_bytes(n: int) -> bytes:
     return "".join(f"{i}\n" for i in range(1, n + 1)).encode()
 
 
+PATCH_ADD = (
+    "*** Begin Patch\n*** Add File: notes.txt\n+first line\n+second line\n"
+    "*** Add File: old.txt\n+stale\n*** End Patch\n"
+)
+PATCH_EDIT = (
+    "*** Begin Patch\n*** Update File: notes.txt\n*** Move to: renamed.txt\n@@\n first line\n"
+    "-second line\n+second line, edited\n*** Delete File: old.txt\n*** End Patch\n"
+)
+PATCH_BAD = "*** Begin Patch\n*** Update File: missing.txt\n@@\n-absent\n+present\n*** End Patch\n"
+PATCH_VIA_SHELL = "*** Begin Patch\n*** Add File: via_shell.txt\n+from the shell\n*** End Patch\n"
+LOOKUP_ARGS: JSON = {"key": "alpha", "größe": 7}
+PLAN = UpdatePlan(
+    "Two steps: look around, then search.",
+    (("Inspect the workspace", "completed"), ("Search the web", "in_progress")),
+)
+SEARCH_QUERY = "codex ingestor exactly once"
+
 SEQ_N = 200_000  # `seq 1 200000` prints ~1.29 MB, over the 1 MiB line/chunk limits
 
+TOOLS_SCENARIO = Scenario(
+    "tools",
+    "Every tool kind: file changes (add, update with move, delete, a patch that fails verification, "
+    "a patch applied through the shell), "
+    "MCP calls (a result, an isError result, a JSON-RPC error), a plan update and a web search.",
+    (
+        Turn(
+            "Create the notes, then edit them.",
+            reasoning=("Writing files with apply_patch",),
+            tools=(
+                ApplyPatch(PATCH_ADD),
+                ApplyPatch(PATCH_EDIT),
+                ApplyPatch(PATCH_BAD),
+                Shell(f"apply_patch <<'EOF'\n{PATCH_VIA_SHELL}EOF"),
+            ),
+            message="Created notes.txt and old.txt, renamed and edited notes.txt, deleted old.txt.",
+        ),
+        Turn(
+            "Use the fixture MCP tools.",
+            tools=(
+                McpCall(MCP_SERVER, "lookup", LOOKUP_ARGS),
+                McpCall(MCP_SERVER, "fail_tool", {"reason": "testing"}),
+                McpCall(MCP_SERVER, "broken", {}),
+            ),
+            message="lookup answered; fail_tool and broken failed.",
+        ),
+        Turn(
+            "Plan, then search the web.",
+            tools=(PLAN,),
+            search=SEARCH_QUERY,
+            message="Searched the web.",
+        ),
+    ),
+    all_tools=True,
+)
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         "multi_turn",
@@ -229,7 +299,25 @@ SCENARIOS: tuple[Scenario, ...] = (
             ),
         ),
     ),
+    TOOLS_SCENARIO,
 )
+
+
+# A model from each version's bundled catalog: with an unknown slug 0.169 offers neither apply_patch
+# nor update_plan.
+TOOL_MODELS: dict[str, str] = {"0.169.0": "gpt-5.5", "0.63.0": "gpt-5.1-codex"}
+
+
+def tool_config(version: str) -> str:
+    """config.toml additions that make this version offer update_plan, web search and the MCP server
+    (0.169 searches by default and warns about the 0.63 switch)."""
+    server = HERE / "mcp_server.py"
+    return (
+        ("\n[features]\nweb_search_request = true\n" if version == "0.63.0" else "")
+        + "\n[tools.update_plan]\nenabled = true\n"
+        f"\n[mcp_servers.{MCP_SERVER}]\n"
+        f"command = {json.dumps(sys.executable)}\nargs = [{json.dumps(str(server))}]\n"
+    )
 
 
 def _usage(call_no: int) -> Usage:
@@ -255,12 +343,16 @@ def turn_steps(turn: Turn, first_call_no: int) -> list[Step]:
     for cmd in turn.commands:
         steps.append(Step([*reasoning, Shell(cmd.command)]))
         reasoning = []
+    for tool in turn.tools:
+        steps.append(Step([*reasoning, tool]))
+        reasoning = []
+    search: list[WebSearch] = [WebSearch(turn.search)] if turn.search else []
     if turn.interrupt:
         pass  # interrupted while the command runs: no further model call
     elif turn.fail:
         steps.append(Step(HttpError(500, "scripted failure for a failed-turn fixture")))
     else:
-        steps.append(Step([*reasoning, Message(turn.message or "")]))
+        steps.append(Step([*reasoning, *search, Message(turn.message or "")]))
     return [
         Step(s.items, _usage(first_call_no + i), _rate_limits(first_call_no + i)) for i, s in enumerate(steps)
     ]
@@ -331,6 +423,9 @@ def facts(scenario: Scenario, version: str) -> JSON:
                 if turn.fail or turn.interrupt or turn.message is None
                 else [turn.message],
                 "model_calls": calls,
+                # Only in scenarios with other tools, so the older scenarios' facts stay as recorded.
+                **({"tools": [_tool_fact(tool) for tool in turn.tools]} if turn.tools else {}),
+                **({"web_searches": [turn.search]} if turn.search else {}),
             }
         )
     return {
@@ -340,6 +435,48 @@ def facts(scenario: Scenario, version: str) -> JSON:
         "thread_count": thread_count,
         "usage_total_by_thread": usage_by_thread,
         "turns": turns,
+    }
+
+
+def _patch_paths(patch: str) -> list[JSON]:
+    """The (path, kind, move_path) of each file of an apply_patch text."""
+    changes: list[JSON] = []
+    for line in patch.splitlines():
+        for marker, kind in (
+            ("*** Add File: ", "add"),
+            ("*** Update File: ", "update"),
+            ("*** Delete File: ", "delete"),
+        ):
+            if line.startswith(marker):
+                changes.append({"path": line[len(marker) :], "kind": kind})
+        if line.startswith("*** Move to: "):
+            changes[-1]["move_path"] = line[len("*** Move to: ") :]
+    return changes
+
+
+def _tool_fact(tool: ToolCall) -> JSON:
+    if isinstance(tool, (ApplyPatch, Shell)):
+        patch = tool.patch if isinstance(tool, ApplyPatch) else PATCH_VIA_SHELL
+        return {
+            "kind": "file",
+            "patch": patch,
+            "changes": _patch_paths(patch),
+            "applies": patch != PATCH_BAD,
+            "via_shell": isinstance(tool, Shell),
+        }
+    if isinstance(tool, McpCall):
+        fact: JSON = {"kind": "mcp", "server": tool.server, "tool": tool.tool, "arguments": tool.arguments}
+        if tool.tool == "lookup":
+            fact["result"] = lookup_result(tool.arguments)
+        elif tool.tool == "fail_tool":
+            fact["is_error_text"] = FAIL_TEXT
+        else:
+            fact["rpc_error"] = BROKEN_ERROR
+        return fact
+    return {
+        "kind": "plan",
+        "explanation": tool.explanation,
+        "plan": [{"step": step, "status": status} for step, status in tool.plan],
     }
 
 
@@ -392,7 +529,13 @@ def prepared_run(version: str, scenario: Scenario, keep: bool) -> Iterator[Run]:
     cwd.mkdir()
     server = ModelServer([], name=scenario.name)
     with server:
-        (home / "config.toml").write_text(codex_config_toml(server.base_url))
+        if scenario.all_tools:
+            config = codex_config_toml(
+                server.base_url, model=TOOL_MODELS[version], extra=tool_config(version)
+            )
+        else:
+            config = codex_config_toml(server.base_url)
+        (home / "config.toml").write_text(config)
         try:
             yield Run(version, scenario, home, cwd, server, root / "stderr.log")
         finally:

@@ -11,14 +11,18 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from testing.codex.model_server import (
+    ApplyPatch,
     HttpError,
+    McpCall,
     Message,
     ModelServer,
     RateLimits,
     Reasoning,
     Shell,
     Step,
+    UpdatePlan,
     Usage,
+    WebSearch,
 )
 
 
@@ -73,3 +77,42 @@ def test_script_is_served_in_order_with_version_specific_shell_calls() -> None:
             "exec_command",
             "write_stdin",
         )
+
+
+def test_other_tool_calls_in_the_shape_each_version_offers() -> None:
+    script = [
+        Step([ApplyPatch("*** Begin Patch\n*** End Patch\n")]),
+        Step([McpCall("srv", "do", {"größe": 1})]),
+        Step([McpCall("srv", "do", {})]),
+        Step([UpdatePlan("why", (("a", "completed"),))]),
+        Step([WebSearch("q"), Message("found")]),
+    ]
+
+    def done(tools: list[str]) -> list[dict[str, Any]]:
+        _, _, raw = _post(server.base_url, tools)
+        return [e["item"] for e in _events(raw) if e["type"] == "response.output_item.done"]
+
+    with ModelServer(script, name="t") as server:
+        patch = done(["apply_patch"])[0]
+        assert (patch["type"], patch["name"], patch["input"]) == (
+            "custom_tool_call",
+            "apply_patch",
+            "*** Begin Patch\n*** End Patch\n",
+        )
+        deferred = done(["tool_search"])[0]  # 0.169: MCP tools behind a namespace
+        assert (deferred["name"], deferred["namespace"], json.loads(deferred["arguments"])) == (
+            "do",
+            "mcp__srv",
+            {"größe": 1},
+        )
+        flat = done(["mcp__srv__do"])[0]  # 0.63: one flat function per MCP tool
+        assert flat["name"] == "mcp__srv__do" and "namespace" not in flat
+        plan = done(["update_plan"])[0]
+        assert json.loads(plan["arguments"]) == {
+            "explanation": "why",
+            "plan": [{"step": "a", "status": "completed"}],
+        }
+        search, message = done(["web_search"])
+        assert search["type"] == "web_search_call" and search["action"] == {"type": "search", "query": "q"}
+        assert message["type"] == "message"
+        assert server.remaining == 0 and not server.errors

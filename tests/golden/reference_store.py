@@ -119,7 +119,18 @@ class ReferenceStore:
             if table == "conversations":
                 row.setdefault("lastSeenAt", row["startedAt"])
             rows[ident] = {k: v for k, v in row.items() if v is not None}
+            self._close_calls(table, rows[ident])
             return "inserted"
         before = dict(row)
         _merge(table, row, args)
+        self._close_calls(table, row)
         return "updated" if row != before else "duplicate"
+
+    def _close_calls(self, table: str, row: dict[str, Any]) -> None:
+        """Merge rule 6: an ended turn ends its commands still running."""
+        if table != "turns" or row.get("status") not in TURN_TERMINAL:
+            return
+        for command in self.tables["commands"].values():
+            if command["turnId"] == row["turnId"] and command.get("status") == "running":
+                command["status"] = "canceled"
+                command.setdefault("endedAt", row.get("endedAt"))
