@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import stat
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -273,3 +275,26 @@ def test_a_raw_event_keeps_its_line_exactly_as_written(conn: sqlite3.Connection)
     assert conn.execute("SELECT payload FROM events_raw WHERE key = 'e:other'").fetchone() == (
         '{"other":true}',
     )
+
+
+def test_a_new_store_is_its_owners_only_whatever_the_umask(tmp_path: Path) -> None:
+    """It holds prompts, code and command output (docs/security.md)."""
+    path = tmp_path / "store.db"
+    old = os.umask(0)
+    try:
+        conn = connect(path)
+        apply_ops(
+            conn,
+            [
+                {
+                    "op": "appendEvent",
+                    "key": "e:1",
+                    "args": {"conversationId": "c", "method": "m", "payload": 1, "receivedAt": 1},
+                }
+            ],
+        )
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+        conn.close()
+    finally:
+        os.umask(old)
+    assert modes == {name: 0o600 for name in modes} and "store.db-wal" in modes

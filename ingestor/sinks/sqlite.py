@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 import time
 from collections import Counter
@@ -615,6 +616,10 @@ def connect(path: str | Path, *, read_only: bool = False) -> sqlite3.Connection:
         conn = sqlite3.connect(Path(path).absolute().as_uri() + "?mode=ro", uri=True, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout = 5000")
         return conn
+    if str(path) != ":memory:":
+        # The store holds prompts, code and command output: a new one is its owner's only, whatever
+        # the umask (SQLite gives its -wal and -shm files the database file's mode).
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
     # isolation_level=None: transactions are ours (one per batch), not the sqlite3 module's.
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     # Only takes effect while the file is still empty (a new store); an existing one keeps its size.
