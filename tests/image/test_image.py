@@ -21,8 +21,9 @@ VENV: Final = "/opt/ingestor/"
 ACCOUNT_FILES: Final = frozenset(
     f"/etc/{name}{suffix}" for name in ("passwd", "group", "shadow", "gshadow") for suffix in ("", "-")
 ) | {"/etc/hosts"}
-# Measured: 21 MiB (the daemon, its dependencies, the compiled modules). A bound, not a target.
-MAX_ADDED_BYTES: Final = 32 * 1024 * 1024
+# Measured: 44 MiB (the daemon, its dependencies, the compiled modules; zstandard, for compressed
+# session files, is 24 MiB of it). A bound that catches build leftovers, not a target.
+MAX_ADDED_BYTES: Final = 56 * 1024 * 1024
 
 
 def test_it_runs_as_uid_10001_not_root() -> None:
