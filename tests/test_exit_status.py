@@ -78,7 +78,7 @@ def test_a_wrong_key_exits_1_and_keeps_everything_for_the_right_one(
     convex: ConvexLocal, tmp_path: Path
 ) -> None:
     state = tmp_path / "state"
-    refused = ingestor("replay", convex.url, state, str(RECORDING), SHORT_FLUSH, key="not-the-key")
+    refused = ingestor("replay", convex.url, state, str(RECORDING), SHORT_FLUSH, key="not-the-key-0123456789")
     assert refused.returncode == EXIT_FAILURE, refused.stderr.decode()[-3000:]
     waiting = spooled_ops(state)
     assert waiting > 0

@@ -30,6 +30,9 @@ from ingestor.sources.sockets import TcpSource, UnixSource
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "fixtures" / "codex-0.169.0" / "exec" / "failed_turn.jsonl"
+STORED = len(set(FIXTURE.read_bytes().splitlines())) + 1
+"""Raw events of the recording behind a hello line: its distinct lines (a line repeated in a thread
+is one raw event) and the hello line."""
 TOKEN = "producer-token-0123456789abcdef"
 
 
@@ -271,7 +274,7 @@ def test_the_daemon_stores_an_authenticated_producer_and_never_the_token(
         with socket.create_connection(("127.0.0.1", port)) as producer:
             producer.sendall(hello(conversationId="chat-7", clientName="worker") + recording)
         deadline = time.monotonic() + 20
-        while len(_events(db)) < 16:
+        while len(_events(db)) < STORED:
             assert time.monotonic() < deadline
             time.sleep(0.05)
     finally:
@@ -279,6 +282,6 @@ def test_the_daemon_stores_an_authenticated_producer_and_never_the_token(
         _, stderr = daemon.communicate(timeout=20)
     assert daemon.returncode == 0
     assert _events(db)[0] == "ingestor.hello"
-    assert len(_events(db)) == 16, "one stream: the intruder's lines are not stored"
+    assert len(_events(db)) == STORED, "one stream: the intruder's lines are not stored"
     assert TOKEN.encode() not in db.read_bytes()
     assert TOKEN not in stderr

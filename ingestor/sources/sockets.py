@@ -22,7 +22,7 @@ from ingestor.logging import get_logger
 from ingestor.sources import SourceConfigError, StreamHandler
 from ingestor.sources.accept import ConnectionLimit, accept_forever, default_max_connections
 from ingestor.sources.auth import ProducerAuth
-from ingestor.sources.tls import HANDSHAKE_TIMEOUT, QuietTLSListener
+from ingestor.sources.tls import handshake
 
 RECEIVE_SIZE: Final = 256 * 1024
 
@@ -55,6 +55,7 @@ async def _serve(
     handle: StreamHandler,
     limit: ConnectionLimit,
     auth: ProducerAuth | None,
+    tls: ssl.SSLContext | None = None,
 ) -> None:
     counter = 0
 
@@ -62,6 +63,11 @@ async def _serve(
         nonlocal counter
         name = f"{prefix}#{counter}"
         counter += 1
+        if tls is not None:
+            secured = await handshake(stream, tls)
+            if secured is None:
+                return
+            stream = secured
         async with stream:
             chunks = _chunks(stream)
             if auth is not None:
@@ -160,14 +166,9 @@ class TcpSource:
     async def serve(
         self, handle: StreamHandler, *, task_status: TaskStatus[str] = TASK_STATUS_IGNORED
     ) -> None:
-        tcp = await anyio.create_tcp_listener(local_host=self._host or None, local_port=self._port)
-        port = tcp.extra(anyio.abc.SocketAttribute.local_port)
-        listener: Listener[ByteStream] = tcp
-        if self._tls is not None:
-            listener = QuietTLSListener(
-                tcp, self._tls, standard_compatible=False, handshake_timeout=HANDSHAKE_TIMEOUT
-            )
+        listener = await anyio.create_tcp_listener(local_host=self._host or None, local_port=self._port)
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
         host = self._host or "*"
         log.info("listening", address=f"tcp:{host}:{port}", tls=self._tls is not None)
         task_status.started(f"{host}:{port}")
-        await _serve(listener, f"tcp:{host}:{port}", handle, self._limit, self._auth)
+        await _serve(listener, f"tcp:{host}:{port}", handle, self._limit, self._auth, self._tls)

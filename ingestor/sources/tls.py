@@ -8,9 +8,9 @@ import ssl
 from pathlib import Path
 from typing import Final
 
-from anyio import aclose_forcefully, get_cancelled_exc_class
-from anyio.abc import AnyByteStream
-from anyio.streams.tls import TLSListener
+from anyio import aclose_forcefully, fail_after, get_cancelled_exc_class
+from anyio.abc import ByteStream
+from anyio.streams.tls import TLSStream
 
 from ingestor.logging import get_logger
 from ingestor.sources import SourceConfigError
@@ -35,13 +35,19 @@ def server_context(cert: Path, key: Path, client_ca: Path | None = None) -> ssl.
     return context
 
 
-class QuietTLSListener(TLSListener):
-    """anyio logs every failed handshake with its traceback (a port scan would flood the log): here
-    each is one debug line; the connection is closed all the same."""
-
-    @staticmethod
-    async def handle_handshake_error(exc: BaseException, stream: AnyByteStream) -> None:
+async def handshake(stream: ByteStream, context: ssl.SSLContext) -> ByteStream | None:
+    """The server side of a TLS handshake on an accepted connection (the listener accepts plain
+    sockets, so its connection cap and accept back-off apply to TLS producers too); None when it
+    fails: the connection is closed, and logged as one debug line (anyio's own TLS listener logs each
+    with its traceback, and a port scan would flood the log)."""
+    try:
+        with fail_after(HANDSHAKE_TIMEOUT):
+            return await TLSStream.wrap(
+                stream, server_side=True, ssl_context=context, standard_compatible=False
+            )
+    except get_cancelled_exc_class():
+        raise
+    except Exception as error:  # any failure of a peer's handshake: ssl, a reset, the timeout
         await aclose_forcefully(stream)
-        if not isinstance(exc, Exception) or isinstance(exc, get_cancelled_exc_class()):
-            raise exc
-        log.debug("tls handshake failed", error=str(exc))
+        log.debug("tls handshake failed", error=str(error))
+        return None
