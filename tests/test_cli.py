@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import orjson
 import pytest
 import structlog
 import zstandard
+from daemon_helpers import connect_when_listening
 from sqlite_ops import conversation_ops
 
 from ingestor.cli import main
@@ -217,12 +217,7 @@ def test_signal_stops_reading_flushes_and_exits_zero(tmp_path: Path, signum: int
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 20
-        while not sock.exists():
-            assert daemon.poll() is None, daemon.stderr.read() if daemon.stderr else ""
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        producer = socket.socket(socket.AF_UNIX)
-        producer.connect(str(sock))
+        producer = connect_when_listening(sock, daemon)
         producer.sendall(b"\n".join(EXEC_LINES))  # the producer stays connected
         while len(stored_events(db)) < 2:
             assert time.monotonic() < deadline
