@@ -102,10 +102,15 @@ class UnixSource:
     ) -> None:
         _remove_stale_socket(self._path)
         # The socket file is created with the umask's mode, then chmod-ed: a restrictive umask
-        # meanwhile means no moment where others could connect, whatever the process's umask.
+        # meanwhile means no moment where others could connect, whatever the process's umask. It is
+        # made listening under a temporary name and then renamed into place, so that the path never
+        # names a socket that refuses connections (a producer, or a second daemon's liveness probe,
+        # would take it for a dead one).
         umask = os.umask(0o177)
+        staging = os.path.join(os.path.dirname(self._path), f".{os.getpid()}.sock")  # short: sun_path
         try:
-            listener = await anyio.create_unix_listener(self._path, mode=self._mode)
+            listener = await anyio.create_unix_listener(staging, mode=self._mode)
+            os.rename(staging, self._path)
         finally:
             os.umask(umask)
         log.info("listening", address=f"unix:{self._path}", mode=f"{self._mode:o}")
