@@ -4,8 +4,10 @@ the same place; nothing accepted is lost and nothing is written where a restart 
 
 from __future__ import annotations
 
+import errno
 import shutil
 import sqlite3
+import time
 from pathlib import Path
 
 import anyio
@@ -20,6 +22,22 @@ from ingestor.spool import FILENAME
 pytestmark = pytest.mark.anyio
 
 
+def _delete(path: Path) -> None:
+    """`rm -rf` as an operator runs it: the daemon's threads may still create a file in the
+    directory while it is being emptied (a new segment), so again until it is gone."""
+    for _ in range(100):
+        try:
+            shutil.rmtree(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as error:
+            if error.errno != errno.ENOTEMPTY:
+                raise
+            time.sleep(0.01)
+    raise AssertionError(f"{path} could not be deleted")
+
+
 async def test_deleted_while_delivering_every_op_arrives_and_the_new_spool_is_in_place(
     tmp_path: Path, metrics: Metrics, health: Health
 ) -> None:
@@ -27,7 +45,7 @@ async def test_deleted_while_delivering_every_op_arrives_and_the_new_spool_is_in
     fake = FakeConvex(status_forever=503)  # down: the old spool still holds ops when it is deleted
     async with open_convex_sink(fake.api(), fast_config(state), metrics=metrics, health=health) as sink:
         await sink.write([make_op(n) for n in range(3)])
-        shutil.rmtree(state)
+        _delete(state)
         written = anyio.Event()
 
         async def write_after_deletion() -> None:
@@ -55,7 +73,7 @@ async def test_deleted_while_idle_the_next_write_starts_a_new_spool(
     async with open_convex_sink(fake.api(), fast_config(state), metrics=metrics, health=health) as sink:
         await sink.write([make_op(0)])
         await wait_until(lambda: fake.order == ["e:0"])
-        shutil.rmtree(state)
+        _delete(state)
         await sink.write([make_op(1)])
         await wait_until(lambda: fake.order == ["e:0", "e:1"])
         assert (state / FILENAME).exists()
