@@ -30,7 +30,7 @@ from ingestor.logging import configure_logging, get_logger
 from ingestor.normalize import Normalizer
 from ingestor.pipeline import NormalizerFactory, Pipeline, PipelineConfig
 from ingestor.show import WHAT, NotFoundError, show
-from ingestor.sinks.base import Leftover, Spooling
+from ingestor.sinks.base import HistoryUnavailableError, Leftover, Spooling
 from ingestor.sinks.factory import SINK_SYNTAX, SinkError, SinkSpec, open_history, open_sink, resolve_sink
 from ingestor.sources import Source, SourceConfigError
 from ingestor.sources.accept import (
@@ -79,8 +79,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sink",
         metavar="SINK",
-        help=f"where operations go: {SINK_SYNTAX}. Default: convex when a CONVEX_* "
-        "deployment variable is set, else sqlite:./ingestor.db",
+        help=f"where operations go: {SINK_SYNTAX}. Default: convex when --convex-url or a CONVEX_* "
+        "deployment variable is set, else the embedded store in the user's data directory "
+        "(~/.local/share/codex-ingestor/ingestor.db on Linux)",
     )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
@@ -353,7 +354,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
     try:
-        spec, notice = resolve_sink(args.sink, os.environ)
+        spec, notice = resolve_sink(
+            args.sink, os.environ, convex_url=args.convex_url, reading=args.command == "show"
+        )
     except SinkError as error:
         return _fail(str(error), EXIT_USAGE)
     if notice:
@@ -363,14 +366,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         status: int = anyio.run(command, args, spec)
     except BaseException as raised:  # task groups wrap errors: unwrap, then classify
         cause = _leaf(raised)
+        if isinstance(cause, (KeyboardInterrupt, SystemExit)):
+            raise
+        # The message says what and where; the traceback is for whoever debugs the ingestor itself.
+        log.debug("failed", exc_info=raised)
         if isinstance(cause, MissingPathError):
             return _fail(f"no such file or directory: {cause}", EXIT_USAGE)
         if isinstance(cause, (SinkError, SourceConfigError)):
             return _fail(str(cause), EXIT_USAGE)
         if isinstance(cause, NotFoundError):  # also a missing store (sqlite_history.StoreMissingError)
             return _fail(f"{cause} (in {spec})", EXIT_FAILURE)
-        if isinstance(cause, (KeyboardInterrupt, SystemExit)):
-            raise
-        log.error("failed", exc_info=raised)
-        return _fail(f"failed: {cause}", EXIT_FAILURE)
+        if isinstance(cause, HistoryUnavailableError):
+            return _fail(str(cause), EXIT_FAILURE)
+        return _fail(f"failed: {cause} (--log-level debug shows the traceback)", EXIT_FAILURE)
     return status

@@ -62,13 +62,13 @@ from ingestor.deployment import (
     KEY_VARIABLES,
     Deployment,
     DeploymentError,
-    default_state_dir,
     resolve_deployment,
 )
+from ingestor.locations import default_state_dir, user_state_dir
 from ingestor.logging import get_logger, redact
 from ingestor.metrics import HEALTH, METRICS, Health, Metrics
 from ingestor.ops import Op, make_key
-from ingestor.sinks.base import Leftover, json_numbers
+from ingestor.sinks.base import HistoryUnavailableError, Leftover, json_numbers
 from ingestor.sinks.factory import SinkError
 from ingestor.sinks.wire import encode_op
 from ingestor.spool import SEP, Batch, DiskFullError, Spool
@@ -856,9 +856,16 @@ def _deployment(env: Mapping[str, str], options: Mapping[str, Any]) -> Deploymen
     return deployment
 
 
+def _default_state_dir(env: Mapping[str, str]) -> Path:
+    state = default_state_dir(env)
+    if state.legacy:
+        log.warning("using the spool in ./.ingestor-state: " + state.moved_hint(user_state_dir()))
+    return state.path
+
+
 def sink_config(env: Mapping[str, str], options: Mapping[str, Any]) -> ConvexSinkConfig:
     """The sink's settings from CLI options (argparse names); absent ones take the defaults."""
-    values: dict[str, Any] = {"state_dir": options.get("state_dir") or default_state_dir(env)}
+    values: dict[str, Any] = {"state_dir": options.get("state_dir") or _default_state_dir(env)}
     for name in ("batch_max_ops", "batch_max_bytes", "spool_max_bytes", "flush_timeout", "unready_after"):
         if options.get(name) is not None:
             values[name] = options[name]
@@ -890,7 +897,22 @@ async def open_history_from_env(
     """The Convex history reader for `ingestor show --sink convex`."""
     deployment = _deployment(env, options or {})
     history = ConvexHistory(ConvexHttp(deployment.url, deployment.key, acting_as=ADMIN_IDENTITY))
+    where = f"the Convex deployment at {deployment.url} (from {deployment.url_source})"
     try:
         yield history
+    except TransientError as error:
+        raise HistoryUnavailableError(
+            f"cannot reach {where}: {error}; check that it is running, or name another with "
+            "--convex-url (or --sink sqlite:PATH for the embedded store)"
+        ) from error
+    except AuthError as error:
+        raise HistoryUnavailableError(
+            f"{where} refused the key (from {deployment.key_source or 'none: no key configured'}): "
+            f"{error}; give its admin or deploy key with --convex-key-file or {KEY_VARIABLES[0]}"
+        ) from error
+    except ConfigError as error:
+        raise HistoryUnavailableError(
+            f"{where} lacks the history queries: {error}; deploy convex/ to it (npx convex deploy)"
+        ) from error
     finally:
         await history.aclose()
