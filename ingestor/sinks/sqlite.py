@@ -744,13 +744,19 @@ def _open_connections(path: str | Path, create_parent: bool) -> tuple[sqlite3.Co
             Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         conn = connect(path)
         return conn, sqlite3.connect(path, check_same_thread=False)
-    except FileNotFoundError:
-        reason = f"the directory {Path(path).parent} does not exist"
-    except OSError as error:
-        reason = error.strerror or str(error)
-    except sqlite3.Error as error:
-        reason = f"{error} (is it an ingestor store?)"
-    raise SinkError(f"cannot write the SQLite store {path}: {reason}; choose another with --sink sqlite:PATH")
+    except (OSError, sqlite3.Error) as error:
+        raise SinkError(
+            f"cannot write the SQLite store {path}: {_open_failure(path, error)}; "
+            "choose another with --sink sqlite:PATH"
+        ) from error
+
+
+def _open_failure(path: str | Path, error: OSError | sqlite3.Error) -> str:
+    if isinstance(error, FileNotFoundError):
+        return f"the directory {Path(path).parent} does not exist"
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    return f"{error} (is it an ingestor store?)"
 
 
 @asynccontextmanager
