@@ -17,7 +17,7 @@ import signal
 import ssl
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -26,6 +26,7 @@ import anyio
 from ingestor.batch import DEFAULT_MAX_AGE, DEFAULT_MAX_OPS
 from ingestor.deployment import add_convex_arguments
 from ingestor.framing import DEFAULT_MAX_LINE_BYTES
+from ingestor.input_report import report
 from ingestor.logging import configure_logging, get_logger
 from ingestor.normalize import Normalizer
 from ingestor.pipeline import NormalizerFactory, Pipeline, PipelineConfig
@@ -40,7 +41,13 @@ from ingestor.sources.accept import (
     default_max_connections,
 )
 from ingestor.sources.auth import ProducerAuth, check_exposure, load_token
-from ingestor.sources.files import REPLAY_QUEUE_CHUNKS, FilesSource, MissingPathError, expand_paths
+from ingestor.sources.files import (
+    REPLAY_QUEUE_CHUNKS,
+    FilesSource,
+    MissingPathError,
+    SkippedFile,
+    expand_paths,
+)
 from ingestor.sources.sockets import DEFAULT_UNIX_MODE, TcpSource, UnixSource, parse_host_port
 from ingestor.sources.stdin import StdinSource
 from ingestor.sources.tls import server_context
@@ -267,17 +274,31 @@ async def run_pipeline(
     config: PipelineConfig,
     factory: NormalizerFactory,
     sink_options: Mapping[str, Any],
+    watch: Callable[[Pipeline], Coroutine[Any, Any, None]] | None = None,
 ) -> tuple[Pipeline, Leftover | None]:
     """Open the sink, run the pipeline until its sources end or a signal stops it, close the sink.
-    Also returns what the sink could not deliver before it closed."""
+    `watch` runs beside it (the progress bar), cancelled at the end. Also returns what the sink
+    could not deliver before it closed."""
     async with open_sink(spec, os.environ, sink_options) as sink:
         pipeline = Pipeline(sink, factory, config)
         async with anyio.create_task_group() as tg:
             tg.start_soon(_stop_on_signal, pipeline)
+            if watch is not None:
+                tg.start_soon(watch, pipeline)
             await pipeline.run(sources)
             tg.cancel_scope.cancel()
     log.info("pipeline done", sink=str(spec), **pipeline.summary())
+    _report_input(
+        pipeline,
+        [skipped for source in sources if isinstance(source, FilesSource) for skipped in source.skipped],
+    )
     return pipeline, sink.leftover() if isinstance(sink, Spooling) else None
+
+
+def _report_input(pipeline: Pipeline, skipped: Sequence[SkippedFile]) -> None:
+    """Warn about input that is not Codex (stored raw, or skipped), with a hint at the likely mistake."""
+    for line in report(pipeline.stats, pipeline.not_codex_streams, pipeline.not_codex_examples, skipped):
+        print(line, file=sys.stderr)
 
 
 def _undelivered_status(leftover: Leftover | None) -> int:
@@ -308,24 +329,38 @@ async def _run(args: argparse.Namespace, spec: SinkSpec) -> int:
 
 
 async def _replay(args: argparse.Namespace, spec: SinkSpec) -> int:
-    files = expand_paths(args.paths)
+    files = FilesSource(expand_paths(args.paths))
     began = time.perf_counter()
+
+    async def progress_bar(pipeline: Pipeline) -> None:
+        from ingestor.progress import show_progress  # tqdm loads only for a replay on a terminal
+
+        await show_progress(files.progress, pipeline.stats)
+
     pipeline, leftover = await run_pipeline(
         spec,
-        [FilesSource(files)],
+        [files],
         dataclasses.replace(pipeline_config(args), queue_chunks=REPLAY_QUEUE_CHUNKS),
         normalizer_factory(args.conversation_id),
         vars(args),
+        watch=progress_bar if sys.stderr.isatty() else None,
     )
     seconds = time.perf_counter() - began
     lines = pipeline.stats.lines
     rate = round(lines / seconds) if seconds else None
+    done = {"files": files.progress.files_done, "skipped": len(files.skipped), "lines": lines}
     if pipeline.stopped:
         # What was read is stored, but not everything: a caller must not take this for success.
-        log.warning("replay interrupted", files=len(files), lines=lines)
+        log.warning("replay interrupted", **done)
         _undelivered_status(leftover)
         return EXIT_INTERRUPTED
-    log.info("replay done", files=len(files), lines=lines, seconds=round(seconds, 3), lines_per_second=rate)
+    log.info(
+        "replay done",
+        **done,
+        bytes=pipeline.stats.bytes_read,
+        seconds=round(seconds, 3),
+        lines_per_second=rate,
+    )
     return _undelivered_status(leftover)
 
 
