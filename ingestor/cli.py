@@ -1,8 +1,9 @@
 """The `ingestor` command: `run` (the daemon), `replay` (files as fast as the sink allows), `show`.
 
 Exit status: 0 done; 1 failure at run time (sink error, unknown id for `show`, Convex refusing the
-key or missing its functions at the end of a one-shot run); 2 bad usage (a bad `--sink`, a missing
-replay path, argparse errors); 75 a one-shot run (`replay`, `run` on stdin alone) ended with
+key or missing its functions at the end of a one-shot run, Convex unreachable for `show`); 2 bad
+usage (a bad `--sink`, a store that cannot be written, a socket or port that cannot be listened on,
+a missing replay path, argparse errors); 75 a one-shot run (`replay`, `run` on stdin alone) ended with
 operations still in the spool (Convex unreachable until the flush deadline): a later run with the
 same state directory delivers them; 130 `replay` stopped by a signal before the end.
 """
