@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import structlog.testing
 
 from ingestor.locations import default_state_dir, default_store
 
@@ -105,3 +106,16 @@ def test_show_without_a_store_says_how_to_make_one(home: Path) -> None:
     assert "no SQLite store at" in shown.stderr and "ingestor replay ~/.codex/sessions" in shown.stderr
     assert "Traceback" not in shown.stderr
     assert not (home / "data").exists()  # reading creates nothing
+
+
+def test_the_convex_sink_uses_an_old_spool_and_says_so(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ingestor.sinks.convex import sink_config
+
+    assert sink_config({}, {}).state_dir == home / "state/codex-ingestor"
+    Path(".ingestor-state").mkdir()
+    monkeypatch.delenv("XDG_STATE_HOME")
+    with structlog.testing.capture_logs() as logs:
+        assert sink_config({}, {}).state_dir == Path(".ingestor-state")
+        assert sink_config({}, {"state_dir": Path("/given")}).state_dir == Path("/given")
+    assert [log["log_level"] for log in logs] == ["warning"]
+    assert logs[0]["event"].startswith("using the spool in ./.ingestor-state: found in the current directory")
