@@ -84,6 +84,14 @@ def test_default_sink_is_convex_when_a_deployment_variable_is_set(variable: str)
     assert resolve_sink(None, {variable: "x"}) == (SinkSpec("convex"), None)
 
 
+def test_convex_url_alone_selects_convex_and_beside_another_sink_is_refused() -> None:
+    assert resolve_sink(None, {}, convex_url="http://127.0.0.1:3210") == (SinkSpec("convex"), None)
+    assert resolve_sink("convex", {}, convex_url="http://x") == (SinkSpec("convex"), None)
+    for other in ("sqlite:x.db", "jsonl:-", "null"):
+        with pytest.raises(SinkError, match="--convex-url applies to --sink convex only"):
+            resolve_sink(other, {}, convex_url="http://x")
+
+
 def test_default_sink_is_the_per_user_store_with_a_notice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
