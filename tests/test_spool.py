@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ingestor.spool import Batch, Spool
+from ingestor.sinks.convex.spool import Spool
+from ingestor.sinks.convex.spool_batch import Batch
 
 
 def head(spool: Spool, max_ops: int, max_bytes: int) -> Batch:
