@@ -1,4 +1,4 @@
-"""One-shot runs are honest about what they could not deliver (ingestor.cli): `replay` and a
+"""One-shot runs are honest about what they could not deliver (ingestor.cli.commands): `replay` and a
 stdin-only `run` exit non-zero while operations wait in the spool, saying how many and where, and a
 later run on the same state directory delivers them."""
 
