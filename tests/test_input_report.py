@@ -1,4 +1,4 @@
-"""Input that is not Codex (ingestor.input_report, the replay's skipping in ingestor.sources.files):
+"""Input that is not Codex (ingestor.cli.input_report, the replay's skipping in ingestor.sources.files):
 stored as the contract says, but reported with counts and a hint. On real output of the real CLI:
 `codex exec` without --json, and a whole CODEX_HOME (`~/.codex`) given to replay."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from ingestor.input_report import EXEC_HINT, READS_HINT, report
+from ingestor.cli.input_report import EXEC_HINT, READS_HINT, report
 from ingestor.pipeline import NotCodexStream, PipelineStats
 from ingestor.sources.files import SkippedFile, not_json_lines
 

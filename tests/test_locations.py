@@ -1,4 +1,4 @@
-"""Default locations (ingestor.locations): per user, from any directory; an earlier version's store
+"""Default locations (ingestor.sinks.locations): per user, from any directory; an earlier version's store
 or spool in the current directory is used and pointed at, never silently left behind."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import orjson
 import pytest
 import structlog.testing
 
-from ingestor.locations import default_state_dir, default_store
+from ingestor.sinks.locations import default_state_dir, default_store
 
 REPO = Path(__file__).resolve().parents[1]
 SESSION = next((REPO / "fixtures/codex-0.169.0/sessions/exec-multi_turn").glob("rollout-*.jsonl"))
@@ -109,7 +109,7 @@ def test_show_without_a_store_says_how_to_make_one(home: Path) -> None:
 
 
 def test_the_convex_sink_uses_an_old_spool_and_says_so(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ingestor.sinks.convex import sink_config
+    from ingestor.sinks.convex.config import sink_config
 
     assert sink_config({}, {}).state_dir == home / "state/codex-ingestor"
     Path(".ingestor-state").mkdir()

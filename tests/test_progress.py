@@ -1,4 +1,4 @@
-"""Replay progress (ingestor.progress): a bar with files, lines, bytes, rate and time left when
+"""Replay progress (ingestor.cli.progress): a bar with files, lines, bytes, rate and time left when
 stderr is a terminal (a pty here, as a person's shell), one summary line otherwise."""
 
 from __future__ import annotations

@@ -40,11 +40,6 @@ class Spooling(Protocol):
         amount, what the readers held), so that shutdown never waits for the deployment."""
 
 
-class HistoryUnavailableError(Exception):
-    """A history reader cannot answer (the deployment unreachable, refusing the key): the message
-    names where it looked and what to do."""
-
-
 class HistoryReader(Protocol):
     """The read side behind `ingestor show`: the same shapes as the Convex `history:*` queries.
 

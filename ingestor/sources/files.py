@@ -27,6 +27,7 @@ import zstandard
 from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskStatus
 
+from ingestor.errors import MissingPathError
 from ingestor.logging import get_logger
 from ingestor.sources import StreamHandler
 from ingestor.sources.fd import read_fd
@@ -46,10 +47,6 @@ log = get_logger("ingestor.sources")
 
 STDIN: Final = "-"
 ZSTD_SUFFIX: Final = ".zst"
-
-
-class MissingPathError(Exception):
-    """A replay path that does not exist (reported before anything is read)."""
 
 
 def expand_paths(paths: Sequence[str]) -> list[str]:
