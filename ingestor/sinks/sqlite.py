@@ -674,6 +674,8 @@ class SqliteSink:
         self._ops = 0
         """Ops since the last checkpoint started."""
         self._checkpointing = False
+        self._checkpoint_failing = False
+        """Whether the last checkpoint failed (logged once per incident)."""
         self.counts: Counter[str] = Counter()
 
     async def write(self, ops: Sequence[Op]) -> None:
@@ -725,6 +727,16 @@ class SqliteSink:
             await anyio.to_thread.run_sync(
                 self._checkpointer.execute, "PRAGMA wal_checkpoint(PASSIVE)", limiter=self._checkpoint_limiter
             )
+        except sqlite3.OperationalError as error:
+            # E.g. every file descriptor taken by producers (its first checkpoint opens the WAL): a
+            # skipped checkpoint only lets the WAL grow until the next one or the writer's backstop.
+            if not self._checkpoint_failing:
+                self._checkpoint_failing = True
+                log.warning("background checkpoint failed: retried with the next ones", error=str(error))
+        else:
+            if self._checkpoint_failing:
+                self._checkpoint_failing = False
+                log.info("background checkpoints work again")
         finally:
             self._checkpointing = False
 
