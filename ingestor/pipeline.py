@@ -273,8 +273,13 @@ class _Failures:
             log.error("normalizer failures in stream", source=self.source, failures=self.count)
 
 
-BAD_LINE_METHODS: Final = {"ingestor/invalidJson": "invalid_json", "ingestor/oversize": "oversize"}
-"""The raw events of lines that are not JSON, or too long (ingestor/normalize/raw.py), by reason."""
+BAD_LINE_METHODS: Final = {
+    "ingestor/invalidJson": "invalid_json",
+    "ingestor/oversize": "oversize",
+    "ingestor/unparsed": "too_many_values",
+}
+"""The raw events of lines that are not JSON, too long, or too costly to parse (ingestor/normalize/raw.py),
+by reason."""
 
 
 class _LineProblems:
