@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from ingestor.lines import Line
-from ingestor.normalize.state import Command, Ops, State
+from ingestor.normalize.state import MAX_ID_CHARS, Command, Ops, State
 from ingestor.ops import Op, make_key
 
 CHUNK_MAX: Final = 64 * 1024
@@ -94,10 +94,17 @@ def _put(args: dict[str, Any], name: str, value: Any) -> None:
 
 
 def conversation(
-    s: State, line: Line, out: Ops, at: int, *, first: bool = False, started_at: int | None = None
+    s: State,
+    line: Line,
+    out: Ops,
+    at: int,
+    *,
+    first: bool = False,
+    started_at: int | None = None,
+    fork_usage: dict[str, int | float] | None = None,
 ) -> None:
     """Announce the conversation (first time: with startedAt) or move its lastSeenAt. `started_at`:
-    when the stream says when the conversation began."""
+    when the stream says when the conversation began; `fork_usage`: see `fork_base`."""
     cid = s.conversation_id
     if cid is None:
         return
@@ -111,11 +118,56 @@ def conversation(
     _put(args, "threadId", s.thread_id)
     _put(args, "modelProvider", s.model_provider)
     _put(args, "clientName", s.client_name)
+    if s.cur is not None:
+        _put(args, "forkedFromThreadId", s.cur.forked_from)
+    _put(args, "forkedFromUsage", fork_usage)
     op: Op = {"op": "upsertConversation", "key": make_key("c", cid, line.ordinal, at), "args": args}
     _file_under_thread(s, op)
     if s.model is not None and "thread" in op:
         op["model"] = s.model
     out.append(op)
+
+
+def forked(s: State, parent: Any) -> bool:
+    """The current thread begins here as a fork of `parent` (a usable thread id): linked to it on its
+    conversation, and waiting for the usage it inherited (`fork_base`). True when it is news."""
+    cur = s.cur
+    usable = type(parent) is str and 0 < len(parent) <= MAX_ID_CHARS
+    if cur is None or not usable or parent in (cur.thread_id, cur.forked_from):
+        return False
+    cur.forked_from = parent
+    cur.fork_base_pending = True
+    return True
+
+
+def fork_base(s: State, line: Line, out: Ops, totals: UsageTotals, last: UsageTotals | None, at: int) -> bool:
+    """A fork's usage totals include its parent's at the fork point (its file does not copy the
+    parent's lines, but its counts go on from the parent's). The first usage a stream hears of a fork
+    it saw begin tells them: reported before the fork's first turn (app-server repeats the parent's
+    totals there, naming the parent's turn), they are the totals as they stand; reported after, the
+    totals less the last call's. Stored as the conversation's `forkedFromUsage`, which a usage reader
+    subtracts (docs/operations.md). True when the report was only the parent's totals: no fact of the
+    fork's own."""
+    cur = s.cur
+    if cur is None or not cur.fork_base_pending:
+        return False
+    cur.fork_base_pending = False
+    inherited = cur.turn_id is None
+    base: list[int | float | None]
+    if inherited:
+        base = [number(value) for value in totals]
+    elif last is not None:
+        base = [_minus(number(total), number(call)) for total, call in zip(totals, last, strict=True)]
+    else:
+        return False
+    fork_usage = {name: value for name, value in zip(_USAGE_COLUMNS, base, strict=True) if value is not None}
+    if fork_usage:
+        conversation(s, line, out, at, fork_usage=fork_usage)
+    return inherited
+
+
+def _minus(total: int | float | None, call: int | float | None) -> int | float | None:
+    return None if total is None or call is None or call > total else total - call
 
 
 def _file_under_thread(s: State, op: Op) -> None:

@@ -44,6 +44,8 @@ def _meta(s: State, line: Line, payload: dict[str, Any], at: int, out: Ops) -> N
     if type(thread) is str and s.thread_id is None:
         s.enter_thread(thread)
         changed = True
+    if facts.forked(s, payload.get("forked_from_id")):
+        changed = True
     cwd = payload.get("cwd")
     if type(cwd) is str:
         s.session_cwd = cwd

@@ -29,12 +29,13 @@ from ingestor.logging import get_logger
 from ingestor.ops import OP_TABLE, TURN_TERMINAL, EventArgs, Op
 from ingestor.sinks.json_text import dumps_json
 from ingestor.sinks.merge import apply_upsert
-from ingestor.sinks.schema import TABLES, Column, Table
+from ingestor.sinks.schema import SQL_TYPES, TABLES, Column, Table
 
 log = get_logger("ingestor.sinks.sqlite")
 
-SCHEMA_VERSION: Final = 2
-"""2: the `threads` table; chunks numbered by the store."""
+SCHEMA_VERSION: Final = 3
+"""2: the `threads` table; chunks numbered by the store. 3: `conversations.forkedFromThreadId` and
+`forkedFromUsage` (added to older stores when opened)."""
 LOCKED_RETRY: Final = 1.0
 """Seconds between attempts while another process holds the store beyond the busy timeout."""
 PAGE_SIZE: Final = 8192
@@ -639,9 +640,20 @@ def connect(path: str | Path, *, read_only: bool = False) -> sqlite3.Connection:
     for table in TABLES.values():
         for statement in table.ddl():
             conn.execute(statement)
+        _add_new_columns(conn, table)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     conn.execute("COMMIT")
     return conn
+
+
+def _add_new_columns(conn: sqlite3.Connection, table: Table) -> None:
+    """A store made by an earlier version gets the columns added since (all optional: old rows keep
+    them unknown)."""
+    present = {row[1] for row in conn.execute(f"PRAGMA table_info({table.name})")}
+    for column in table.columns:
+        if column.name not in present:
+            assert not column.required, f"{table.name}.{column.name}: a new column must be optional"
+            conn.execute(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {SQL_TYPES[column.kind]}")
 
 
 CHECKPOINT_EVERY_BATCHES: Final = 16

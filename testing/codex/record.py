@@ -125,6 +125,9 @@ class Turn:
     interrupt: bool = False
     # app-server only: which thread (in thread/start order) the turn runs on.
     thread: int = 0
+    # app-server only: the turn's thread, new here, is a fork (thread/fork) of this thread as it
+    # stands, instead of a thread/start.
+    fork_of: int | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,7 @@ class Scenario:
     description: str
     turns: tuple[Turn, ...]
     modes: tuple[str, ...] = MODES
+    versions: tuple[str, ...] = VERSIONS
     # Run with a model from Codex's catalog and the config that offers apply_patch, update_plan, web
     # search and the fixture MCP server (see tool_config).
     all_tools: bool = False
@@ -300,6 +304,23 @@ SCENARIOS: tuple[Scenario, ...] = (
         ),
     ),
     TOOLS_SCENARIO,
+    Scenario(
+        "forked_thread",
+        "A thread's first turn (a command), then a fork of it (thread/fork) with a turn of its own, "
+        "then the parent's second turn.",
+        (
+            Turn(
+                "Before the fork: greet.",
+                reasoning=("Greeting first",),
+                commands=(Cmd("echo before the fork", stdout=b"before the fork\n"),),
+                message="Greeted before the fork.",
+            ),
+            Turn("In the fork: say where you are.", message="This is the fork.", thread=1, fork_of=0),
+            Turn("Back in the parent.", message="The parent goes on."),
+        ),
+        modes=("app-server",),
+        versions=("0.169.0",),  # 0.63's app-server has no thread/fork
+    ),
 )
 
 
@@ -385,9 +406,14 @@ def facts(scenario: Scenario, version: str) -> JSON:
     turns: list[JSON] = []
     thread_count = 1 + max(t.thread for t in scenario.turns)
     keys = ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_output_tokens")
-    # Codex reports cumulative usage per thread; a failed (HTTP 500) call adds nothing.
+    # Codex reports cumulative usage per thread; a failed (HTTP 500) call adds nothing. A fork's
+    # totals start from its parent's at the fork (its file does not copy the parent's lines).
     usage_by_thread = [dict.fromkeys(keys, 0) for _ in range(thread_count)]
+    forked_from: list[int | None] = [None] * thread_count
     for turn, steps in zip(scenario.turns, script(scenario), strict=True):
+        if turn.fork_of is not None:
+            usage_by_thread[turn.thread] = dict(usage_by_thread[turn.fork_of])
+            forked_from[turn.thread] = turn.fork_of
         calls: list[JSON] = []
         for step in steps:
             ok = not isinstance(step.items, HttpError)
@@ -435,6 +461,8 @@ def facts(scenario: Scenario, version: str) -> JSON:
         "thread_count": thread_count,
         "usage_total_by_thread": usage_by_thread,
         "turns": turns,
+        # Only in scenarios with forks, so the older scenarios' facts stay as recorded.
+        **({"forked_from_by_thread": forked_from} if any(i is not None for i in forked_from) else {}),
     }
 
 
@@ -749,14 +777,17 @@ def record_app_server(run: Run) -> tuple[bytes, JSON]:
         threads: list[str] = []
         for turn, steps in zip(run.scenario.turns, script(run.scenario), strict=True):
             while len(threads) <= turn.thread:
-                thread = app.request(
-                    "thread/start",
-                    {
-                        "cwd": str(run.cwd),
-                        "approvalPolicy": "never",
-                        "sandbox": SANDBOX[run.version],
-                    },
-                )
+                if turn.fork_of is not None and len(threads) == turn.thread:
+                    thread = app.request("thread/fork", {"threadId": threads[turn.fork_of]})
+                else:
+                    thread = app.request(
+                        "thread/start",
+                        {
+                            "cwd": str(run.cwd),
+                            "approvalPolicy": "never",
+                            "sandbox": SANDBOX[run.version],
+                        },
+                    )
                 new_id = (thread.get("thread") or {}).get("id")
                 if not isinstance(new_id, str):
                     raise RecordError(f"thread/start returned no thread id: {thread}")
@@ -927,7 +958,7 @@ def check_manifest() -> list[str]:
             problems += [
                 f"no {mode} recording of {scenario.name} for {version}"
                 for mode in scenario.modes
-                if (version, mode, scenario.name) not in streams
+                if version in scenario.versions and (version, mode, scenario.name) not in streams
             ]
     for e in entries:
         path = FIXTURES / e["path"]
@@ -980,7 +1011,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for version in args.version or VERSIONS:
         for mode in args.mode or MODES:
             for scenario in SCENARIOS:
-                if (args.scenario and scenario.name not in args.scenario) or mode not in scenario.modes:
+                if (
+                    (args.scenario and scenario.name not in args.scenario)
+                    or mode not in scenario.modes
+                    or version not in scenario.versions
+                ):
                     continue
                 try:
                     entries += record_one(version, mode, scenario, args.keep)
