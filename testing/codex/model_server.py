@@ -287,9 +287,15 @@ class _Server(ThreadingHTTPServer):
 class ModelServer:
     """Serves ``script`` on 127.0.0.1 (free port) from a background thread."""
 
-    def __init__(self, script: Iterable[Step], *, name: str = "script") -> None:
+    def __init__(
+        self, script: Iterable[Step], *, name: str = "script", side_answer: str | None = None
+    ) -> None:
         self.name = name
         self._steps = list(script)
+        # The interactive TUI asks for a task title on a request of its own, offering no tools: with
+        # `side_answer` set, such requests get this message and leave the script alone.
+        self._side_answer = side_answer
+        self.side_requests = 0
         self._lock = threading.Lock()
         self._calls = 0
         self.requests: list[RecordedRequest] = []
@@ -346,7 +352,12 @@ class ModelServer:
             self.requests.append(RecordedRequest(path, tools, body))
             self._calls += 1
             call_no = self._calls
-            step = self._steps.pop(0) if self._steps else None
+            if self._side_answer is not None and not tools:
+                self.side_requests += 1
+                side: Step | None = Step([Message(self._side_answer)], Usage(), rate_limits=None)
+            else:
+                side = None
+            step = side or (self._steps.pop(0) if self._steps else None)
         log.info("[%s] model call %d, tools offered: %s", self.name, call_no, ", ".join(tools))
         if step is None:
             # Running off the end of the script is a test bug; fail the turn loudly.

@@ -7,6 +7,9 @@ runs it offline, in a throwaway cwd and CODEX_HOME, and we keep exactly what it 
   with ``initialize``/``thread/start``/``turn/start``/``turn/interrupt`` (our requests are not recorded);
 * ``exec``: stdout of ``codex exec --json`` for the first turn, then ``codex exec --json resume
   --last`` for each further turn, concatenated (so one file shows ``thread.started`` per process);
+* ``tui``: the interactive terminal UI in a detached ``tmux`` session (prompts typed with
+  ``send-keys``, the screen read with ``capture-pane``); it has no stream of its own to keep, only
+  its session file (and the last screen, in the manifest's ``observed``);
 * ``sessions``: the ``rollout-*.jsonl`` files Codex wrote for each of those runs.
 
 ``fixtures/manifest.json`` lists each file with the facts its scenario is *known* to contain, taken
@@ -75,6 +78,8 @@ MANIFEST = FIXTURES / "manifest.json"
 SANDBOX: dict[str, str] = {"0.169.0": "danger-full-access", "0.63.0": "dangerFullAccess"}
 VERSIONS = tuple(NPM_ALIASES)
 MODES = ("app-server", "exec")
+TUI = "tui"
+"""A mode no scenario has unless it names it: needs tmux, and records only a session file."""
 
 TURN_TIMEOUT_S = 180.0
 # After a turn's end marker, keep reading until the server is quiet this long, so trailing events
@@ -304,6 +309,25 @@ SCENARIOS: tuple[Scenario, ...] = (
         ),
     ),
     TOOLS_SCENARIO,
+    Scenario(
+        "tui_commands",
+        "The interactive TUI (in tmux): two typed prompts, each running a command, then replying.",
+        (
+            Turn(
+                "Run the greeting command.",
+                reasoning=("Checking the greeting",),
+                commands=(Cmd("echo hello from the tui", stdout=b"hello from the tui\n"),),
+                message="The TUI ran the greeting.",
+            ),
+            Turn(
+                "Now count to two.",
+                commands=(Cmd("printf '1\\n2\\n'", stdout=b"1\n2\n"),),
+                message="Counted to two in the TUI.",
+            ),
+        ),
+        modes=(TUI,),
+        versions=("0.169.0",),  # 0.63's TUI is not driven here
+    ),
     Scenario(
         "forked_thread",
         "A thread's first turn (a command), then a fork of it (thread/fork) with a turn of its own, "
@@ -550,12 +574,12 @@ class Run:
 
 
 @contextlib.contextmanager
-def prepared_run(version: str, scenario: Scenario, keep: bool) -> Iterator[Run]:
+def prepared_run(version: str, mode: str, scenario: Scenario, keep: bool) -> Iterator[Run]:
     root = Path(tempfile.mkdtemp(prefix=f"codex-rec-{version}-{scenario.name}-"))
     home, cwd = root / "home", root / "cwd"
     home.mkdir()
     cwd.mkdir()
-    server = ModelServer([], name=scenario.name)
+    server = ModelServer([], name=scenario.name, side_answer=TUI_TITLE if mode == TUI else None)
     with server:
         if scenario.all_tools:
             config = codex_config_toml(
@@ -816,6 +840,88 @@ def record_app_server(run: Run) -> tuple[bytes, JSON]:
     return b"".join(app.lines), observed
 
 
+TUI_TITLE = "Scripted task"
+"""The TUI's side request for a task title gets this (model_server.ModelServer.side_answer)."""
+TUI_READY = "Ask Codex to do anything"
+TUI_TURN_DONE = "Worked for"
+TUI_SIZE = ("160", "45")
+
+
+class Tui:
+    """``codex`` (the interactive TUI) in a detached tmux session on a server of its own."""
+
+    def __init__(self, run: Run) -> None:
+        if shutil.which("tmux") is None:
+            raise RecordError("the tui mode needs tmux (apt-get install tmux)")
+        self.run = run
+        self.socket = f"codex-rec-{os.getpid()}"
+        env = {**run.env(), "TERM": "xterm-256color"}
+        command = ["env", "-i", *(f"{k}={v}" for k, v in env.items()), *run.argv()]
+        width, height = TUI_SIZE
+        self._tmux(
+            "new-session", "-d", "-s", "codex", "-x", width, "-y", height, "-c", str(run.cwd), *command
+        )
+
+    def _tmux(self, *args: str) -> str:
+        done = subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, timeout=30)
+        if done.returncode != 0:
+            raise RecordError(f"tmux {args[0]} failed: {done.stderr.strip()}")
+        return done.stdout
+
+    def screen(self) -> str:
+        return self._tmux("capture-pane", "-p", "-t", "codex")
+
+    def wait_screen(self, what: str, count: int, timeout: float) -> None:
+        """Until the screen shows `what` at least `count` times."""
+        deadline = time.monotonic() + timeout
+        while self.screen().count(what) < count:
+            if time.monotonic() > deadline:
+                raise RecordError(f"the TUI never showed {what!r} x{count}; screen:\n{self.screen()}")
+            time.sleep(0.5)
+
+    def type(self, text: str) -> None:
+        self._tmux("send-keys", "-t", "codex", "-l", text)
+        time.sleep(0.5)  # a paste-burst guard keeps an Enter that follows typed text too closely
+        self._tmux("send-keys", "-t", "codex", "C-m")
+
+    def close(self) -> None:
+        """End the tmux server and the app-server daemon the TUI leaves running (its binary lives
+        under this run's CODEX_HOME, which is how it is found: only what this run started)."""
+        with contextlib.suppress(RecordError):
+            self._tmux("kill-server")
+        home = str(self.run.home).encode()
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                if home in (proc / "cmdline").read_bytes():
+                    os.kill(int(proc.name), signal.SIGTERM)
+
+
+def record_tui(run: Run) -> tuple[bytes, JSON]:
+    tui = Tui(run)
+    try:
+        tui.wait_screen(TUI_READY, 1, 60)
+        for number, (turn, steps) in enumerate(zip(run.scenario.turns, script(run.scenario), strict=True), 1):
+            run.server.push(*steps)
+            tui.type(turn.prompt)
+            tui.wait_screen(TUI_TURN_DONE, number, TURN_TIMEOUT_S)
+            if run.server.remaining:
+                raise RecordError(f"turn ended with {run.server.remaining} scripted steps unused")
+        screen = tui.screen()
+        tui.type("/quit")  # the session file is written out when the TUI leaves
+        deadline = time.monotonic() + 30
+        while not list((run.home / "sessions").rglob("rollout-*.jsonl")):
+            if time.monotonic() > deadline:
+                raise RecordError("the TUI wrote no session file")
+            time.sleep(0.5)
+        time.sleep(1)
+    finally:
+        tui.close()
+    lines = [line.rstrip() for line in screen.splitlines() if line.strip() and "\u28ff" not in line]
+    return b"", {"side_requests": run.server.side_requests, "screen": lines}
+
+
 def record_exec(run: Run) -> tuple[bytes, JSON]:
     out = bytearray()
     exit_codes: list[int] = []
@@ -878,16 +984,18 @@ def rel(path: Path) -> str:
 def record_one(version: str, mode: str, scenario: Scenario, keep: bool) -> list[JSON]:
     """Record one (version, mode, scenario); returns its manifest entries."""
     log.info("recording codex %s %s %s", version, mode, scenario.name)
-    with prepared_run(version, scenario, keep) as run:
-        data, observed = record_app_server(run) if mode == "app-server" else record_exec(run)
+    with prepared_run(version, mode, scenario, keep) as run:
+        record = {"app-server": record_app_server, "exec": record_exec, TUI: record_tui}[mode]
+        data, observed = record(run)
         if run.server.errors:
             raise RecordError("; ".join(run.server.errors))
         observed["tools_offered"] = sorted({t for r in run.server.requests for t in r.tool_names})
         observed["model_calls"] = len(run.server.requests)
 
         stream = version_dir(version) / mode / f"{scenario.name}.jsonl"
-        stream.parent.mkdir(parents=True, exist_ok=True)
-        stream.write_bytes(data)
+        if mode != TUI:  # the TUI's output is a screen: only its session file is kept
+            stream.parent.mkdir(parents=True, exist_ok=True)
+            stream.write_bytes(data)
 
         sessions_dir = version_dir(version) / "sessions" / f"{mode}-{scenario.name}"
         shutil.rmtree(sessions_dir, ignore_errors=True)
@@ -905,21 +1013,30 @@ def record_one(version: str, mode: str, scenario: Scenario, keep: bool) -> list[
         "scenario": scenario.name,
         "description": scenario.description,
     }
-    entries: list[JSON] = [
+    entries: list[JSON] = []
+    if mode != TUI:
+        entries.append(
+            {
+                **base,
+                "path": rel(stream),
+                "kind": "stream",
+                "bytes": len(data),
+                "facts": known,
+                "observed": observed,
+            }
+        )
+    entries += [
         {
             **base,
-            "path": rel(stream),
-            "kind": "stream",
-            "bytes": len(data),
+            "path": rel(p),
+            "kind": "session",
+            "bytes": p.stat().st_size,
             "facts": known,
-            "observed": observed,
+            **({"observed": observed} if mode == TUI else {}),
         }
-    ]
-    entries += [
-        {**base, "path": rel(p), "kind": "session", "bytes": p.stat().st_size, "facts": known}
         for p in session_files
     ]
-    log.info("  -> %s (%d bytes, %d session files)", rel(stream), len(data), len(session_files))
+    log.info("  -> %s (%d bytes, %d session files)", mode, len(data), len(session_files))
     return entries
 
 
@@ -951,7 +1068,12 @@ def check_manifest() -> list[str]:
     are not JSON, scenarios without a recording, facts that no longer match the script."""
     problems: list[str] = []
     entries: list[JSON] = json.loads(MANIFEST.read_text())["files"] if MANIFEST.exists() else []
-    streams = {(e["codex_version"], e["mode"], e["scenario"]) for e in entries if e["kind"] == "stream"}
+    # A recording is its stream; the TUI's is its session file.
+    streams = {
+        (e["codex_version"], e["mode"], e["scenario"])
+        for e in entries
+        if e["kind"] == "stream" or e["mode"] == TUI
+    }
     by_name = {s.name: s for s in SCENARIOS}
     for version in VERSIONS:
         for scenario in SCENARIOS:
@@ -987,7 +1109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="append", choices=sorted(VERSIONS), help="default: all")
-    parser.add_argument("--mode", action="append", choices=MODES, help="default: all")
+    parser.add_argument("--mode", action="append", choices=(*MODES, TUI), help="default: all")
     parser.add_argument(
         "--scenario", action="append", choices=[s.name for s in SCENARIOS], help="default: all"
     )
@@ -1009,7 +1131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     entries: list[JSON] = []
     failures: list[str] = []
     for version in args.version or VERSIONS:
-        for mode in args.mode or MODES:
+        for mode in args.mode or (*MODES, TUI):
             for scenario in SCENARIOS:
                 if (
                     (args.scenario and scenario.name not in args.scenario)
