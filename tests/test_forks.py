@@ -16,6 +16,7 @@ from ingestor.ops import Op
 from ingestor.sinks.merge import merge_value
 from ingestor.sinks.schema import TABLES
 from ingestor.sinks.sqlite import apply_ops, connect
+from ingestor.sinks.sqlite_history import open_sqlite_history
 
 SCENARIO = "forked_thread"
 LIVE = FIXTURES / f"codex-0.169.0/app-server/{SCENARIO}.jsonl"
@@ -137,14 +138,30 @@ def test_a_forks_inherited_usage_is_kept_as_first_told() -> None:
     assert merge_value("conversations", "forkedFromThreadId", "a", "b") == "b"  # rule 5, as any column
 
 
+def old_store(path: Path) -> None:
+    """A store as the version before forks made it: `conversations` without the fork columns."""
+    connect(path).close()
+    with sqlite3.connect(path) as old:
+        old.execute("ALTER TABLE conversations DROP COLUMN forkedFromThreadId")
+        old.execute("ALTER TABLE conversations DROP COLUMN forkedFromUsage")
+        old.execute("INSERT INTO conversations (conversationId, startedAt, lastSeenAt) VALUES ('old', 1, 2)")
+    old.close()
+
+
+@pytest.mark.anyio
+async def test_show_reads_a_store_made_before_forks(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    old_store(path)
+    connect(path, read_only=True).close()  # a reader adds nothing
+    async with open_sqlite_history(path) as history:
+        found = await history.get_conversation("old")
+    assert found is not None
+    assert found["conversation"] == {"conversationId": "old", "startedAt": 1, "lastSeenAt": 2}
+
+
 def test_a_store_made_before_forks_gets_the_new_columns(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
-    with sqlite3.connect(path) as old:
-        old.execute(
-            "CREATE TABLE conversations (id INTEGER PRIMARY KEY, conversationId TEXT NOT NULL, threadId TEXT,"
-            " modelProvider TEXT, clientName TEXT, startedAt INTEGER NOT NULL, lastSeenAt INTEGER NOT NULL)"
-        )
-        old.execute("INSERT INTO conversations (conversationId, startedAt, lastSeenAt) VALUES ('old', 1, 2)")
+    old_store(path)
     conn = connect(path)
     apply_ops(conn, normalize_fixture(FILES[1]))
     columns = [row[1] for row in conn.execute("PRAGMA table_info(conversations)")]
