@@ -171,3 +171,36 @@ def test_a_store_made_before_forks_gets_the_new_columns(tmp_path: Path) -> None:
         "SELECT conversationId, forkedFromThreadId FROM conversations ORDER BY id"
     ).fetchall()
     assert linked == [("old", None), (fork, parent)]
+
+
+SUBAGENT = "subagent"
+SUBAGENT_FILES = sorted((FIXTURES / f"codex-0.169.0/sessions/app-server-{SUBAGENT}").glob("*.jsonl"))
+
+
+def subagent_facts() -> dict[str, Any]:
+    entries = orjson.loads((FIXTURES / "manifest.json").read_bytes())["files"]
+    [entry] = [e for e in entries if e["scenario"] == SUBAGENT and e["kind"] == "stream"]
+    found: dict[str, Any] = entry["facts"]
+    return found
+
+
+@pytest.mark.parametrize("order", [1, -1], ids=["parent first", "sub-agent first"])
+def test_a_sub_agent_spawned_with_its_parents_history_copies_none_of_its_facts(order: int) -> None:
+    """Its session file begins with the parent's session_meta and turn, copied (fork_context)."""
+    parent_file, child_file = SUBAGENT_FILES
+    parent = orjson.loads(fixture_lines(parent_file)[0].data)["payload"]["id"]
+    child_lines = fixture_lines(child_file)
+    assert orjson.loads(child_lines[1].data)["payload"]["id"] == parent, "the recording copies the parent"
+    conn = stored(SUBAGENT_FILES[::order])
+    script = subagent_facts()["turns"]
+    turns = {t["turnId"]: t["conversationId"] for t in table_rows(conn, "turns")}
+    prompts = {m["content"]: turns[m["turnId"]] for m in table_rows(conn, "messages") if m["role"] == "user"}
+    child = next(
+        c["conversationId"] for c in table_rows(conn, "conversations") if c["conversationId"] != parent
+    )
+    assert prompts == {script[0]["prompt"]: parent, script[1]["prompt"]: child}
+    assert sorted(turns.values()) == sorted([parent, child])  # one turn each, none moved
+    conversations = {c["conversationId"]: c for c in table_rows(conn, "conversations")}
+    assert conversations[child]["forkedFromThreadId"] == parent
+    inherited = orjson.loads(conversations[child]["forkedFromUsage"])
+    assert set(inherited.values()) == {0}  # a sub-agent's usage starts from zero

@@ -41,6 +41,9 @@ def close_inferred_turn(s: State, line: Line, out: Ops, at: int) -> None:
 def _meta(s: State, line: Line, payload: dict[str, Any], at: int, out: Ops) -> None:
     changed = False
     thread = payload.get("id")
+    if type(thread) is str and s.thread_id is not None and thread != s.thread_id:
+        s.copied_from = thread  # another thread's history follows, copied: not this thread's facts
+        return
     if type(thread) is str and s.thread_id is None:
         s.enter_thread(thread)
         changed = True
@@ -216,6 +219,12 @@ def handle(s: State, line: Line, method: str, obj: dict[str, Any], out: Ops) -> 
     payload = obj.get("payload")
     if type(payload) is not dict:
         return
+    if s.copied_from is not None:
+        # Copied lines name no thread; the first line after them names this file's own (0.169:
+        # thread_settings_applied).
+        if payload.get("thread_id") != s.thread_id:
+            return
+        s.copied_from = None
     at = s.last_at  # the line's timestamp (see codex_time)
     if method == "event_msg":
         if payload.get("type") == "user_message" and not s.explicit_turns:
@@ -227,10 +236,7 @@ def handle(s: State, line: Line, method: str, obj: dict[str, Any], out: Ops) -> 
         item_type = payload.get("type")
         handler = _CALLS.get(item_type) if type(item_type) is str else None
         if handler is not None:
-            try:
-                handler(s, line, payload, at, out)
-            except orjson.JSONDecodeError:
-                return  # arguments that aren't JSON: nothing to derive, the raw line stays
+            handler(s, line, payload, at, out)
     elif method == "session_meta":
         _meta(s, line, payload, at, out)
     elif method == "turn_context":

@@ -109,6 +109,9 @@ class State:
     """A turn start event was seen; else (Codex 0.63 session files) user messages delimit turns."""
     inferred_turns: bool = False
     """Turns are being inferred from user messages (see session_file.py)."""
+    copied_from: str | None = None
+    """A session file is inside lines copied from this other thread (a sub-agent spawned with its
+    parent's history starts its file with the parent's): raw events only (session_file.handle)."""
     session_cwd: str | None = None
     """A session file's working directory (session_meta, turn_context): what patch paths are relative to."""
     last_at: int = 0

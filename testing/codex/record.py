@@ -39,7 +39,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -58,6 +58,7 @@ from testing.codex.model_server import (
     RateLimits,
     Reasoning,
     Shell,
+    SpawnAgent,
     Step,
     UpdatePlan,
     Usage,
@@ -108,7 +109,7 @@ class Cmd:
     stderr: bytes = b""
 
 
-ToolCall = ApplyPatch | McpCall | UpdatePlan | Shell
+ToolCall = ApplyPatch | McpCall | UpdatePlan | Shell | SpawnAgent
 """A `Shell` among a turn's tools runs `apply_patch` through the shell: Codex applies it itself and
 reports a file change."""
 
@@ -133,6 +134,9 @@ class Turn:
     # app-server only: the turn's thread, new here, is a fork (thread/fork) of this thread as it
     # stands, instead of a thread/start.
     fork_of: int | None = None
+    # A sub-agent's turn (its thread new here): Codex runs it itself when the previous turn, on
+    # thread `spawned_by`, calls spawn_agent; nobody types its prompt (the spawn's message).
+    spawned_by: int | None = None
 
 
 @dataclass(frozen=True)
@@ -329,6 +333,21 @@ SCENARIOS: tuple[Scenario, ...] = (
         versions=("0.169.0",),  # 0.63's TUI is not driven here
     ),
     Scenario(
+        "subagent",
+        "A turn that spawns a sub-agent with the thread's history (spawn_agent, fork_context), which "
+        "replies on a thread of its own; then the parent replies.",
+        (
+            Turn(
+                "Ask a sub-agent to say hi.",
+                tools=(SpawnAgent("Say hi from the sub-agent.", fork_context=True),),
+                message="The sub-agent is on it.",
+            ),
+            Turn("Say hi from the sub-agent.", message="Hi from the sub-agent.", thread=1, spawned_by=0),
+        ),
+        modes=("app-server",),  # exec ends with the parent's turn, cutting the sub-agent's short
+        versions=("0.169.0",),  # 0.63 has no sub-agents
+    ),
+    Scenario(
         "forked_thread",
         "A thread's first turn (a command), then a fork of it (thread/fork) with a turn of its own, "
         "then the parent's second turn.",
@@ -406,10 +425,12 @@ def turn_steps(turn: Turn, first_call_no: int) -> list[Step]:
 def script(scenario: Scenario) -> list[list[Step]]:
     out: list[list[Step]] = []
     call_no = 1
+    # A sub-agent calls the model beside its parent: each step then goes to its own thread's calls.
+    routed = any(turn.spawned_by is not None for turn in scenario.turns)
     for turn in scenario.turns:
         steps = turn_steps(turn, call_no)
         call_no += len(steps)
-        out.append(steps)
+        out.append([replace(step, thread=turn.thread) for step in steps] if routed else steps)
     return out
 
 
@@ -476,6 +497,7 @@ def facts(scenario: Scenario, version: str) -> JSON:
                 # Only in scenarios with other tools, so the older scenarios' facts stay as recorded.
                 **({"tools": [_tool_fact(tool) for tool in turn.tools]} if turn.tools else {}),
                 **({"web_searches": [turn.search]} if turn.search else {}),
+                **({"spawned_by": turn.spawned_by} if turn.spawned_by is not None else {}),
             }
         )
     return {
@@ -516,6 +538,8 @@ def _tool_fact(tool: ToolCall) -> JSON:
             "applies": patch != PATCH_BAD,
             "via_shell": isinstance(tool, Shell),
         }
+    if isinstance(tool, SpawnAgent):
+        return {"kind": "spawn_agent", "message": tool.message, "fork_context": tool.fork_context}
     if isinstance(tool, McpCall):
         fact: JSON = {"kind": "mcp", "server": tool.server, "tool": tool.tool, "arguments": tool.arguments}
         if tool.tool == "lookup":
@@ -783,6 +807,18 @@ def _command_started(method: str, params: JSON) -> str | None:
     return method if method == "codex/event/exec_command_begin" else None
 
 
+def typed_turns(scenario: Scenario) -> list[tuple[Turn, list[Step]]]:
+    """The turns whose prompt is typed, each with its model-server steps and those of the sub-agents
+    it spawns (which run during it)."""
+    typed: list[tuple[Turn, list[Step]]] = []
+    for turn, steps in zip(scenario.turns, script(scenario), strict=True):
+        if turn.spawned_by is None:
+            typed.append((turn, steps))
+        else:
+            typed[-1][1].extend(steps)
+    return typed
+
+
 def record_app_server(run: Run) -> tuple[bytes, JSON]:
     app = AppServer(run)
     observed: JSON = {"turn_end_markers": []}
@@ -799,7 +835,7 @@ def record_app_server(run: Run) -> tuple[bytes, JSON]:
         )
         app.notify("initialized")
         threads: list[str] = []
-        for turn, steps in zip(run.scenario.turns, script(run.scenario), strict=True):
+        for turn, steps in typed_turns(run.scenario):
             while len(threads) <= turn.thread:
                 if turn.fork_of is not None and len(threads) == turn.thread:
                     thread = app.request("thread/fork", {"threadId": threads[turn.fork_of]})
@@ -830,6 +866,13 @@ def record_app_server(run: Run) -> tuple[bytes, JSON]:
                 app.request("turn/interrupt", {"threadId": thread_id, "turnId": turn_id})
             marker = app.wait_turn_end(thread_id, turn_id, TURN_TIMEOUT_S)
             observed["turn_end_markers"].append(marker)
+            if any(t.spawned_by == turn.thread for t in run.scenario.turns):
+                # Sub-agents tell this connection nothing: wait for their model calls, then quiet.
+                deadline = time.monotonic() + TURN_TIMEOUT_S
+                while run.server.remaining and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                time.sleep(QUIET_S)
+                app.drain_quiet()
             if run.server.remaining:
                 raise RecordError(f"turn ended with {run.server.remaining} scripted steps unused")
     except RecordError as exc:
@@ -925,7 +968,7 @@ def record_tui(run: Run) -> tuple[bytes, JSON]:
 def record_exec(run: Run) -> tuple[bytes, JSON]:
     out = bytearray()
     exit_codes: list[int] = []
-    for index, (turn, steps) in enumerate(zip(run.scenario.turns, script(run.scenario), strict=True)):
+    for index, (turn, steps) in enumerate(typed_turns(run.scenario)):
         run.server.push(*steps)
         if index == 0:
             args = ["exec", "--json", "--skip-git-repo-check", "-C", str(run.cwd), turn.prompt]
