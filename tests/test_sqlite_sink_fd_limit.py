@@ -9,12 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ingestor.sinks.sqlite import CHECKPOINT_EVERY_BATCHES
+from ingestor.sinks.sqlite.sink import CHECKPOINT_EVERY_BATCHES
 
 CHILD = """
 import os, resource, sys
 import anyio
-from ingestor.sinks.sqlite import CHECKPOINT_EVERY_BATCHES, open_sqlite_sink
+from ingestor.sinks.sqlite.sink import CHECKPOINT_EVERY_BATCHES, open_sqlite_sink
 
 def event(i):
     args = dict(conversationId="c", method="m", payload=i, receivedAt=i)

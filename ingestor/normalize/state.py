@@ -67,7 +67,7 @@ class Thread:
     """The thread this one is a fork of (session_meta.forked_from_id, v2 thread.forkedFromId)."""
     fork_base_pending: bool = False
     """The stream saw the fork begin and has not yet heard its usage: the first report tells the
-    totals the fork inherited (facts.fork_base)."""
+    totals the fork inherited (usage_facts.fork_base)."""
     key_base: Any = None
     """The raw events' key hasher, primed with `key_scope` (see raw.event_op)."""
     key_scope: str | None = None
