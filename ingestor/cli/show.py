@@ -75,7 +75,7 @@ def render_conversation(data: dict[str, Any]) -> str:
     conversation, turns = data["conversation"], data["turns"]
     lines = [
         f"conversation {conversation['conversationId']}",
-        "  " + _fields(conversation, "threadId", "modelProvider", "clientName"),
+        "  " + _fields(conversation, "threadId", "modelProvider", "clientName", "forkedFromThreadId"),
         f"  started {fmt_time(conversation.get('startedAt'))}  "
         f"last seen {fmt_time(conversation.get('lastSeenAt'))}",
         f"  {len(turns)} turn(s)",

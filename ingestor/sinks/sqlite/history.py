@@ -49,8 +49,12 @@ def present_any(name: str, text: str) -> tuple[str, Any]:
     return name + "Json", text
 
 
-def _select(table: Table) -> str:
-    return f"SELECT {', '.join(table.column_names)} FROM {table.name}"
+def _select(conn: sqlite3.Connection, table: Table) -> str:
+    """Every column of `table`, as unknown (NULL) where a store made by an earlier version has none
+    yet: `show` opens it read-only, and only a writer adds new columns."""
+    present = {row[1] for row in conn.execute(f"PRAGMA table_info({table.name})")}
+    columns = [name if name in present else f"NULL AS {name}" for name in table.column_names]
+    return f"SELECT {', '.join(columns)} FROM {table.name}"
 
 
 def _document(table: Table, values: tuple[Any, ...]) -> Row:
@@ -72,7 +76,7 @@ def _document(table: Table, values: tuple[Any, ...]) -> Row:
 
 def _rows(conn: sqlite3.Connection, table_name: str, where: str, params: tuple[Any, ...]) -> list[Row]:
     table = TABLES[table_name]
-    cursor = conn.execute(f"{_select(table)} WHERE {where}", params)
+    cursor = conn.execute(f"{_select(conn, table)} WHERE {where}", params)
     return [_document(table, values) for values in cursor]
 
 
