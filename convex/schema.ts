@@ -34,7 +34,9 @@ export default defineSchema({
     clientName: v.optional(v.string()),
     startedAt: v.number(),
     lastSeenAt: v.number(),
-  }).index("by_conversationId", ["conversationId"]),
+  })
+    .index("by_conversationId", ["conversationId"])
+    .index("by_lastSeenAt", ["lastSeenAt"]),
 
   turns: defineTable({
     turnId: v.string(),

@@ -1,4 +1,5 @@
-"""The `ingestor` command: `run` (the daemon), `replay` (files as fast as the sink allows), `show`.
+"""The `ingestor` command: `run` (the daemon), `replay` (files as fast as the sink allows), and the
+reading commands `show`, `usage` and `export` (`ingestor.readback`).
 
 Exit status: 0 done; 1 failure at run time (sink error, unknown id for `show`, Convex refusing the
 key or missing its functions at the end of a one-shot run); 2 bad usage (a bad `--sink`, a missing
@@ -23,15 +24,16 @@ from typing import Any, Final
 
 import anyio
 
+from ingestor import readback
 from ingestor.batch import DEFAULT_MAX_AGE, DEFAULT_MAX_OPS
 from ingestor.deployment import add_convex_arguments
 from ingestor.framing import DEFAULT_MAX_LINE_BYTES
 from ingestor.logging import configure_logging, get_logger
 from ingestor.normalize import Normalizer
 from ingestor.pipeline import NormalizerFactory, Pipeline, PipelineConfig
-from ingestor.show import WHAT, NotFoundError, show
+from ingestor.show import NotFoundError
 from ingestor.sinks.base import Leftover, Spooling
-from ingestor.sinks.factory import SINK_SYNTAX, SinkError, SinkSpec, open_history, open_sink, resolve_sink
+from ingestor.sinks.factory import SINK_SYNTAX, SinkError, SinkSpec, open_sink, resolve_sink
 from ingestor.sources import Source, SourceConfigError
 from ingestor.sources.accept import (
     DEFAULT_MAX_CONNECTIONS,
@@ -198,14 +200,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_convex_arguments(replay, delivery=True)
 
     show_cmd = commands.add_parser("show", help="read history back from a sink")
-    show_cmd.add_argument("what", choices=WHAT)
-    show_cmd.add_argument(
-        "id", metavar="ID", help="conversation id, turn id, command call id, or conversation id (events)"
-    )
-    show_cmd.add_argument("--json", action="store_true", help="machine-readable: the history query's shape")
-    show_cmd.add_argument("--limit", type=_positive_int, metavar="N", help="events: at most N")
+    readback.add_show(show_cmd)
     _add_common(show_cmd)
     add_convex_arguments(show_cmd, delivery=False)
+
+    usage_cmd = commands.add_parser("usage", help="tokens used, by day, week, month, session or model")
+    readback.add_usage(usage_cmd)
+    _add_common(usage_cmd)
+    add_convex_arguments(usage_cmd, delivery=False)
+
+    export_cmd = commands.add_parser("export", help="a conversation as Markdown, HTML or JSON")
+    readback.add_export(export_cmd)
+    _add_common(export_cmd)
+    add_convex_arguments(export_cmd, delivery=False)
     return parser
 
 
@@ -328,13 +335,13 @@ async def _replay(args: argparse.Namespace, spec: SinkSpec) -> int:
     return _undelivered_status(leftover)
 
 
-async def _show(args: argparse.Namespace, spec: SinkSpec) -> int:
-    async with open_history(spec, os.environ, vars(args)) as reader:
-        await show(reader, args.what, args.id, sys.stdout, as_json=args.json, limit=args.limit)
-    return 0
-
-
-_COMMANDS: Final = {"run": _run, "replay": _replay, "show": _show}
+_COMMANDS: Final = {
+    "run": _run,
+    "replay": _replay,
+    "show": readback.show_command,
+    "usage": readback.usage_command,
+    "export": readback.export_command,
+}
 
 
 def _leaf(error: BaseException) -> BaseException:
@@ -350,7 +357,10 @@ def _fail(message: str, status: int) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "show" and args.what != readback.CONVERSATIONS and args.id is None:
+        parser.error(f"show {args.what} needs an ID")
     configure_logging(args.log_level)
     try:
         spec, notice = resolve_sink(args.sink, os.environ)

@@ -99,7 +99,8 @@ TABLES: Final[dict[str, Table]] = {
                 _int("lastSeenAt", True),
             ),
             identity="conversationId",
-            indexes=(Index(("conversationId",), unique=True),),
+            # lastSeenAt: `show conversations` lists the most recent first.
+            indexes=(Index(("conversationId",), unique=True), Index(("lastSeenAt",))),
         ),
         Table(
             "turns",
