@@ -26,7 +26,7 @@ h1 { font-size: 1.4rem; word-break: break-all; } h2 { font-size: 1.15rem; margin
 .call { margin: .8rem 0; border: 1px solid #ddd; border-radius: 6px; padding: .5rem .8rem; }
 .call .title { font-family: ui-monospace, monospace; font-weight: bold; word-break: break-all; }
 pre { background: #f6f8fa; padding: .5rem; overflow-x: auto; margin: .3rem 0; }
-.label { font-size: .8rem; text-transform: uppercase; color: #777; }
+.label { font-size: .8rem; font-variant: small-caps; color: #777; }
 .error { color: #b00020; }
 """
 
