@@ -282,8 +282,30 @@ async def run_pipeline(
             tg.start_soon(_stop_on_signal, pipeline)
             await pipeline.run(sources)
             tg.cancel_scope.cancel()
-    log.info("pipeline done", sink=str(spec), **pipeline.summary())
+    log.info("pipeline done", sink=str(spec), **pipeline.summary(), **stored_summary(pipeline, sink))
     return pipeline, sink.leftover() if isinstance(sink, Spooling) else None
+
+
+SUMMARY_CONVERSATIONS: Final = 20
+"""Conversation ids named in the summary at most (their count is always there)."""
+
+
+def stored_summary(pipeline: Pipeline, sink: Any) -> dict[str, Any]:
+    """The conversations a run touched and what the store made of its rows: new (`inserted`),
+    `updated`, already stored (`duplicate`: a second replay of the same input is all duplicates)."""
+    touched = sorted(pipeline.batcher.conversations)
+    counts = getattr(sink, "counts", None)  # stores that apply operations count their outcomes
+    rows = (
+        {}
+        if counts is None
+        else {
+            "rows_new": counts["inserted"],
+            "rows_updated": counts["updated"],
+            "rows_already_stored": counts["duplicate"],
+            "rows_rejected": counts["rejected"],
+        }
+    )
+    return {"conversations": len(touched), "conversation_ids": touched[:SUMMARY_CONVERSATIONS], **rows}
 
 
 def _undelivered_status(leftover: Leftover | None) -> int:
