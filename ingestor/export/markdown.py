@@ -60,9 +60,8 @@ def _item(kind: str, item: Row, outputs: dict[str, Any]) -> list[str]:
             lines += [*_quote(str(text)), ">"]
         return lines[:-1]
     call_kind, title, facts, blocks = call_parts(item, outputs.get(item["callId"]))
-    lines = [
-        f"**{call_kind.capitalize()}:** `{title}`" if "`" not in title else f"**{call_kind.capitalize()}:**"
-    ]
+    label = call_kind[0].upper() + call_kind[1:]  # "MCP call" stays MCP
+    lines = [f"**{label}:** `{title}`" if "`" not in title else f"**{label}:**"]
     if "`" in title:
         lines += ["", *_fence(title, "sh")]
     if facts:
