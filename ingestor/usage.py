@@ -65,10 +65,10 @@ async def read_snapshots(reader: HistoryReader) -> list[Row]:
 def _totals(row: Row, previous: Totals | None) -> Totals:
     # A counter a stream does not report (0.63's exec stream has no reasoning count) is unknown,
     # not zero: it keeps the previous value, so it neither adds nor looks like a restart.
-    return tuple(  # type: ignore[return-value]
-        row[name] if isinstance(row.get(name), int) else (previous[i] if previous else 0)
-        for i, name in enumerate(_SNAPSHOT_COUNTERS)
-    )
+    known = previous or (0, 0, 0, 0)
+    values = [row.get(name) for name in _SNAPSHOT_COUNTERS]
+    i, c, o, r = (v if isinstance(v, int) else known[n] for n, v in enumerate(values))
+    return (i, c, o, r)
 
 
 def skip_replayed(
@@ -186,15 +186,18 @@ def _cost(members: list[Increment]) -> float | None:
     return round(total, 6)
 
 
-def _key_names(by: By) -> list[str]:
-    if by == "session":
-        return ["threadId"]  # the conversation id, when it is another, is in --json
-    return ["model"] if by == "model" else ["date"]
+_SHOWN_KEY: Final[dict[By, str]] = {
+    "day": "date",
+    "week": "date",
+    "month": "date",
+    "session": "threadId",  # the conversation id, when it is another, is in --json
+    "model": "model",
+}
 
 
 def render(rows: list[Row], by: By, with_cost: bool) -> str:
     """A table, one group a line, then the total."""
-    key_name = _key_names(by)[0]
+    key_name = _SHOWN_KEY[by]
     header = [key_name, "input", "cached input", "output", "reasoning", "total"]
     if with_cost:
         header.append("cost USD (estimate)")

@@ -29,9 +29,8 @@ async def gather(reader: HistoryReader, conversation_id: str) -> Row:
     turns = []
     for summary in found["turns"]:
         turn = await reader.get_turn(summary["turnId"])
-        if turn is None:  # written between the two reads: shown as the conversation listed it
-            turn = {"turn": summary, "messages": [], "reasoningSections": [], "commands": []}
-            turn.update(usageSnapshots=[], rateLimits=[])
+        if turn is None:  # turns are never deleted; a reader racing nothing but writes finds it
+            continue
         outputs = {}
         for command in turn["commands"]:
             output = await reader.get_command_output(command["callId"])
