@@ -2,7 +2,7 @@
 // one summary row per conversation, and every usage snapshot with what it is counted under.
 // Public queries for allowed readers only (lib/access.ts), paginated the standard Convex way: a
 // caller follows `continueCursor` until `isDone`. The token arithmetic is the caller's
-// (ingestor/usage.py): a query returns stored facts, the same ones the SQLite reader returns.
+// (ingestor/cli/usage.py): a query returns stored facts, the same ones the SQLite reader returns.
 import { paginationOptsValidator } from "convex/server";
 import { v } from "convex/values";
 import type { Doc } from "./_generated/dataModel.js";
@@ -37,7 +37,7 @@ const page = <T extends ReturnType<typeof v.object>>(row: T) =>
   });
 
 /** The working directory a raw line names: a session file's `session_meta`/`turn_context`, or an
- * app-server `thread/started`. Same rule as ingestor/conversations.py `cwd_of`. */
+ * app-server `thread/started`. Same rule as ingestor/sinks/sqlite/summaries.py `cwd_of`. */
 export function cwdOf(line: unknown): string | undefined {
   if (typeof line !== "object" || line === null) return undefined;
   const record = line as Record<string, any>;
@@ -131,7 +131,7 @@ const usageRow = v.object({
 });
 
 /** Every usage snapshot in arrival order, with its turn's conversation and model and the
- * conversation's thread. Snapshots are cumulative totals: ingestor/usage.py turns them into usage. */
+ * conversation's thread. Snapshots are cumulative totals: ingestor/cli/usage.py turns them into usage. */
 export const listUsage = readerQuery({
   args: { paginationOpts: paginationOptsValidator },
   returns: page(usageRow),

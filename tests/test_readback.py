@@ -18,7 +18,7 @@ import anyio
 import orjson
 import pytest
 
-from ingestor.sinks.sqlite_history import open_sqlite_history
+from ingestor.sinks.sqlite.history import open_sqlite_history
 
 REPO: Final = Path(__file__).resolve().parents[1]
 FIXTURES: Final = REPO / "fixtures"
@@ -159,7 +159,7 @@ def test_show_turn_quotes_commands_and_points_to_show_command(store: dict[str, A
 
 
 def test_show_turn_indents_every_line_of_a_reasoning_section() -> None:
-    from ingestor.show import render_turn
+    from ingestor.cli.show import render_turn
 
     turn = {"turn": {"turnId": "t", "status": "completed"}, "messages": [], "commands": []}
     turn.update(usageSnapshots=[], rateLimits=[])

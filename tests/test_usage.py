@@ -18,8 +18,8 @@ import orjson
 import pytest
 from golden.store import FIXTURES, normalize_fixture, open_store
 
-from ingestor import usage
-from ingestor.sinks.sqlite_history import SqliteHistory
+from ingestor.cli import usage
+from ingestor.sinks.sqlite.history import SqliteHistory
 
 REPO: Final = Path(__file__).resolve().parents[1]
 CCUSAGE: Final = REPO / "node_modules/@ccusage/codex/dist/index.js"

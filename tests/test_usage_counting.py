@@ -1,4 +1,4 @@
-"""`ingestor.usage` on hand-made snapshot rows: the counting rules one at a time (the recordings'
+"""`ingestor.cli.usage` on hand-made snapshot rows: the counting rules one at a time (the recordings'
 end-to-end numbers are in test_usage.py)."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from ingestor import usage
-from ingestor.prices import PRICES, cost_usd
+from ingestor.cli import usage
+from ingestor.cli.prices import PRICES, cost_usd
 
 DAY = 86_400_000
 T0 = 1_795_300_000_000  # 2026-11-21

@@ -11,10 +11,10 @@ import json
 import shlex
 from typing import Any, Final, Literal
 
-from ingestor.show import NotFoundError
-from ingestor.show_calls import parsed_call
+from ingestor.cli.show_calls import parsed_call
+from ingestor.cli.usage import increments
+from ingestor.errors import NotFoundError
 from ingestor.sinks.base import HistoryReader
-from ingestor.usage import increments
 
 Row = dict[str, Any]
 Format = Literal["md", "html", "json"]

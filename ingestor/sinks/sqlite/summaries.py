@@ -6,10 +6,29 @@ from __future__ import annotations
 import sqlite3
 from typing import Any, Final
 
-from ingestor.conversations import CWD_EVENTS, cwd_of
-from ingestor.sinks.sqlite import loads_json
+from ingestor.sinks.sqlite.rows import loads_json
 
 Row = dict[str, Any]
+
+CWD_EVENTS: Final = 20
+"""Raw events read, from a conversation's first, to find its working directory."""
+
+
+def cwd_of(line: Any) -> str | None:
+    """The working directory a raw line names: a session file's `session_meta` or `turn_context`, or
+    an app-server `thread/started` (`codex exec --json` names none). As convex/summaries.ts `cwdOf`."""
+    if not isinstance(line, dict):
+        return None
+    found: Any = None
+    if line.get("type") in ("session_meta", "turn_context"):
+        payload = line.get("payload")
+        found = payload.get("cwd") if isinstance(payload, dict) else None
+    elif line.get("method") == "thread/started":
+        params = line.get("params")
+        thread = params.get("thread") if isinstance(params, dict) else None
+        found = thread.get("cwd") if isinstance(thread, dict) else None
+    return found if isinstance(found, str) and found else None
+
 
 _TOOL_SOURCES: Final = "('file', 'mcp', 'search')"
 

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from ingestor.prices import PRICES_AS_OF, cost_usd
+from ingestor.cli.prices import PRICES_AS_OF, cost_usd
 from ingestor.sinks.base import HistoryReader
 
 Row = dict[str, Any]
@@ -222,7 +222,7 @@ def render(rows: list[Row], by: By, with_cost: bool) -> str:
     ]
     if with_cost:
         lines.append(
-            f"cost: an estimate from the list prices of {PRICES_AS_OF} (ingestor/prices.py), not a bill; "
+            f"cost: an estimate from the list prices of {PRICES_AS_OF} (ingestor/cli/prices.py), not a bill; "
             "- where a model has no price"
         )
     return "\n".join(line.rstrip() for line in lines)

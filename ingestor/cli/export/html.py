@@ -7,8 +7,8 @@ from __future__ import annotations
 import html
 from typing import Any, Final
 
-from ingestor.export import Row, call_parts, timeline, turn_usage, usage_line
-from ingestor.show import escape_controls, fmt_time
+from ingestor.cli.export import Row, call_parts, timeline, turn_usage, usage_line
+from ingestor.cli.show import escape_controls, fmt_time
 
 COLLAPSE_LINES: Final = 12
 """Blocks longer than this many lines start collapsed, with their line count on the summary."""

@@ -1,6 +1,6 @@
 """The reading commands' arguments and bodies: `show` (one id, or `conversations`), `usage` and
-`export`. `ingestor.cli` wires them; what they print is made in `ingestor.show`,
-`ingestor.conversations`, `ingestor.usage` and `ingestor.export`."""
+`export`. `ingestor.cli` wires them; what they print is made in `ingestor.cli.show`,
+`ingestor.cli.conversations`, `ingestor.cli.usage` and `ingestor.cli.export`."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from ingestor import conversations, usage
-from ingestor.export import FORMATS, gather
-from ingestor.export import html as export_html
-from ingestor.export import markdown as export_markdown
-from ingestor.show import WHAT, EventFilter, escape_controls, show
+from ingestor.cli import conversations, usage
+from ingestor.cli.export import FORMATS, gather
+from ingestor.cli.export import html as export_html
+from ingestor.cli.export import markdown as export_markdown
+from ingestor.cli.show import WHAT, EventFilter, escape_controls, show
 from ingestor.sinks.factory import SinkSpec, open_history
 
 CONVERSATIONS: Final = "conversations"
@@ -74,7 +74,7 @@ def add_usage(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cost",
         action="store_true",
-        help="add an estimated cost from the dated price table (ingestor/prices.py)",
+        help="add an estimated cost from the dated price table (ingestor/cli/prices.py)",
     )
     parser.add_argument("--json", action="store_true", help="a JSON list of rows")
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ingestor.export import Row, call_parts, timeline, turn_usage, usage_line
-from ingestor.show import escape_controls, fmt_time
+from ingestor.cli.export import Row, call_parts, timeline, turn_usage, usage_line
+from ingestor.cli.show import escape_controls, fmt_time
 
 
 def _fence(text: str, lang: str = "") -> list[str]:
