@@ -46,7 +46,9 @@ export default defineSchema({
     // which its own snapshots include (docs/operations.md, "Forks").
     forkedFromThreadId: v.optional(v.string()),
     forkedFromUsage: v.optional(usageTotals),
-  }).index("by_conversationId", ["conversationId"]),
+  })
+    .index("by_conversationId", ["conversationId"])
+    .index("by_lastSeenAt", ["lastSeenAt"]),
 
   turns: defineTable({
     turnId: v.string(),

@@ -101,7 +101,8 @@ TABLES: Final[dict[str, Table]] = {
                 Column("forkedFromUsage", "json"),
             ),
             identity="conversationId",
-            indexes=(Index(("conversationId",), unique=True),),
+            # lastSeenAt: `show conversations` lists the most recent first.
+            indexes=(Index(("conversationId",), unique=True), Index(("lastSeenAt",))),
         ),
         Table(
             "turns",
