@@ -12,6 +12,8 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any, Final
 
+import orjson
+
 from ingestor.lines import Line
 from ingestor.normalize.state import Command, Ops, State
 from ingestor.ops import Op, make_key
@@ -112,13 +114,13 @@ def conversation(
     _put(args, "modelProvider", s.model_provider)
     _put(args, "clientName", s.client_name)
     op: Op = {"op": "upsertConversation", "key": make_key("c", cid, line.ordinal, at), "args": args}
-    _file_under_thread(s, op)
+    file_under_thread(s, op)
     if s.model is not None and "thread" in op:
         op["model"] = s.model
     out.append(op)
 
 
-def _file_under_thread(s: State, op: Op) -> None:
+def file_under_thread(s: State, op: Op) -> None:
     """Name the op's thread: the store files each thread under one conversation (the first it saw)
     and resolves the op's `conversationId` by it, whatever this stream proposed."""
     thread = s.thread_id
@@ -144,7 +146,7 @@ def _turn_op(s: State, line: Line, out: Ops, turn_id: str, args: dict[str, Any])
         "key": make_key("t", turn_id, line.ordinal, args.get("status")),
         "args": args,
     }
-    _file_under_thread(s, op)
+    file_under_thread(s, op)
     out.append(op)
 
 
@@ -256,7 +258,17 @@ def command(
         if not owner and name in ("command", "parsedCmd", "source"):
             continue
         args[name] = value
-    out.append({"op": "upsertCommand", "key": make_key("x", call_id, line.ordinal, kind), "args": args})
+    op: Op = {"op": "upsertCommand", "key": make_key("x", call_id, line.ordinal, kind), "args": args}
+    argv = args.get("command")
+    if cmd.identity is None and argv:
+        # What the call is, whichever channel tells it: its argv and how many calls of the turn had
+        # the same argv before it (exec and its session file name the same call differently).
+        same = s.occurrence(cmd.turn_id, "call", text_hash(orjson.dumps(argv).decode()))
+        cmd.identity = make_key("cc", argv, same)
+    if cmd.identity is not None:
+        op["call"] = cmd.identity
+    file_under_thread(s, op)
+    out.append(op)
 
 
 _CALL_TERMINAL: Final = frozenset({"completed", "failed", "declined", "canceled"})
@@ -348,13 +360,11 @@ def message(
     h = text_hash(content)
     n = s.occurrence(turn_id, family, role, h)
     args = {"turnId": turn_id, "role": role, "content": content, "rawContent": raw, "createdAt": at}
-    out.append(
-        {
-            "op": "appendMessage",
-            "key": make_key("m", turn_id, role, h, n),
-            "args": args,
-        }
-    )
+    # The key is the message's identity within its turn: the store scopes it by the turn it files
+    # the message in (docs/operations.md), which for an exec run is not known here.
+    op: Op = {"op": "appendMessage", "key": make_key("m", role, h, n), "args": args}
+    file_under_thread(s, op)
+    out.append(op)
 
 
 def reasoning(
@@ -368,9 +378,10 @@ def reasoning(
     raw: Any,
     at: int,
 ) -> None:
-    """One reasoning item, keyed like `message` (on its summary text); `position` is its index among
-    the family's reasoning items of the turn."""
-    h = text_hash("\n\n".join(summary))
+    """One reasoning item, keyed like `message` (on its summary text, whitespace aside: exec joins a
+    summary's parts with one line break, other channels keep them apart); `position` is its index
+    among the family's reasoning items of the turn."""
+    h = text_hash(" ".join(" ".join(summary).split()))
     n = s.occurrence(turn_id, family, "reasoning", h)
     position = s.occurrence(turn_id, family, "reasoning#")
     args: dict[str, Any] = {
@@ -381,13 +392,9 @@ def reasoning(
         "position": position,
         "createdAt": at,
     }
-    out.append(
-        {
-            "op": "appendReasoningSection",
-            "key": make_key("r", turn_id, h, n),
-            "args": args,
-        }
-    )
+    op: Op = {"op": "appendReasoningSection", "key": make_key("r", h, n), "args": args}
+    file_under_thread(s, op)
+    out.append(op)
 
 
 # --- usage and rate limits -----------------------------------------------------------------------
@@ -417,7 +424,7 @@ def usage(
         _put(args, name, number(value))
     _put(args, "modelContextWindow", integer(window))
     op: Op = {"op": "appendUsageSnapshot", "key": make_key("u", thread_scope(s), *counts[:4]), "args": args}
-    _file_under_thread(s, op)
+    file_under_thread(s, op)
     hold_for_turn(s, out, turn_id, op)
 
 
@@ -496,13 +503,13 @@ def rate_limits(
         if RESETS_IN in row:
             parts[_RATE_FIELDS.index("resetsAt")] = ("in", row[RESETS_IN])
         op: Op = {"op": "appendRateLimit", "key": make_key("l", scope, *parts), "args": args, "channel": kind}
-        _file_under_thread(s, op)
+        file_under_thread(s, op)
         hold_for_turn(s, out, turn_id, op)
 
 
 def next_derived_turn(s: State) -> str:
-    """A turn id for streams that give none (exec --json, old session files): the thread id and the
-    turn's ordinal in that thread, counted across resumed runs of the same thread in one stream."""
+    """A turn id for session files that give none (Codex 0.63): the thread id and the turn's ordinal
+    in the file."""
     thread = s.thread_id or s.conversation_id or ""
     n = s.derived_turns.get(thread, 0) + 1
     s.derived_turns[thread] = n

@@ -33,8 +33,9 @@ from ingestor.sinks.schema import TABLES, Column, Table
 
 log = get_logger("ingestor.sinks.sqlite")
 
-SCHEMA_VERSION: Final = 2
-"""2: the `threads` table; chunks numbered by the store."""
+SCHEMA_VERSION: Final = 3
+"""2: the `threads` table; chunks numbered by the store. 3: `thread_turns`, `thread_calls` and the
+threads' turn counts (exec runs meet their session file)."""
 LOCKED_RETRY: Final = 1.0
 """Seconds between attempts while another process holds the store beyond the busy timeout."""
 PAGE_SIZE: Final = 8192
@@ -260,9 +261,9 @@ def _apply(conn: sqlite3.Connection, ops: Sequence[Op], outcome: BatchOutcome) -
                     if not threads.keeps_rate_limits(thread, op.get("channel")):
                         counts["duplicate"] += 1  # the thread's limits as another channel reported them
                         continue
-                    args = threads.latest_turn(thread, args)
+                    args = threads.latest_turn(thread, threads.place(thread, op, args))
                 elif name == "appendUsageSnapshot":
-                    args = threads.latest_turn(thread, args)
+                    args = threads.latest_turn(thread, threads.place(thread, op, args))
                 else:
                     args = threads.resolve(thread, args)
                     if "model" in op:
@@ -271,6 +272,8 @@ def _apply(conn: sqlite3.Connection, ops: Sequence[Op], outcome: BatchOutcome) -
                         running = threads.running_turn(thread, upserts)
                         if running is not None:
                             args = _with(args, "turnId", running)
+                    else:
+                        args = threads.place(thread, op, args)
             if name == "appendEvent":
                 event = _event_row(args, op["key"])
                 if event is not None:
@@ -297,6 +300,8 @@ def _apply(conn: sqlite3.Connection, ops: Sequence[Op], outcome: BatchOutcome) -
                 key = op["key"]
                 if type(key) is not str or not key:
                     raise Rejected("key: expected a non-empty string")
+                if name in _TURN_SCOPED:
+                    key = f"{key}@{values.get('turnId')}"
                 values["key"] = key
                 if not values.keys() >= plan.required:
                     _check_required(plan, values)
@@ -341,6 +346,11 @@ def _apply(conn: sqlite3.Connection, ops: Sequence[Op], outcome: BatchOutcome) -
                 counts[status] += count
 
 
+_TURN_SCOPED: Final = frozenset({"appendMessage", "appendReasoningSection"})
+"""Appends whose key is their identity within their turn: stored as `<key>@<turnId>`, the turn the
+store filed them in (an exec run's turn is the store's decision)."""
+
+
 def _close_calls_of_ended_turns(conn: sqlite3.Connection, upserts: Mapping[tuple[str, str], _Upsert]) -> None:
     """Merge rule 6: a turn that has ended ends its calls still running, `canceled` at the turn's end
     (Codex sends no end for a call its turn cut short), whichever process saw the call start."""
@@ -365,30 +375,145 @@ def _with(args: Mapping[str, Any], name: str, value: Any) -> Mapping[str, Any]:
     return {**args, name: value}
 
 
+def _under_run(value: str, turn: str, placed: str, run: bool) -> str:
+    """An id under an exec run (`<run>/<item id>`) as the same id under the run's stored turn."""
+    if run and value.startswith(turn + "/"):
+        return placed + value[len(turn) :]
+    return value
+
+
 class _Threads:
     """The store's side of "one thread, many channels" (docs/operations.md): the conversation each
     Codex thread is filed under (the first one proposed for it) and the one channel whose rate-limit
     reports it keeps (the first to report). Read once per thread per transaction."""
 
-    __slots__ = ("_conn", "_rows")
+    __slots__ = ("_calls", "_conn", "_rows", "_turns")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
-        self._rows: dict[str, list[str | None]] = {}
-        """threadId -> [conversationId, rateLimitSource, model, lastTurnId], as stored (or about to be)."""
+        self._rows: dict[str, list[Any]] = {}
+        """threadId -> [conversationId, rateLimitSource, model, lastTurnId, codexTurns, execTurns], as
+        stored (or about to be)."""
+        self._turns: dict[str, str] = {}
+        """Turn ids (Codex's, an exec run's) -> the turn stored for them, as looked up or filed."""
+        self._calls: dict[str, str] = {}
+        """Call ids -> the call stored for them, as looked up or filed."""
 
-    def _row(self, thread: str) -> list[str | None]:
+    def _row(self, thread: str) -> list[Any]:
         row = self._rows.get(thread)
         if row is None:
             found = self._conn.execute(
-                "SELECT conversationId, rateLimitSource, model, lastTurnId FROM threads WHERE threadId = ?",
+                "SELECT conversationId, rateLimitSource, model, lastTurnId, codexTurns, execTurns"
+                " FROM threads WHERE threadId = ?",
                 (thread,),
             ).fetchone()
             if found is None:
                 self._conn.execute("INSERT INTO threads (threadId) VALUES (?)", (thread,))
-                found = (None, None, None, None)
+                found = (None, None, None, None, None, None)
             row = self._rows[thread] = list(found)
         return row
+
+    def place(self, thread: str, op: Op, args: Mapping[str, Any]) -> Mapping[str, Any]:
+        """`args` with the turn and call the store files the op's fact in: an exec run is the
+        thread's turn of the same ordinal whichever channel stored it first, and a call told by two
+        channels under two ids is the call of its turn with the same identity (`call`)."""
+        turn = args.get("turnId")
+        if type(turn) is not str:
+            return args
+        run = op.get("run") is True
+        name = op["op"]
+        # Without an exec run in the thread, every turn and call is stored under its own id.
+        aliased = run or bool(self._row(thread)[5])
+        if name == "upsertTurn":
+            placed, number = self._file_turn(thread, turn, run)
+            args = _with(args, "turnNumber", number)
+        else:
+            placed = self._stored_turn(turn) if aliased else turn
+        if placed != turn:
+            args = _with(args, "turnId", placed)
+        if name == "upsertCommand":
+            call = args.get("callId")
+            if type(call) is str:
+                own = _under_run(call, turn, placed, run)
+                stored = self._file_call(call, placed, own, op.get("call"), aliased)
+                if stored != call:
+                    args = _with(args, "callId", stored)
+        elif run and name == "appendReasoningSection":
+            item = args.get("itemId")
+            if type(item) is str:
+                args = _with(args, "itemId", _under_run(item, turn, placed, run))
+        return args
+
+    def _stored_turn(self, turn: str) -> str:
+        placed = self._turns.get(turn)
+        if placed is None:
+            found = self._conn.execute("SELECT turnId FROM thread_turns WHERE alias = ?", (turn,)).fetchone()
+            placed = self._turns[turn] = turn if found is None else found[0]
+        return placed
+
+    def _file_turn(self, thread: str, turn: str, run: bool) -> tuple[str, int]:
+        """The turn stored for `turn` and its ordinal in the thread. A turn id met for the first time
+        is the thread's next turn of its kind (Codex's turns and exec runs are counted apart): the
+        turn stored at that ordinal by the other kind, if any, else a new one (an exec run's is named
+        `<thread>/turn-<n>`)."""
+        found = self._conn.execute(
+            "SELECT turnId, turnNumber FROM thread_turns WHERE alias = ?", (turn,)
+        ).fetchone()
+        if found is not None:
+            self._turns[turn] = found[0]
+            return found[0], found[1]
+        row = self._row(thread)
+        column = 5 if run else 4
+        number = (row[column] or 0) + 1
+        self._set(thread, row, column, number)
+        same_place = self._conn.execute(
+            "SELECT turnId FROM thread_turns WHERE threadId = ? AND turnNumber = ? LIMIT 1", (thread, number)
+        ).fetchone()
+        if same_place is not None:
+            placed = same_place[0]
+        elif run:
+            placed = f"{thread}/turn-{number}"
+        else:
+            placed = turn
+        self._conn.execute(
+            "INSERT INTO thread_turns (alias, threadId, turnNumber, turnId) VALUES (?, ?, ?, ?)",
+            (turn, thread, number, placed),
+        )
+        self._turns[turn] = placed
+        return placed, number
+
+    def _file_call(self, call: str, turn: str, own: str, identity: Any, aliased: bool) -> str:
+        """The call stored for call id `call` of `turn`: the one it was filed as, else the turn's call
+        with the same identity (told by another channel), else `own`. `aliased`: the thread has exec
+        runs (else a call is itself, and only its identity is filed, for a later run to meet)."""
+        stored = self._calls.get(call)
+        if stored is not None:
+            return stored
+        if not aliased:
+            if type(identity) is str:
+                self._conn.execute(
+                    "INSERT OR IGNORE INTO thread_calls (alias, turnId, identity, callId)"
+                    " VALUES (?, ?, ?, ?)",
+                    (call, turn, identity, call),
+                )
+            self._calls[call] = call
+            return call
+        found = self._conn.execute("SELECT callId FROM thread_calls WHERE alias = ?", (call,)).fetchone()
+        if found is not None:
+            stored = found[0]
+        elif type(identity) is str:
+            same = self._conn.execute(
+                "SELECT callId FROM thread_calls WHERE turnId = ? AND identity = ? LIMIT 1", (turn, identity)
+            ).fetchone()
+            stored = own if same is None else same[0]
+            self._conn.execute(
+                "INSERT INTO thread_calls (alias, turnId, identity, callId) VALUES (?, ?, ?, ?)",
+                (call, turn, identity, stored),
+            )
+        else:
+            stored = own
+        self._calls[call] = stored
+        return stored
 
     def resolve(self, thread: str, args: Mapping[str, Any]) -> Mapping[str, Any]:
         """`args` with the conversation the thread is filed under (filing it under the proposed one
@@ -418,9 +543,9 @@ class _Threads:
             status = None if found is None else found[0]
         return latest if status == "running" else None
 
-    def _set(self, thread: str, row: list[str | None], column: int, value: str) -> None:
+    def _set(self, thread: str, row: list[Any], column: int, value: str | int) -> None:
         row[column] = value
-        name = ("conversationId", "rateLimitSource", "model", "lastTurnId")[column]
+        name = ("conversationId", "rateLimitSource", "model", "lastTurnId", "codexTurns", "execTurns")[column]
         self._conn.execute(f"UPDATE threads SET {name} = ? WHERE threadId = ?", (value, thread))
 
     def turn(self, thread: str, values: dict[str, Any], new: bool) -> None:
@@ -637,7 +762,14 @@ def connect(path: str | Path, *, read_only: bool = False) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_size_limit = 67108864")
     conn.execute("BEGIN IMMEDIATE")
     for table in TABLES.values():
-        for statement in table.ddl():
+        statements = table.ddl()
+        conn.execute(statements[0])
+        # A store made by an older version: its tables gain the (optional) columns added since.
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table.name})")}
+        for column in table.columns:
+            if column.name not in present:
+                conn.execute(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {column.sql_type}")
+        for statement in statements[1:]:
             conn.execute(statement)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     conn.execute("COMMIT")
