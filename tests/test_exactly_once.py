@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 import pytest
-from golden.store import FIXTURES, T0, TABLES, fixture_lines, summarize, table_rows
+from golden.store import FIXTURES, T0, TABLES, exec_run_streams, fixture_lines, summarize, table_rows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -262,20 +262,11 @@ def test_a_thread_through_exec_and_its_session_file_keeps_the_richer_facts() -> 
 
 
 def exec_runs(path: Path) -> list[list[Line]]:
-    """An exec recording cut into the stdout of each `codex exec` process (manifest:
-    `observed.exec_run_bytes`), each its own stream, read when `live_lines` reads them (exec lines
-    carry no time)."""
-    manifest = orjson.loads((FIXTURES / "manifest.json").read_bytes())
-    (entry,) = [e for e in manifest["files"] if e["path"] == path.relative_to(FIXTURES).as_posix()]
-    data = path.read_bytes()
-    runs, start = [], 0
-    for size in entry["observed"]["exec_run_bytes"]:
-        runs.append(data[start : start + size])
-        start += size
-    assert start == len(data)
+    """An exec recording as each `codex exec` process printed it, each its own stream, read when
+    `live_lines` reads them (exec lines carry no time)."""
     return [
         [Line(f"run-{n}", i, T0, line) for i, line in enumerate(run.splitlines())]
-        for n, run in enumerate(runs)
+        for n, run in enumerate(exec_run_streams(path))
     ]
 
 
