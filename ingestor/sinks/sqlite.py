@@ -387,7 +387,7 @@ class _Threads:
     Codex thread is filed under (the first one proposed for it) and the one channel whose rate-limit
     reports it keeps (the first to report). Read once per thread per transaction."""
 
-    __slots__ = ("_calls", "_conn", "_rows", "_turns")
+    __slots__ = ("_calls", "_conn", "_filed", "_rows", "_turns")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
@@ -396,6 +396,8 @@ class _Threads:
         stored (or about to be)."""
         self._turns: dict[str, str] = {}
         """Turn ids (Codex's, an exec run's) -> the turn stored for them, as looked up or filed."""
+        self._filed: dict[str, tuple[str, int]] = {}
+        """Turn ids upserted in this transaction -> (the turn stored for them, its ordinal)."""
         self._calls: dict[str, str] = {}
         """Call ids -> the call stored for them, as looked up or filed."""
 
@@ -456,11 +458,15 @@ class _Threads:
         is the thread's next turn of its kind (Codex's turns and exec runs are counted apart): the
         turn stored at that ordinal by the other kind, if any, else a new one (an exec run's is named
         `<thread>/turn-<n>`)."""
+        filed = self._filed.get(turn)
+        if filed is not None:
+            return filed
         found = self._conn.execute(
             "SELECT turnId, turnNumber FROM thread_turns WHERE alias = ?", (turn,)
         ).fetchone()
         if found is not None:
             self._turns[turn] = found[0]
+            self._filed[turn] = found
             return found[0], found[1]
         row = self._row(thread)
         column = 5 if run else 4
@@ -480,6 +486,7 @@ class _Threads:
             (turn, thread, number, placed),
         )
         self._turns[turn] = placed
+        self._filed[turn] = (placed, number)
         return placed, number
 
     def _file_call(self, call: str, turn: str, own: str, identity: Any, aliased: bool) -> str:
@@ -581,7 +588,7 @@ class _Threads:
         row = self._row(thread)
         if row[1] is None:
             self._set(thread, row, 1, channel)
-        return row[1] == channel
+        return bool(row[1] == channel)
 
 
 _IN_GROUP: Final = 500
