@@ -272,7 +272,8 @@ def _apply(conn: sqlite3.Connection, ops: Sequence[Op], outcome: BatchOutcome) -
                         running = threads.running_turn(thread, upserts)
                         if running is not None:
                             args = _with(args, "turnId", running)
-                    else:
+                    elif name != "appendEvent" or thread in threads.with_runs:
+                        # (A raw event of a thread without exec runs is in its own turn: most ops.)
                         args = threads.place(thread, op, args)
             if name == "appendEvent":
                 event = _event_row(args, op["key"])
@@ -387,7 +388,7 @@ class _Threads:
     Codex thread is filed under (the first one proposed for it) and the one channel whose rate-limit
     reports it keeps (the first to report). Read once per thread per transaction."""
 
-    __slots__ = ("_calls", "_conn", "_filed", "_rows", "_turns")
+    __slots__ = ("_calls", "_conn", "_filed", "_rows", "_turns", "with_runs")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
@@ -400,6 +401,8 @@ class _Threads:
         """Turn ids upserted in this transaction -> (the turn stored for them, its ordinal)."""
         self._calls: dict[str, str] = {}
         """Call ids -> the call stored for them, as looked up or filed."""
+        self.with_runs: set[str] = set()
+        """The threads read so far that have exec runs (their ops' ids may be another's)."""
 
     def _row(self, thread: str) -> list[Any]:
         row = self._rows.get(thread)
@@ -412,6 +415,8 @@ class _Threads:
             if found is None:
                 self._conn.execute("INSERT INTO threads (threadId) VALUES (?)", (thread,))
                 found = (None, None, None, None, None, None)
+            elif found[5]:
+                self.with_runs.add(thread)
             row = self._rows[thread] = list(found)
         return row
 
@@ -425,7 +430,8 @@ class _Threads:
         run = op.get("run") is True
         name = op["op"]
         # Without an exec run in the thread, every turn and call is stored under its own id.
-        aliased = run or bool(self._row(thread)[5])
+        self._row(thread)
+        aliased = run or thread in self.with_runs
         if name == "upsertTurn":
             placed, number = self._file_turn(thread, turn, run)
             args = _with(args, "turnNumber", number)
@@ -472,6 +478,8 @@ class _Threads:
         column = 5 if run else 4
         number = (row[column] or 0) + 1
         self._set(thread, row, column, number)
+        if run:
+            self.with_runs.add(thread)
         same_place = self._conn.execute(
             "SELECT turnId FROM thread_turns WHERE threadId = ? AND turnNumber = ? LIMIT 1", (thread, number)
         ).fetchone()
