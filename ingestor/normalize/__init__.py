@@ -243,9 +243,16 @@ class Normalizer:
             self.derive_errors += 1
             derived = []
         # The raw event goes first; its turn is only known once the line's facts are read (which may
-        # also have switched threads).
-        out.append(event_op(s.cur or cur, line, method, obj, s.line_turn, kind != BAD))
-        out.extend(derived)
+        # also have switched threads). After them when the line named an exec run: the run's turn op
+        # must reach the store before anything filed in it.
+        event = event_op(s.cur or cur, line, method, obj, s.line_turn, kind != BAD)
+        if s.run_named:
+            s.run_named = False
+            out.extend(derived)
+            out.append(event)
+        else:
+            out.append(event)
+            out.extend(derived)
 
     def _process_v2(self, line: Line, method: str, obj: dict[str, Any], out: Ops) -> None:
         """`_process` for an app-server v2 line (most lines), with `codex_time`, `line_thread` and the
