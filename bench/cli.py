@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from bench import delivery, live, machine, report, soak, throughput
+from bench import archive, delivery, live, machine, report, soak, throughput
 from bench.plan import FULL, SECTIONS, SMOKE, Plan
 from bench.procs import RESULTS, pin_self, pinned
 from bench.profiling import profile
@@ -122,8 +122,25 @@ class Suite:
                         variant, threads, step
                     ),
                 )
+        if "archive" in self.only:
+            self._archives()
         if "profile" in self.only:
             self._profiles()
+
+    def _archives(self) -> None:
+        for number, files in enumerate(self.plan.archives):
+            started = time.perf_counter()
+            root, meta = archive.ensure(files)
+            self.workloads[meta["name"]] = meta
+            took = time.perf_counter() - started
+            self.log(f"workload {meta['name']}: {meta['bytes'] / 2**20:.1f} MiB ({took:.1f} s)")
+            self._archive(root, meta, with_convex=number == 0)
+
+    def _archive(self, root: Path, meta: dict[str, Any], *, with_convex: bool) -> None:
+        runs = self.plan.runs
+        self.attempt("archive", meta["name"], lambda: archive.measure(root, meta, runs))
+        if with_convex:
+            self.attempt("archive-convex", meta["name"], lambda: archive.convex(root, meta, runs))
 
     def _convex(self, w: Workload, delay_ms: float) -> Measurement:
         path, meta = self.workload(w)

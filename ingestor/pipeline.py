@@ -225,10 +225,9 @@ class Pipeline:
                 stats.ops += len(ops)
                 stats.streams_closed += 1
                 # If the batcher died (sink failure), its error is the one reported; not this.
-                with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    if ops:
+                if ops:
+                    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                         await send(ops)
-                    await send(None)
 
     def _normalize(
         self, normalizer: StreamNormalizer, lines: list[Line], failures: _Failures, problems: _LineProblems
