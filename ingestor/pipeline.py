@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Final, Protocol
 
@@ -36,6 +36,8 @@ class StreamNormalizer(Protocol):
 
     derive_errors: int
     """Lines stored raw only because their facts could not be read (a Codex format change?)."""
+    bad_lines: dict[str, int]
+    """Lines stored raw as not JSON or too long, by their raw event's method."""
 
     def feed_into(self, line: Line, out: list[Op]) -> None: ...
 
@@ -217,7 +219,7 @@ class Pipeline:
                         problems.derive_failed(
                             normalizer.derive_errors, lines[-1] if lines else None, finished, 0
                         )
-                    problems.count_bad_lines(finished)
+                    problems.count_bad_lines(normalizer.bad_lines)
                     ops.extend(finished)
                 failures.summarize()
                 stats.lines += len(lines)
@@ -244,7 +246,7 @@ class Pipeline:
                 failures.record(ordinal=line.ordinal)
             if normalizer.derive_errors != problems.derive_errors:
                 problems.derive_failed(normalizer.derive_errors, line, ops, start)
-        problems.count_bad_lines(ops)
+        problems.count_bad_lines(normalizer.bad_lines)
         return ops
 
 
@@ -281,11 +283,12 @@ class _LineProblems:
     Counted in metrics; the first of each kind is logged with its method, so a Codex format change
     is noticed the day it ships, without a log line per line."""
 
-    __slots__ = ("bad_logged", "derive_errors", "source")
+    __slots__ = ("bad_counted", "bad_logged", "derive_errors", "source")
 
     def __init__(self, source: str) -> None:
         self.source = source
         self.derive_errors = 0
+        self.bad_counted: dict[str, int] = {}
         self.bad_logged = False
 
     def derive_failed(self, total: int, line: Line | None, ops: list[Op], start: int) -> None:
@@ -303,18 +306,23 @@ class _LineProblems:
             )
         self.derive_errors = total
 
-    def count_bad_lines(self, ops: list[Op]) -> None:
-        for op in ops:
-            if op["op"] == "appendEvent":
-                method = op["args"].get("method")
-                reason = BAD_LINE_METHODS.get(method) if type(method) is str else None
-                if reason is not None:
-                    METRICS.bad_lines.labels(reason=reason).inc()
-                    if not self.bad_logged:
-                        self.bad_logged = True
-                        log.warning(
-                            "input line stored raw: not JSON or too long; further ones in this stream "
-                            "are only counted",
-                            source=self.source,
-                            method=method,
-                        )
+    def count_bad_lines(self, counts: Mapping[str, int]) -> None:
+        """The normalizer's count of bad lines by method is now `counts` (compared once per read, not
+        looked for among every operation)."""
+        if counts == self.bad_counted:
+            return
+        for method, total in counts.items():
+            new = total - self.bad_counted.get(method, 0)
+            reason = BAD_LINE_METHODS.get(method)
+            if not new or reason is None:
+                continue
+            METRICS.bad_lines.labels(reason=reason).inc(new)
+            if not self.bad_logged:
+                self.bad_logged = True
+                log.warning(
+                    "input line stored raw: not JSON or too long; further ones in this stream "
+                    "are only counted",
+                    source=self.source,
+                    method=method,
+                )
+        self.bad_counted = dict(counts)

@@ -130,6 +130,8 @@ class Normalizer:
         self._last_line: Line | None = None
         self.derive_errors = 0
         """Lines whose facts could not be read (kept raw only): a number worth a metric."""
+        self.bad_lines: dict[str, int] = {}
+        """Lines stored raw as not JSON or too long, by their raw event's method (normalize/raw.py)."""
         if conversation_id is not None:
             self._s.fixed_conversation = conversation_id
 
@@ -245,6 +247,8 @@ class Normalizer:
             derived = []
         # The raw event goes first; its turn is only known once the line's facts are read (which may
         # also have switched threads).
+        if kind == BAD:
+            self.bad_lines[method] = self.bad_lines.get(method, 0) + 1
         out.append(event_op(s.cur or cur, line, method, obj, s.line_turn, kind != BAD))
         out.extend(derived)
 
