@@ -3,6 +3,7 @@
 python -m bench                 # the full suite: five runs each, 10k..1M events (~30 min)
 python -m bench --smoke         # everything tiny (10k events, one run): checks the harness only
 python -m bench --only throughput,sqlite --runs 3
+python -m bench --only archive --archives 2000 --runs 3
 python -m bench --render-only   # re-render docs/benchmarks.md from bench-results/latest.json
 """
 
@@ -200,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="tiny workloads, one run; targets not asserted")
     ap.add_argument("--runs", type=int, help="runs per measurement (default: 5, smoke: 1)")
     ap.add_argument("--only", help=f"comma-separated sections: {','.join(SECTIONS)}")
+    ap.add_argument(
+        "--archives", help="comma-separated file counts of the sessions archives (default: the plan's)"
+    )
     ap.add_argument("--render-only", action="store_true", help="only re-render from latest.json")
     ap.add_argument("--no-render", action="store_true", help="do not write docs/benchmarks.md")
     args = ap.parse_args(argv)
@@ -212,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = SMOKE if args.smoke else FULL
     if args.runs:
         plan = replace(plan, runs=args.runs, memory_runs=min(plan.memory_runs, args.runs))
+    if args.archives:
+        plan = replace(plan, archives=tuple(int(n) for n in args.archives.split(",")))
     only = set(args.only.split(",")) if args.only else set(SECTIONS)
     if unknown := only - set(SECTIONS):
         ap.error(f"unknown sections: {', '.join(sorted(unknown))}")
@@ -247,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     out = RESULTS / f"results-{plan.name}-{stamp}.json"
     blob = orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
     out.write_bytes(blob)
-    complete = plan.name == "full" and only == set(SECTIONS)
+    complete = plan.name == "full" and only == set(SECTIONS) and not args.archives
     kind = "latest" if complete else f"latest-{plan.name}{'' if only == set(SECTIONS) else '-partial'}"
     (RESULTS / f"{kind}.json").write_bytes(blob)
     suite.log(f"results: {out}")
