@@ -190,6 +190,12 @@ class Suite:
             large, _ = self.workload(self.plan.profile_large)
             self.profiles["replay-null-large"] = profile(commands.replay(large, "null"))
             self.profiles["replay-null-large"]["workload"] = self.plan.profile_large.name
+        if self.plan.archives:
+            root, meta = archive.ensure(self.plan.archives[0])
+            for suffix in ("", "-wal", "-shm"):
+                Path(str(db) + suffix).unlink(missing_ok=True)
+            self.profiles["archive-sqlite"] = profile(commands.replay(root / "sessions", f"sqlite:{db}"))
+            self.profiles["archive-sqlite"]["workload"] = meta["name"]
         for name, prof in self.profiles.items():
             self.log(f"profile {name}: {prof.get('samples', prof.get('error', '')[:200])}")
 
