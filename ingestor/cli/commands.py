@@ -1,8 +1,9 @@
 """The `ingestor` command: `run` (the daemon), `replay` (files as fast as the sink allows), `show`.
 
 Exit status: 0 done; 1 failure at run time (sink error, unknown id for `show`, Convex refusing the
-key or missing its functions at the end of a one-shot run); 2 bad usage (a bad `--sink`, a missing
-replay path, argparse errors); 75 a one-shot run (`replay`, `run` on stdin alone) ended with
+key or missing its functions at the end of a one-shot run, Convex unreachable for `show`); 2 bad
+usage (a bad `--sink`, a store that cannot be written, a socket or port that cannot be listened on,
+a missing replay path, argparse errors); 75 a one-shot run (`replay`, `run` on stdin alone) ended with
 operations still in the spool (Convex unreachable until the flush deadline): a later run with the
 same state directory delivers them; 130 `replay` stopped by a signal before the end.
 """
@@ -17,15 +18,22 @@ import signal
 import ssl
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 import anyio
 
 from ingestor.batch import DEFAULT_MAX_AGE, DEFAULT_MAX_OPS
+from ingestor.cli.input_report import report
 from ingestor.cli.show import WHAT, show
-from ingestor.errors import MissingPathError, NotFoundError, SinkError, SourceConfigError
+from ingestor.errors import (
+    HistoryUnavailableError,
+    MissingPathError,
+    NotFoundError,
+    SinkError,
+    SourceConfigError,
+)
 from ingestor.framing import DEFAULT_MAX_LINE_BYTES
 from ingestor.logging import configure_logging, get_logger
 from ingestor.normalize import Normalizer
@@ -41,7 +49,7 @@ from ingestor.sources.accept import (
     default_max_connections,
 )
 from ingestor.sources.auth import ProducerAuth, check_exposure, load_token
-from ingestor.sources.files import REPLAY_QUEUE_CHUNKS, FilesSource, expand_paths
+from ingestor.sources.files import REPLAY_QUEUE_CHUNKS, FilesSource, SkippedFile, expand_paths
 from ingestor.sources.sockets import DEFAULT_UNIX_MODE, TcpSource, UnixSource, parse_host_port
 from ingestor.sources.stdin import StdinSource
 from ingestor.sources.tls import server_context
@@ -80,8 +88,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sink",
         metavar="SINK",
-        help=f"where operations go: {SINK_SYNTAX}. Default: convex when a CONVEX_* "
-        "deployment variable is set, else sqlite:./ingestor.db",
+        help=f"where operations go: {SINK_SYNTAX}. Default: convex when --convex-url or a CONVEX_* "
+        "deployment variable is set, else the embedded store in the user's data directory "
+        "(~/.local/share/codex-ingestor/ingestor.db on Linux)",
     )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
@@ -267,17 +276,31 @@ async def run_pipeline(
     config: PipelineConfig,
     factory: NormalizerFactory,
     sink_options: Mapping[str, Any],
+    watch: Callable[[Pipeline], Coroutine[Any, Any, None]] | None = None,
 ) -> tuple[Pipeline, Leftover | None]:
     """Open the sink, run the pipeline until its sources end or a signal stops it, close the sink.
-    Also returns what the sink could not deliver before it closed."""
+    `watch` runs beside it (the progress bar), cancelled at the end. Also returns what the sink
+    could not deliver before it closed."""
     async with open_sink(spec, os.environ, sink_options) as sink:
         pipeline = Pipeline(sink, factory, config)
         async with anyio.create_task_group() as tg:
             tg.start_soon(_stop_on_signal, pipeline)
+            if watch is not None:
+                tg.start_soon(watch, pipeline)
             await pipeline.run(sources)
             tg.cancel_scope.cancel()
     log.info("pipeline done", sink=str(spec), **pipeline.summary())
+    _report_input(
+        pipeline,
+        [skipped for source in sources if isinstance(source, FilesSource) for skipped in source.skipped],
+    )
     return pipeline, sink.leftover() if isinstance(sink, Spooling) else None
+
+
+def _report_input(pipeline: Pipeline, skipped: Sequence[SkippedFile]) -> None:
+    """Warn about input that is not Codex (stored raw, or skipped), with a hint at the likely mistake."""
+    for line in report(pipeline.stats, pipeline.not_codex_streams, pipeline.not_codex_examples, skipped):
+        print(line, file=sys.stderr)
 
 
 def _undelivered_status(leftover: Leftover | None) -> int:
@@ -308,24 +331,38 @@ async def _run(args: argparse.Namespace, spec: SinkSpec) -> int:
 
 
 async def _replay(args: argparse.Namespace, spec: SinkSpec) -> int:
-    files = expand_paths(args.paths)
+    files = FilesSource(expand_paths(args.paths))
     began = time.perf_counter()
+
+    async def progress_bar(pipeline: Pipeline) -> None:
+        from ingestor.cli.progress import show_progress  # tqdm loads only for a replay on a terminal
+
+        await show_progress(files.progress, pipeline.stats)
+
     pipeline, leftover = await run_pipeline(
         spec,
-        [FilesSource(files)],
+        [files],
         dataclasses.replace(pipeline_config(args), queue_chunks=REPLAY_QUEUE_CHUNKS),
         normalizer_factory(args.conversation_id),
         vars(args),
+        watch=progress_bar if sys.stderr.isatty() else None,
     )
     seconds = time.perf_counter() - began
     lines = pipeline.stats.lines
     rate = round(lines / seconds) if seconds else None
+    done = {"files": files.progress.files_done, "skipped": len(files.skipped), "lines": lines}
     if pipeline.stopped:
         # What was read is stored, but not everything: a caller must not take this for success.
-        log.warning("replay interrupted", files=len(files), lines=lines)
+        log.warning("replay interrupted", **done)
         _undelivered_status(leftover)
         return EXIT_INTERRUPTED
-    log.info("replay done", files=len(files), lines=lines, seconds=round(seconds, 3), lines_per_second=rate)
+    log.info(
+        "replay done",
+        **done,
+        bytes=pipeline.stats.bytes_read,
+        seconds=round(seconds, 3),
+        lines_per_second=rate,
+    )
     return _undelivered_status(leftover)
 
 
@@ -354,7 +391,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
     try:
-        spec, notice = resolve_sink(args.sink, os.environ)
+        spec, notice = resolve_sink(
+            args.sink, os.environ, convex_url=args.convex_url, reading=args.command == "show"
+        )
     except SinkError as error:
         return _fail(str(error), EXIT_USAGE)
     if notice:
@@ -364,14 +403,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         status: int = anyio.run(command, args, spec)
     except BaseException as raised:  # task groups wrap errors: unwrap, then classify
         cause = _leaf(raised)
+        if isinstance(cause, (KeyboardInterrupt, SystemExit)):
+            raise
+        # The message says what and where; the traceback is for whoever debugs the ingestor itself.
+        log.debug("failed", exc_info=raised)
         if isinstance(cause, MissingPathError):
             return _fail(f"no such file or directory: {cause}", EXIT_USAGE)
         if isinstance(cause, (SinkError, SourceConfigError)):
             return _fail(str(cause), EXIT_USAGE)
         if isinstance(cause, NotFoundError):  # also a missing store (sqlite.history.StoreMissingError)
             return _fail(f"{cause} (in {spec})", EXIT_FAILURE)
-        if isinstance(cause, (KeyboardInterrupt, SystemExit)):
-            raise
-        log.error("failed", exc_info=raised)
-        return _fail(f"failed: {cause}", EXIT_FAILURE)
+        if isinstance(cause, HistoryUnavailableError):
+            return _fail(str(cause), EXIT_FAILURE)
+        return _fail(f"failed: {cause} (--log-level debug shows the traceback)", EXIT_FAILURE)
     return status

@@ -41,7 +41,7 @@ import orjson
 
 from ingestor.lines import Line
 from ingestor.normalize import app_server, exec_json, legacy, session_file
-from ingestor.normalize.detect import BAD, HELLO, IDMSG, LEGACY_PREFIX, RPC, classify
+from ingestor.normalize.detect import BAD, HELLO, IDMSG, LEGACY_PREFIX, RPC, UNKNOWN, classify
 from ingestor.normalize.facts import (
     _MAX_NUMBER,
     _MS_THRESHOLD,
@@ -83,9 +83,11 @@ def _usable_id(value: Any) -> TypeGuard[str]:
 
 def revealed_thread(kind: str, method: str, obj: Any) -> str | None:
     """The Codex thread a line names, if any (only asked while the stream's thread is unknown)."""
-    found = line_thread(kind, method, obj)
-    if found is not None:
-        return found
+    known = line_thread(kind, method, obj)
+    if known is not None:
+        return known
+    # Any: a line may hold anything there (compiled, a `str | None` variable would raise on a list).
+    found: Any = None
     if kind == LEGACY:
         found = _get(obj, "params", "msg", "session_id")
     elif kind == IDMSG:
@@ -131,7 +133,7 @@ class Normalizer:
         self.derive_errors = 0
         """Lines whose facts could not be read (kept raw only): a number worth a metric."""
         self.bad_lines: dict[str, int] = {}
-        """Lines stored raw as not JSON or too long, by their raw event's method (normalize/raw.py)."""
+        """Lines stored raw only (not JSON, too long, or JSON no Codex stream kind explains), by method."""
         if conversation_id is not None:
             self._s.fixed_conversation = conversation_id
 
@@ -247,7 +249,7 @@ class Normalizer:
             derived = []
         # The raw event goes first; its turn is only known once the line's facts are read (which may
         # also have switched threads).
-        if kind == BAD:
+        if kind in (BAD, UNKNOWN):
             self.bad_lines[method] = self.bad_lines.get(method, 0) + 1
         out.append(event_op(s.cur or cur, line, method, obj, s.line_turn, kind != BAD))
         out.extend(derived)
