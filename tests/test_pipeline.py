@@ -294,7 +294,7 @@ async def test_a_replay_of_many_small_files_is_written_in_few_batches(tmp_path: 
         path = tmp_path / f"f{i:02}.jsonl"
         path.write_bytes(b"".join(b"%d-%d\n" % (i, n) for n in range(5)))
         paths.append(str(path))
-    sink = MemorySink(delay=0.02)  # a store's transaction takes a while
+    sink = MemorySink(delay=0.2)  # a store's transaction takes a while (long enough on a busy machine)
     async with anyio.create_task_group() as tg:
         await start(make_pipeline(sink, batch_max_age=60.0, queue_chunks=128), [FilesSource(paths)], tg)
     assert texts(sink.ops) == [f"{i}-{n}" for i in range(40) for n in range(5)]
