@@ -336,3 +336,34 @@ def test_a_repeated_cumulative_total_is_one_snapshot_wherever_it_falls(path: Pat
     snapshots = table_rows(store(normalized(lines, "file")), "usage_snapshots")
     assert len(snapshots) == len({orjson.dumps(t, option=orjson.OPT_SORT_KEYS) for t in totals})
     assert len(snapshots) < len(totals) or len(totals) <= 1
+
+
+SESSION_FILES = sorted(FIXTURES.glob("codex-*/sessions/*/*.jsonl"))
+
+
+def _as_sets(conn: sqlite3.Connection) -> dict[str, list[bytes]]:
+    """Every table's rows, ids left out, in no particular order (transactions write upserts first)."""
+    return {
+        table: sorted(orjson.dumps(row, option=orjson.OPT_SORT_KEYS) for row in table_rows(conn, table))
+        for table in TABLES
+    }
+
+
+def test_a_sessions_archive_cut_into_transactions_anywhere_is_the_store_of_one_per_file() -> None:
+    """A replay of many files commits transactions that begin and end anywhere: inside a file, or
+    holding the ends and starts of several (a file's end is no batch cut: ingestor/batch.py)."""
+    per_file = [normalized(live_lines(path), f"file:{path}") for path in SESSION_FILES]
+    expected = _as_sets(store(*per_file))
+    everything = [op for ops in per_file for op in ops]
+    assert _as_sets(store(everything)) == expected
+
+    @settings(max_examples=max(5, EXAMPLES // 3), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(st.integers(1, len(everything) - 1), max_size=12))
+    def check(cuts: list[int]) -> None:
+        bounds = [0, *sorted(set(cuts)), len(everything)]
+        conn = store(*(everything[start:end] for start, end in itertools.pairwise(bounds)))
+        assert _as_sets(conn) == expected
+        apply_ops(conn, everything)  # and a second replay stores nothing new
+        assert _as_sets(conn) == expected
+
+    check()

@@ -176,6 +176,29 @@ def test_fallback_conversation_at_finish_and_at_the_bound() -> None:
     assert sum(len(events(o)) for o in outs[: bound - 2]) == 0
 
 
+@pytest.mark.skipif(
+    not normalize_module.__file__.endswith(".py"), reason="compiled: module globals are bound at build time"
+)
+def test_a_line_that_names_its_thread_is_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A session file's first line (0.169's session_meta: the whole system prompt) names its thread and
+    releases itself at once: its parse is reused, not repeated (once per file of an archive)."""
+    parsed: list[bytes] = []
+    real_parse = normalize_module.parse
+
+    def counting_parse(line: Line) -> Any:
+        parsed.append(line.data)
+        return real_parse(line)
+
+    monkeypatch.setattr(normalize_module, "parse", counting_parse)
+    meta = {"timestamp": "2026-11-22T03:29:09.121Z", "type": "session_meta", "payload": {"id": "th1"}}
+    ops = normalize([meta, STARTED, turn_started()])
+    assert parsed == []
+    assert [e["args"]["method"] for e in events(ops)] == ["session_meta", "thread/started", "turn/started"]
+    # Lines held before the thread is known are still parsed when released (they are kept as bytes).
+    normalize([{"id": 1, "result": {}}, STARTED])
+    assert parsed == [orjson.dumps({"id": 1, "result": {}})]
+
+
 def test_each_thread_is_its_own_conversation() -> None:
     other = v2("thread/started", thread={"id": "th2"})
     ops = normalize([STARTED, turn_started(), other, v2("turn/started", threadId="th2", turn={"id": "tu2"})])
