@@ -82,7 +82,9 @@ def test_committed_appends_survive_sigkill(tmp_path: Path) -> None:
 def test_one_process_per_spool(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     spool = Spool(path)
-    script = f"from pathlib import Path; from ingestor.sinks.convex.spool import Spool; Spool(Path({str(path)!r}))"
+    script = (
+        f"from pathlib import Path; from ingestor.sinks.convex.spool import Spool; Spool(Path({str(path)!r}))"
+    )
     other = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
     assert other.returncode != 0 and "in use by another ingestor" in other.stderr
     spool.close()

@@ -33,6 +33,7 @@ from convex_local import ConvexLocal
 
 from ingestor.sinks.base import HistoryReader, json_numbers
 from ingestor.sinks.convex.dead_letter import DEAD_LETTER_FILE
+from ingestor.sinks.convex.deployment import ConvexOptions
 from ingestor.sinks.convex.factory import open_history_from_env
 from ingestor.sinks.sqlite.history import open_sqlite_history, present_any
 from ingestor.sinks.sqlite.schema import TABLES
@@ -215,7 +216,7 @@ def read_sqlite(path: Path, ids: dict[str, set[str]]) -> dict[str, Any]:
 
 def read_convex(url: str, env: dict[str, str], ids: dict[str, set[str]]) -> dict[str, Any]:
     async def main() -> dict[str, Any]:
-        async with open_history_from_env(env, {"convex_url": url}) as reader:
+        async with open_history_from_env(env, ConvexOptions(url=url)) as reader:
             return await _read_all(reader, ids)
 
     return anyio.run(main)

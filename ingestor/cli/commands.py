@@ -17,7 +17,7 @@ import signal
 import ssl
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -31,7 +31,7 @@ from ingestor.logging import configure_logging, get_logger
 from ingestor.normalize import Normalizer
 from ingestor.pipeline import NormalizerFactory, Pipeline, PipelineConfig
 from ingestor.sinks.base import Leftover, Spooling
-from ingestor.sinks.convex.deployment import add_convex_arguments
+from ingestor.sinks.convex.deployment import ConvexOptions, add_convex_arguments
 from ingestor.sinks.factory import SINK_SYNTAX, SinkSpec, open_history, open_sink, resolve_sink
 from ingestor.sources import Source
 from ingestor.sources.accept import (
@@ -261,16 +261,34 @@ async def _stop_on_signal(pipeline: Pipeline) -> None:
             pipeline.stop()
 
 
+def convex_options(args: argparse.Namespace, *, delivery: bool) -> ConvexOptions:
+    """The Convex sink's options as parsed (`add_convex_arguments`); without `delivery`, only the
+    deployment's (`show` has no spool)."""
+    if not delivery:
+        return ConvexOptions(url=args.convex_url, key_file=args.convex_key_file)
+    return ConvexOptions(
+        url=args.convex_url,
+        key_file=args.convex_key_file,
+        state_dir=args.state_dir,
+        batch_max_ops=args.batch_max_ops,
+        batch_max_bytes=args.batch_max_bytes,
+        batch_max_age=args.batch_max_age_ms / 1000,
+        spool_max_bytes=args.spool_max_bytes,
+        flush_timeout=args.flush_timeout,
+        unready_after=args.unready_after,
+    )
+
+
 async def run_pipeline(
     spec: SinkSpec,
     sources: Sequence[Source],
     config: PipelineConfig,
     factory: NormalizerFactory,
-    sink_options: Mapping[str, Any],
+    convex: ConvexOptions,
 ) -> tuple[Pipeline, Leftover | None]:
     """Open the sink, run the pipeline until its sources end or a signal stops it, close the sink.
     Also returns what the sink could not deliver before it closed."""
-    async with open_sink(spec, os.environ, sink_options) as sink:
+    async with open_sink(spec, os.environ, convex) as sink:
         pipeline = Pipeline(sink, factory, config)
         async with anyio.create_task_group() as tg:
             tg.start_soon(_stop_on_signal, pipeline)
@@ -300,7 +318,11 @@ async def _run(args: argparse.Namespace, spec: SinkSpec) -> int:
     sources = run_sources(args)
     with serving(args.metrics):
         _, leftover = await run_pipeline(
-            spec, sources, pipeline_config(args), normalizer_factory(args.conversation_id), vars(args)
+            spec,
+            sources,
+            pipeline_config(args),
+            normalizer_factory(args.conversation_id),
+            convex_options(args, delivery=True),
         )
     one_shot = all(isinstance(source, StdinSource) for source in sources)
     # A daemon stopped by a signal leaves its spool to its next start, as documented: that is no failure.
@@ -315,7 +337,7 @@ async def _replay(args: argparse.Namespace, spec: SinkSpec) -> int:
         [FilesSource(files)],
         dataclasses.replace(pipeline_config(args), queue_chunks=REPLAY_QUEUE_CHUNKS),
         normalizer_factory(args.conversation_id),
-        vars(args),
+        convex_options(args, delivery=True),
     )
     seconds = time.perf_counter() - began
     lines = pipeline.stats.lines
@@ -330,7 +352,7 @@ async def _replay(args: argparse.Namespace, spec: SinkSpec) -> int:
 
 
 async def _show(args: argparse.Namespace, spec: SinkSpec) -> int:
-    async with open_history(spec, os.environ, vars(args)) as reader:
+    async with open_history(spec, os.environ, convex_options(args, delivery=False)) as reader:
         await show(reader, args.what, args.id, sys.stdout, as_json=args.json, limit=args.limit)
     return 0
 
