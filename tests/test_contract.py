@@ -10,10 +10,14 @@ testing/contract/dump.ts) against the daemon's and the SQLite store's.
   rows may spill large values to `blobs` (`spilled`, and the `blobs`/`stages` tables); SQLite's
   `threads` table is Convex's too.
 - Staging: the columns the sink stages are ones Convex may spill (convex/lib/blobs.ts), of the op's table.
+- Merge rules, written three times (convex/lib/merge.ts, sinks/sqlite/merge.py, and independently in
+  tests/golden/reference_store.py): every combination of the values each rule looks at, stored row
+  against incoming upsert, merges to the same row in all three.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import subprocess
@@ -22,10 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from golden.reference_store import _merge as reference_merge
 
 from ingestor.ops import OP_TABLE
 from ingestor.sinks.convex.config import APPLY_BATCH_MAX_BYTES, APPLY_BATCH_MAX_OPS
 from ingestor.sinks.convex.staging import STAGE_MIN_BYTES, STAGE_PART_BYTES, STAGEABLE
+from ingestor.sinks.sqlite.merge import apply_upsert
 from ingestor.sinks.sqlite.schema import TABLES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,3 +106,59 @@ def test_the_check_reads_what_the_typescript_says() -> None:
     facts = convex()
     assert facts["limits"]["MAX_STAGE_PARTS"] == 8192
     assert "spilled" in facts["tables"]["turns"]
+
+
+TIMES = (None, 100, 200)
+MERGE_CASES: dict[str, dict[str, tuple[Any, ...]]] = {
+    "conversations": {"startedAt": TIMES, "lastSeenAt": TIMES, "threadId": (None, "a", "b")},
+    "turns": {
+        "status": (None, "running", "succeeded", "failed", "canceled", "interrupted"),
+        "startedAt": TIMES,
+        "endedAt": TIMES,
+        "error": (None, "boom"),
+    },
+    "commands": {
+        "status": (None, "running", "completed", "failed", "declined", "canceled"),
+        "command": (None, [], ["ls"], ["pwd"]),
+        "chunked": (None, False, True),
+        "endedAt": TIMES,
+    },
+}
+"""Per upsert table, the values each rule looks at (and an opaque column), absent (None) included."""
+IDENTITY = {"conversations": "conversationId", "turns": "turnId", "commands": "callId"}
+
+
+def _rows(table: str) -> list[dict[str, Any]]:
+    columns = MERGE_CASES[table]
+    rows = []
+    for values in itertools.product(*columns.values()):
+        row = {name: value for name, value in zip(columns, values, strict=True) if value is not None}
+        rows.append({IDENTITY[table]: "x", "conversationId": "c", "turnId": "t", **row})
+    return rows
+
+
+def test_the_merge_rules_agree_in_all_three_places() -> None:
+    cases: list[tuple[str, dict[str, Any] | None, dict[str, Any]]] = []
+    for table in MERGE_CASES:
+        rows = _rows(table)
+        for incoming in rows:
+            cases.append((table, None, incoming))
+            cases += [(table, stored, incoming) for stored in rows]
+    assert len(cases) > 10_000
+    merged_by_convex = json.loads(
+        subprocess.run(
+            [str(TSX), str(ROOT / "testing" / "contract" / "merge.ts")],
+            cwd=ROOT,
+            input=json.dumps(cases).encode(),
+            capture_output=True,
+            check=True,
+            timeout=300,
+        ).stdout
+    )
+    for (table, stored, incoming), by_convex in zip(cases, merged_by_convex, strict=True):
+        by_sqlite, _ = apply_upsert(table, stored, incoming)
+        assert by_sqlite == by_convex, (table, stored, incoming)
+        if stored is not None:
+            by_reference = dict(stored)
+            reference_merge(table, by_reference, incoming)
+            assert by_reference == by_sqlite, (table, stored, incoming)
