@@ -118,18 +118,16 @@ class Batcher:
         return _FLUSH
 
     async def _write(self, ops: Sequence[Op]) -> None:
-        """Write `ops` in batches of at most `max_ops`; a sink that can commit several batches at once
-        (`write_batches`, e.g. one SQLite transaction) gets them all in one call."""
+        """Write `ops` in batches of at most `max_ops`, several in one `write_batches` call (which a
+        sink that can commits at once: one SQLite transaction)."""
         if not ops:
             return
         batches = [ops[start : start + self._max_ops] for start in range(0, len(ops), self._max_ops)]
-        write_batches = getattr(self._sink, "write_batches", None)
         began = time.perf_counter()
-        if write_batches is not None and len(batches) > 1:
-            await write_batches(batches)
+        if len(batches) > 1:
+            await self._sink.write_batches(batches)
         else:
-            for batch in batches:
-                await self._sink.write(batch)
+            await self._sink.write(batches[0])
         self.write_seconds += time.perf_counter() - began
         self.batches += len(batches)
         self.ops_written += len(ops)

@@ -23,7 +23,7 @@ from ingestor.batch import DEFAULT_MAX_AGE, DEFAULT_MAX_OPS, Batcher, BatchItem
 from ingestor.framing import DEFAULT_MAX_LINE_BYTES, LineSplitter
 from ingestor.lines import Line
 from ingestor.logging import get_logger
-from ingestor.metrics import METRICS
+from ingestor.metrics import METRICS, Metrics
 from ingestor.ops import Op
 from ingestor.sinks.base import Sink, Spooling
 from ingestor.sources import Source
@@ -112,9 +112,15 @@ def _throughput_gc() -> Iterator[None]:
 
 class Pipeline:
     def __init__(
-        self, sink: Sink, normalizer_factory: NormalizerFactory, config: PipelineConfig | None = None
+        self,
+        sink: Sink,
+        normalizer_factory: NormalizerFactory,
+        config: PipelineConfig | None = None,
+        *,
+        metrics: Metrics = METRICS,
     ) -> None:
         self._config = config or PipelineConfig()
+        self._metrics = metrics
         self._sink = sink
         self._normalizer_factory = normalizer_factory
         self._send, self._receive = anyio.create_memory_object_stream[BatchItem](self._config.queue_chunks)
@@ -188,7 +194,7 @@ class Pipeline:
         splitter = LineSplitter(name, self._config.max_line_bytes)
         normalizer = self._normalizer_factory(name)
         failures = _Failures(name)
-        problems = _LineProblems(name)
+        problems = _LineProblems(name, self._metrics)
         send = self._send.send
         ended = False
         try:
@@ -201,7 +207,7 @@ class Pipeline:
                         ops = self._normalize(normalizer, lines, failures, problems)
                         stats.bytes_read += len(chunk)
                         stats.lines += len(lines)
-                        METRICS.events_read.inc(len(lines))
+                        self._metrics.events_read.inc(len(lines))
                         stats.ops += len(ops)
                         if ops:
                             with anyio.CancelScope(shield=True):
@@ -244,7 +250,7 @@ class Pipeline:
                 failures.summarize()
                 self._count_not_codex(name, problems, splitter.ordinal)
                 stats.lines += len(lines)
-                METRICS.events_read.inc(len(lines))
+                self._metrics.events_read.inc(len(lines))
                 stats.ops += len(ops)
                 stats.streams_closed += 1
                 # If the batcher died (sink failure), its error is the one reported; not this.
@@ -320,10 +326,11 @@ class _LineProblems:
     Counted in metrics; the first of each kind is logged with its method, so a Codex format change
     is noticed the day it ships, without a log line per line."""
 
-    __slots__ = ("bad_counted", "bad_logged", "derive_errors", "not_json", "source", "unknown")
+    __slots__ = ("bad_counted", "bad_logged", "derive_errors", "metrics", "not_json", "source", "unknown")
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, metrics: Metrics) -> None:
         self.source = source
+        self.metrics = metrics
         self.derive_errors = 0
         self.bad_counted: dict[str, int] = {}
         self.bad_logged = False
@@ -333,7 +340,7 @@ class _LineProblems:
     def derive_failed(self, total: int, line: Line | None, ops: list[Op], start: int) -> None:
         """The normalizer's count of derive errors moved to `total` while it read `line`, whose ops
         are `ops[start:]` (its raw event last among them: the facts of a failed line are dropped)."""
-        METRICS.derive_errors.inc(total - self.derive_errors)
+        self.metrics.derive_errors.inc(total - self.derive_errors)
         if self.derive_errors == 0:
             events = [op for op in ops[start:] if op["op"] == "appendEvent"]
             log.warning(
@@ -362,7 +369,7 @@ class _LineProblems:
             reason = BAD_LINE_METHODS.get(method)
             if reason is None:
                 continue
-            METRICS.bad_lines.labels(reason=reason).inc(new)
+            self.metrics.bad_lines.labels(reason=reason).inc(new)
             if not self.bad_logged:
                 self.bad_logged = True
                 log.warning(

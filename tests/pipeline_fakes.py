@@ -60,6 +60,10 @@ class MemorySink:
         self.arrived.set()
         self.arrived = anyio.Event()
 
+    async def write_batches(self, batches: Sequence[Sequence[Op]]) -> None:
+        for ops in batches:
+            await self.write(ops)
+
     async def aclose(self) -> None:
         self.closed = True
 

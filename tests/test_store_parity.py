@@ -36,6 +36,7 @@ from ingestor.cli.conversations import Filters, list_conversations
 from ingestor.cli.export import gather
 from ingestor.sinks.base import HistoryReader, json_numbers
 from ingestor.sinks.convex.dead_letter import DEAD_LETTER_FILE
+from ingestor.sinks.convex.deployment import ConvexOptions
 from ingestor.sinks.convex.factory import open_history_from_env
 from ingestor.sinks.sqlite.history import open_sqlite_history, present_any
 from ingestor.sinks.sqlite.schema import TABLES
@@ -232,7 +233,7 @@ def read_sqlite(path: Path, ids: dict[str, set[str]]) -> dict[str, Any]:
 
 def read_convex(url: str, env: dict[str, str], ids: dict[str, set[str]]) -> dict[str, Any]:
     async def main() -> dict[str, Any]:
-        async with open_history_from_env(env, {"convex_url": url}) as reader:
+        async with open_history_from_env(env, ConvexOptions(url=url)) as reader:
             return await _read_all(reader, ids)
 
     return anyio.run(main)
