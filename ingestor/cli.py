@@ -24,13 +24,15 @@ from typing import Any, Final
 import anyio
 
 from ingestor.batch import DEFAULT_MAX_AGE, DEFAULT_MAX_OPS
-from ingestor.deployment import add_convex_arguments
+from ingestor.checkpoints import Checkpoints
+from ingestor.deployment import add_convex_arguments, default_state_dir
 from ingestor.framing import DEFAULT_MAX_LINE_BYTES
 from ingestor.logging import configure_logging, get_logger
 from ingestor.normalize import Normalizer
 from ingestor.pipeline import NormalizerFactory, Pipeline, PipelineConfig
 from ingestor.show import WHAT, NotFoundError, show
-from ingestor.sinks.base import Leftover, Spooling
+from ingestor.sinks.base import Leftover, Sink, Spooling
+from ingestor.sinks.checkpointing import CheckpointingSink
 from ingestor.sinks.factory import SINK_SYNTAX, SinkError, SinkSpec, open_history, open_sink, resolve_sink
 from ingestor.sources import Source, SourceConfigError
 from ingestor.sources.accept import (
@@ -41,6 +43,7 @@ from ingestor.sources.accept import (
 )
 from ingestor.sources.auth import ProducerAuth, check_exposure, load_token
 from ingestor.sources.files import REPLAY_QUEUE_CHUNKS, FilesSource, MissingPathError, expand_paths
+from ingestor.sources.follow import DEFAULT_IDLE, DEFAULT_POLL, FollowConfig, FollowSource, codex_sessions
 from ingestor.sources.sockets import DEFAULT_UNIX_MODE, TcpSource, UnixSource, parse_host_port
 from ingestor.sources.stdin import StdinSource
 from ingestor.sources.tls import server_context
@@ -58,6 +61,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be a positive integer")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be a positive number")
     return value
 
 
@@ -181,6 +191,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="producer connections open at once, over all listeners; more wait, unread, until one "
         f"closes (default: {DEFAULT_MAX_CONNECTIONS}, or the open-files limit minus {RESERVED_FDS})",
     )
+    run.add_argument(
+        "--follow",
+        action="extend",
+        nargs="*",
+        metavar="PATH",
+        help="follow Codex session files (rollout-*.jsonl[.zst]) under each directory, recursively, and "
+        "each file named, as they are written; no PATH: $CODEX_HOME/sessions (~/.codex/sessions). "
+        "Where each file stands is kept in --state-dir",
+    )
+    run.add_argument(
+        "--follow-idle",
+        type=_positive_float,
+        default=DEFAULT_IDLE,
+        metavar="SECONDS",
+        help="a followed file quiet this long is finished: its end-of-session facts are stored "
+        "(default: %(default)s)",
+    )
+    run.add_argument(
+        "--follow-poll",
+        type=_positive_float,
+        default=DEFAULT_POLL,
+        metavar="SECONDS",
+        help="rescan the followed paths this often, for file systems that send no change notifications "
+        "(default: %(default)s)",
+    )
     _add_pipeline(run)
     run.add_argument(
         "--metrics",
@@ -232,7 +267,22 @@ def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     return server_context(args.tls_cert, args.tls_key, args.tls_client_ca)
 
 
-def run_sources(args: argparse.Namespace) -> list[Source]:
+def open_checkpoints(args: argparse.Namespace) -> Checkpoints:
+    return Checkpoints(args.state_dir or default_state_dir(os.environ))
+
+
+def follow_source(checkpoints: Checkpoints, paths: Sequence[str], config: FollowConfig) -> FollowSource:
+    """`paths` followed: directories for their session files, files whatever their names."""
+    if not paths:
+        sessions = codex_sessions(os.environ)
+        sessions.mkdir(parents=True, exist_ok=True)  # Codex creates it on its first session otherwise
+        paths = [str(sessions)]
+    roots = [Path(p) for p in paths if os.path.isdir(p)]
+    files = [Path(p) for p in paths if not os.path.isdir(p)]
+    return FollowSource(roots, checkpoints, config, files=files)
+
+
+def run_sources(args: argparse.Namespace, checkpoints: Checkpoints | None = None) -> list[Source]:
     """The sources of `run`; SourceConfigError when they must not start as given."""
     auth = ProducerAuth(load_token(args.auth_token_file)) if args.auth_token_file else None
     tls = _tls_context(args)
@@ -242,6 +292,9 @@ def run_sources(args: argparse.Namespace) -> list[Source]:
     limit = ConnectionLimit(args.max_connections or default_max_connections())
     sources: list[Source] = [UnixSource(path, limit, mode=args.unix_mode, auth=auth) for path in args.unix]
     sources.extend(TcpSource(address, limit, auth=auth, tls=tls) for address in args.tcp)
+    if checkpoints is not None:
+        config = FollowConfig(idle=args.follow_idle, poll=args.follow_poll)
+        sources.append(follow_source(checkpoints, args.follow, config))
     if args.stdin or not sources:
         sources.insert(0, StdinSource())
     return sources
@@ -266,11 +319,17 @@ async def run_pipeline(
     config: PipelineConfig,
     factory: NormalizerFactory,
     sink_options: Mapping[str, Any],
+    checkpoints: Checkpoints | None = None,
 ) -> tuple[Pipeline, Leftover | None]:
     """Open the sink, run the pipeline until its sources end or a signal stops it, close the sink.
-    Also returns what the sink could not deliver before it closed."""
+    Also returns what the sink could not deliver before it closed. With `checkpoints`, those of the
+    file sources' streams are saved as their lines become durable."""
+    for source in sources:
+        if isinstance(source, FollowSource):
+            factory = source.normalizer_factory(factory)
     async with open_sink(spec, os.environ, sink_options) as sink:
-        pipeline = Pipeline(sink, factory, config)
+        writes: Sink = sink if checkpoints is None else CheckpointingSink(sink, checkpoints)
+        pipeline = Pipeline(writes, factory, config)
         async with anyio.create_task_group() as tg:
             tg.start_soon(_stop_on_signal, pipeline)
             await pipeline.run(sources)
@@ -296,11 +355,21 @@ def _undelivered_status(leftover: Leftover | None) -> int:
 async def _run(args: argparse.Namespace, spec: SinkSpec) -> int:
     from ingestor.metrics import serving  # prometheus-client loads only for `run`
 
-    sources = run_sources(args)
-    with serving(args.metrics):
-        _, leftover = await run_pipeline(
-            spec, sources, pipeline_config(args), normalizer_factory(args.conversation_id), vars(args)
-        )
+    checkpoints = open_checkpoints(args) if args.follow is not None else None
+    try:
+        sources = run_sources(args, checkpoints)
+        with serving(args.metrics):
+            _, leftover = await run_pipeline(
+                spec,
+                sources,
+                pipeline_config(args),
+                normalizer_factory(args.conversation_id),
+                vars(args),
+                checkpoints,
+            )
+    finally:
+        if checkpoints is not None:
+            checkpoints.close()
     one_shot = all(isinstance(source, StdinSource) for source in sources)
     # A daemon stopped by a signal leaves its spool to its next start, as documented: that is no failure.
     return _undelivered_status(leftover) if one_shot else 0
@@ -309,13 +378,28 @@ async def _run(args: argparse.Namespace, spec: SinkSpec) -> int:
 async def _replay(args: argparse.Namespace, spec: SinkSpec) -> int:
     files = expand_paths(args.paths)
     began = time.perf_counter()
-    pipeline, leftover = await run_pipeline(
-        spec,
-        [FilesSource(files)],
-        dataclasses.replace(pipeline_config(args), queue_chunks=REPLAY_QUEUE_CHUNKS),
-        normalizer_factory(args.conversation_id),
-        vars(args),
-    )
+    # With --state-dir, regular files resume where the last replay left them (checkpoints).
+    checkpoints = open_checkpoints(args) if args.state_dir is not None else None
+    sources: list[Source] = [FilesSource(files)]
+    if checkpoints is not None:
+        regular = [f for f in files if f != "-" and os.path.isfile(f)]
+        others = [f for f in files if f not in regular]
+        sources = [FilesSource(others)] if others else []
+        if regular:
+            files_once = [Path(f) for f in regular]
+            sources.append(FollowSource([], checkpoints, FollowConfig(once=True), files=files_once))
+    try:
+        pipeline, leftover = await run_pipeline(
+            spec,
+            sources,
+            dataclasses.replace(pipeline_config(args), queue_chunks=REPLAY_QUEUE_CHUNKS),
+            normalizer_factory(args.conversation_id),
+            vars(args),
+            checkpoints,
+        )
+    finally:
+        if checkpoints is not None:
+            checkpoints.close()
     seconds = time.perf_counter() - began
     lines = pipeline.stats.lines
     rate = round(lines / seconds) if seconds else None

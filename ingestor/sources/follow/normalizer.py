@@ -1,0 +1,62 @@
+"""The normalizer of a followed file: the stream's own normalizer, told where the file stands.
+
+- Lines before `Tail.skip_lines` are stored already: they are fed (the normalizer's state, such as the
+  current turn, the command sequence, occurrence counts, is a function of the lines fed so far, so
+  feeding them again rebuilds exactly the state they left) and their operations dropped. What follows
+  gets the operations, and the keys, a one-shot replay of the whole file gives.
+- After the lines of a read that completed lines comes a checkpoint marker (saved once durable).
+- A line past the last newline read is a torn write, not a line: dropped (the stream only ends there
+  when stopped or reopened; the rest of the line is read again with its newline).
+- `finish()` (end-of-stream facts) only when the file was done with (`Ending.FINISHED`), never when
+  the daemon stops: the next run goes on with the same stream.
+"""
+
+from __future__ import annotations
+
+from ingestor.lines import Line
+from ingestor.ops import Op
+from ingestor.pipeline import StreamNormalizer
+from ingestor.sinks.checkpointing import checkpoint_op
+from ingestor.sources.follow.tail import Ending, Mark, Tail
+
+
+class FollowedNormalizer:
+    __slots__ = ("_inner", "_scratch", "_skipped_errors", "_tail", "derive_errors")
+
+    def __init__(self, inner: StreamNormalizer, tail: Tail) -> None:
+        self._inner = inner
+        self._tail = tail
+        self._scratch: list[Op] = []
+        self._skipped_errors = 0
+        self.derive_errors = 0
+        """The inner normalizer's count, less what lines stored already counted (not counted twice)."""
+
+    def feed_into(self, line: Line, out: list[Op]) -> None:
+        tail = self._tail
+        ordinal = line.ordinal
+        if ordinal >= tail.lines_read:
+            return
+        inner = self._inner
+        if ordinal < tail.skip_lines:
+            inner.feed_into(line, self._scratch)
+            self._scratch.clear()
+            self._skipped_errors = inner.derive_errors
+        else:
+            inner.feed_into(line, out)
+            self.derive_errors = inner.derive_errors - self._skipped_errors
+        marks = tail.marks
+        if marks and marks[0].lines <= ordinal + 1:
+            mark = marks.popleft()
+            while marks and marks[0].lines <= ordinal + 1:
+                mark = marks.popleft()
+            if mark.lines > tail.skip_lines:
+                out.append(checkpoint_op(tail.checkpoint(mark)))
+
+    def finish(self) -> list[Op]:
+        tail = self._tail
+        if tail.ending is not Ending.FINISHED:
+            return []
+        ops = self._inner.finish()
+        self.derive_errors = self._inner.derive_errors - self._skipped_errors
+        ops.append(checkpoint_op(tail.checkpoint(Mark(tail.lines_read, tail.offset), finished=True)))
+        return ops
