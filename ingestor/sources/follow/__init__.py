@@ -208,8 +208,10 @@ class FollowSource:
             checkpoint = plain if plain is not None and _same_head(plain, head) else None
         elif checkpoint is not None and not _same_file(checkpoint, st, head, path):
             checkpoint = None
-        skip = checkpoint.lines if checkpoint is not None else 0
-        return Tail(path, st.st_dev, st.st_ino, skip, size=st.st_size, mtime_ns=st.st_mtime_ns), fd
+        tail = Tail(path, st.st_dev, st.st_ino, 0, size=st.st_size, mtime_ns=st.st_mtime_ns)
+        if checkpoint is not None:
+            tail.skip_lines, tail.finished_before = checkpoint.lines, checkpoint.finished
+        return tail, fd
 
     async def _watch(self) -> None:
         stop = anyio.Event()

@@ -7,8 +7,9 @@
 - After the lines of a read that completed lines comes a checkpoint marker (saved once durable).
 - A line past the last newline read is a torn write, not a line: dropped (the stream only ends there
   when stopped or reopened; the rest of the line is read again with its newline).
-- `finish()` (end-of-stream facts) only when the file was done with (`Ending.FINISHED`), never when
-  the daemon stops: the next run goes on with the same stream.
+- `finish()` (end-of-stream facts) when the file was done with (finished, or its content ended by a
+  truncation or a replacement), never when the daemon stops: the next run goes on with the stream;
+  and not again when no line came since it was finished (a file compressed, or only touched).
 """
 
 from __future__ import annotations
@@ -54,9 +55,12 @@ class FollowedNormalizer:
 
     def finish(self) -> list[Op]:
         tail = self._tail
-        if tail.ending is not Ending.FINISHED:
+        if tail.ending is Ending.STOPPED:
             return []
+        mark = Mark(tail.lines_read, tail.offset)
+        if tail.finished_before and tail.lines_read <= tail.skip_lines:
+            return [checkpoint_op(tail.checkpoint(mark, finished=True))]  # nothing new to conclude
         ops = self._inner.finish()
         self.derive_errors = self._inner.derive_errors - self._skipped_errors
-        ops.append(checkpoint_op(tail.checkpoint(Mark(tail.lines_read, tail.offset), finished=True)))
+        ops.append(checkpoint_op(tail.checkpoint(mark, finished=True)))
         return ops

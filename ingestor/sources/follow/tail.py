@@ -21,6 +21,9 @@ import anyio
 import zstandard
 
 from ingestor.checkpoints import FINGERPRINT_BYTES, Checkpoint, fingerprint
+from ingestor.logging import get_logger
+
+log = get_logger("ingestor.follow")
 
 READ_SIZE: Final = 64 * 1024
 ZSTD_SUFFIX: Final = ".zst"
@@ -30,7 +33,8 @@ class Ending(enum.Enum):
     FINISHED = "finished"
     """Quiet for the idle time, removed, or read once (replay): its end-of-stream facts are stored."""
     REOPEN = "reopen"
-    """Truncated or replaced by another file: read the path again from its start."""
+    """Truncated or replaced by another file: this content is finished; read the path again from its
+    start."""
     STOPPED = "stopped"
     """The daemon stops: nothing about the file is concluded."""
 
@@ -50,6 +54,8 @@ class Tail:
     inode: int
     skip_lines: int
     """Lines already stored: read again only to rebuild the normalizer's state, their ops dropped."""
+    finished_before: bool = False
+    """The checkpoint it resumes from was a finished stream's."""
     size: int = 0
     mtime_ns: int = 0
     head: bytearray = field(default_factory=bytearray)
@@ -108,22 +114,33 @@ def read_head(path: str, fd: int) -> bytes:
     if not path.endswith(ZSTD_SUFFIX):
         return os.pread(fd, FINGERPRINT_BYTES, 0)
     try:
-        with zstandard.ZstdDecompressor().stream_reader(
-            os.fdopen(os.dup(fd), "rb"), read_across_frames=True, closefd=True
-        ) as data:
+        with _decompressed(fd) as data:
             return data.read(FINGERPRINT_BYTES)
     except zstandard.ZstdError:
         return b""  # still being written
+    finally:
+        os.lseek(fd, 0, os.SEEK_SET)
+
+
+def _decompressed(fd: int) -> zstandard.ZstdDecompressionReader:
+    """`fd`'s content from its start, decompressed across all its frames (`fd` stays open)."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    return zstandard.ZstdDecompressor().stream_reader(
+        os.fdopen(os.dup(fd), "rb"), read_across_frames=True, closefd=True
+    )
 
 
 async def read_compressed(tail: Tail, fd: int) -> AsyncGenerator[bytes, None]:
-    """A `.zst` file: written once, whole (compressing a finished session), so read once, whole."""
-    with zstandard.ZstdDecompressor().stream_reader(
-        os.fdopen(os.dup(fd), "rb"), read_across_frames=True, closefd=True
-    ) as data:
-        while chunk := data.read(READ_SIZE):
-            tail.took(chunk)
-            yield chunk
+    """A `.zst` file: written once, whole (compressing a finished session), so read once, whole.
+    One still being written ends the stream unfinished: its next change opens it again."""
+    try:
+        with _decompressed(fd) as data:
+            while chunk := data.read(READ_SIZE):
+                tail.took(chunk)
+                yield chunk
+    except zstandard.ZstdError as error:
+        log.info("compressed file unreadable yet (still being written?)", path=tail.path, error=str(error))
+        return
     tail.ending = Ending.FINISHED
 
 
