@@ -186,3 +186,39 @@ def test_a_restart_over_finished_files_reads_none_and_writes_nothing(tmp_path: P
     done = next(orjson.loads(line) for line in err.splitlines() if b'"pipeline done"' in line)
     assert (done["streams_opened"], done["bytes_read"], done["ops_written"]) == (0, 0, 0)
     assert as_sets(store(db)) == before
+
+
+def replay_run(paths: list[Path], db: Path, state: Path) -> dict[str, Any]:
+    """`ingestor replay --state-dir`, and its summary log line."""
+    done = subprocess.run(
+        [*INGESTOR, "replay", *map(str, paths), "--sink", f"sqlite:{db}", "--state-dir", str(state)],
+        capture_output=True,
+        check=True,
+    )
+    summary: dict[str, Any] = next(
+        orjson.loads(line)
+        for line in done.stdout.splitlines() + done.stderr.splitlines()
+        if b"pipeline done" in line
+    )
+    return summary
+
+
+def test_replay_with_a_state_dir_reads_only_what_is_new(tmp_path: Path) -> None:
+    archive, db, state = tmp_path / "archive", tmp_path / "live.db", tmp_path / "state"
+    archive.mkdir()
+    growing = archive / SESSIONS[0].name
+    lines = SESSIONS[0].read_bytes().splitlines(keepends=True)
+    growing.write_bytes(b"".join(lines[:10]))
+    for recording in SESSIONS[1:]:
+        (archive / recording.name).write_bytes(recording.read_bytes())
+    first = replay_run([archive], db, state)
+    assert first["streams_opened"] == len(SESSIONS)
+    reference = tmp_path / "replay.db"
+    replay_store(archive, reference)  # a one-shot replay of the same days, in the same order
+    again = replay_run([archive], db, state)
+    assert (again["streams_opened"], again["bytes_read"], again["ops_written"]) == (0, 0, 0)
+    growing.write_bytes(b"".join(lines))  # the day's new lines
+    third = replay_run([archive], db, state)
+    assert third["streams_opened"] == 1
+    replay_store(growing, reference)
+    assert as_sets(store(db)) == as_sets(store(reference))
