@@ -17,7 +17,7 @@ import signal
 import ssl
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -47,6 +47,7 @@ from ingestor.sources.follow import DEFAULT_IDLE, DEFAULT_POLL, FollowConfig, Fo
 from ingestor.sources.sockets import DEFAULT_UNIX_MODE, TcpSource, UnixSource, parse_host_port
 from ingestor.sources.stdin import StdinSource
 from ingestor.sources.tls import server_context
+from ingestor.sources.wrap import WrapSource
 
 log = get_logger("ingestor.cli")
 
@@ -232,6 +233,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(replay)
     add_convex_arguments(replay, delivery=True)
 
+    wrap = commands.add_parser(
+        "wrap",
+        help="run a Codex command (after --): its output passes through unchanged and is ingested",
+    )
+    wrap.add_argument("wrapped", nargs=argparse.REMAINDER, metavar="-- COMMAND...")
+    _add_pipeline(wrap)
+    _add_common(wrap)
+    add_convex_arguments(wrap, delivery=True)
+
     show_cmd = commands.add_parser("show", help="read history back from a sink")
     show_cmd.add_argument("what", choices=WHAT)
     show_cmd.add_argument(
@@ -320,6 +330,7 @@ async def run_pipeline(
     factory: NormalizerFactory,
     sink_options: Mapping[str, Any],
     checkpoints: Checkpoints | None = None,
+    on_signals: Callable[[Pipeline], Coroutine[Any, Any, None]] = _stop_on_signal,
 ) -> tuple[Pipeline, Leftover | None]:
     """Open the sink, run the pipeline until its sources end or a signal stops it, close the sink.
     Also returns what the sink could not deliver before it closed. With `checkpoints`, those of the
@@ -331,7 +342,7 @@ async def run_pipeline(
         writes: Sink = sink if checkpoints is None else CheckpointingSink(sink, checkpoints)
         pipeline = Pipeline(writes, factory, config)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_stop_on_signal, pipeline)
+            tg.start_soon(on_signals, pipeline)
             await pipeline.run(sources)
             tg.cancel_scope.cancel()
     log.info("pipeline done", sink=str(spec), **pipeline.summary())
@@ -412,13 +423,66 @@ async def _replay(args: argparse.Namespace, spec: SinkSpec) -> int:
     return _undelivered_status(leftover)
 
 
+WRAP_LAG_WORTH_SAYING: Final = 1.0
+"""Seconds between the end of the wrapped command's output and the end of its ingestion that are
+worth a line on stderr (the user waited for the wrapper that long after the command was done)."""
+FORWARDED_SIGNALS: Final = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def _forward_signals(source: WrapSource) -> Callable[[Pipeline], Coroutine[Any, Any, None]]:
+    """The wrapped command gets the signals sent to us; we go on until its output ends. SIGINT is only
+    held off: a terminal's Ctrl-C reaches the whole foreground process group, the command included."""
+
+    async def forward(_: Pipeline) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, *FORWARDED_SIGNALS) as signals:
+            async for signum in signals:
+                if signum != signal.SIGINT and source.process is not None:
+                    source.process.send_signal(signum)
+
+    return forward
+
+
+async def _wrap(args: argparse.Namespace, spec: SinkSpec) -> int:
+    command = args.wrapped[1:] if args.wrapped[:1] == ["--"] else args.wrapped
+    source = WrapSource(command, (args.state_dir or default_state_dir(os.environ)) / "wrap")
+    _, leftover = await run_pipeline(
+        spec,
+        [source],
+        pipeline_config(args),
+        normalizer_factory(args.conversation_id),
+        vars(args),
+        on_signals=_forward_signals(source),
+    )
+    lag = time.monotonic() - source.output_ended
+    assert source.process is not None
+    status = await anyio.to_thread.run_sync(source.process.wait)
+    if source.drained and lag >= WRAP_LAG_WORTH_SAYING:
+        print(
+            f"ingestor: ingestion fell behind: the command's output was all stored {lag:.1f} s after it "
+            "ended (kept on disk meanwhile: the command never waited)",
+            file=sys.stderr,
+        )
+    if not source.drained:
+        print(
+            f"ingestor: not all of the output was stored: `ingestor replay {source.spill}` stores it",
+            file=sys.stderr,
+        )
+    _undelivered_status(leftover)  # says what waits in the spool; the status stays the command's
+    if status < 0:
+        # Killed by a signal: die of the same one, as the command did, for whoever waits on us.
+        signal.signal(-status, signal.SIG_DFL)
+        os.kill(os.getpid(), -status)
+        return 128 - status
+    return status
+
+
 async def _show(args: argparse.Namespace, spec: SinkSpec) -> int:
     async with open_history(spec, os.environ, vars(args)) as reader:
         await show(reader, args.what, args.id, sys.stdout, as_json=args.json, limit=args.limit)
     return 0
 
 
-_COMMANDS: Final = {"run": _run, "replay": _replay, "show": _show}
+_COMMANDS: Final = {"run": _run, "replay": _replay, "wrap": _wrap, "show": _show}
 
 
 def _leaf(error: BaseException) -> BaseException:
