@@ -17,7 +17,7 @@ import hashlib
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -119,11 +119,18 @@ class Checkpoints:
         for checkpoint in checkpoints:
             self.by_path[checkpoint.path] = checkpoint
 
-    def forget_missing(self, present: set[str], now_ns: int | None = None) -> None:
-        """Note which recorded files are gone (not in `present`); delete those gone for long."""
+    def forget_missing(
+        self, present: set[str], watched: Callable[[str], bool], now_ns: int | None = None
+    ) -> None:
+        """Note which recorded files under watch (`watched(path)`) are gone, not in `present`; delete
+        those gone for long. Files of other runs sharing the state directory are left alone."""
         now = time.time_ns() if now_ns is None else now_ns
         back = [path for path in self._missing_since if path in present]
-        gone_now = [path for path in self.by_path if path not in present and path not in self._missing_since]
+        gone_now = [
+            path
+            for path in self.by_path
+            if path not in present and path not in self._missing_since and watched(path)
+        ]
         for path in back:
             del self._missing_since[path]
         for path in gone_now:

@@ -44,8 +44,8 @@ a session's file while the session is open, even between turns, so this is longe
 DEFAULT_POLL: Final = 30.0
 """Seconds between rescans: what a file system that sends no notifications waits at most."""
 WATCH_STEP_MS: Final = 20
-WATCH_DEBOUNCE_MS: Final = 100
-"""Notifications are handed over after 20 ms without more, or every 100 ms while files keep changing
+WATCH_DEBOUNCE_MS: Final = 50
+"""Notifications are handed over after 20 ms without more, or every 50 ms while files keep changing
 (watchfiles' default 1.6 s cap would be the latency of a busy machine)."""
 
 
@@ -139,8 +139,11 @@ class FollowSource:
         for root in self._roots:
             found.update(_session_files(root))
         if not self._config.once:
-            self._checkpoints.forget_missing(found)
+            self._checkpoints.forget_missing(found, self._watches)
         return found
+
+    def _watches(self, path: str) -> bool:
+        return path in self._files or any(path.startswith(f"{root}{os.sep}") for root in self._roots)
 
     def _touch(self, path: str) -> None:
         """`path` may have changed: wake its stream, or start one if it has something to read."""
