@@ -183,3 +183,17 @@ async def test_a_compressed_file_of_a_session_cut_short_adds_the_rest(tmp_path: 
     half_file = tmp_path / "half.jsonl"
     half_file.write_bytes(half)
     assert as_sets(store(db)) == replay_of(tmp_path, half_file, SESSION_B)
+
+
+async def test_a_followed_directory_removed_does_not_stop_the_others(tmp_path: Path) -> None:
+    gone, kept, state, db = tmp_path / "gone", tmp_path / "kept", tmp_path / "state", tmp_path / "live.db"
+    gone.mkdir()
+    kept.mkdir()
+    async with following([gone, kept], state, db):
+        await anyio.sleep(0.3)
+        gone.rmdir()
+        await anyio.sleep(0.5)
+        target = kept / SESSION_A.name
+        target.write_bytes(SESSION_A.read_bytes())
+        await until_finished(state, target)
+    assert as_sets(store(db)) == replay_of(tmp_path, SESSION_A)

@@ -223,16 +223,24 @@ class FollowSource:
             # shutdown waiting for its next timeout.
             tg.start_soon(_set_when_cancelled, stop)
             watched: list[Path | str] = [*self._roots, *self._files]
-            async for changes in watchfiles.awatch(
-                *watched,
-                watch_filter=None,
-                debounce=WATCH_DEBOUNCE_MS,
-                step=WATCH_STEP_MS,
-                stop_event=stop,
-                force_polling=self._config.force_polling,
-            ):
-                for _, changed in changes:
-                    self._changed(changed)
+            try:
+                async for changes in watchfiles.awatch(
+                    *watched,
+                    watch_filter=None,
+                    debounce=WATCH_DEBOUNCE_MS,
+                    step=WATCH_STEP_MS,
+                    stop_event=stop,
+                    force_polling=self._config.force_polling,
+                ):
+                    for _, changed in changes:
+                        self._changed(changed)
+            except (OSError, RuntimeError) as error:
+                # The inotify watch limit reached, a followed directory removed...: the rescans go on.
+                log.warning(
+                    "file-system notifications unavailable: changes are seen at the next rescan",
+                    error=str(error),
+                    poll_seconds=self._config.poll,
+                )
             tg.cancel_scope.cancel()
 
     def _changed(self, path: str) -> None:
