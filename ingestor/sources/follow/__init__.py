@@ -109,10 +109,6 @@ class FollowSource:
 
         return make
 
-    @property
-    def followed(self) -> int:
-        return len(self._tails)
-
     async def serve(
         self, handle: StreamHandler, *, task_status: TaskStatus[str] = TASK_STATUS_IGNORED
     ) -> None:
