@@ -21,9 +21,11 @@ COMPILED = [
     "ingestor/normalize/exec_json.py",
     "ingestor/normalize/facts.py",
     "ingestor/normalize/legacy.py",
+    "ingestor/normalize/legacy_tools.py",
     "ingestor/normalize/raw.py",
     "ingestor/normalize/session_file.py",
     "ingestor/normalize/state.py",
+    "ingestor/normalize/usage_facts.py",
     "ingestor/sinks/wire.py",
 ]
 

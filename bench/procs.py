@@ -41,11 +41,11 @@ bench/run.sh keeps current. Without it (a bare `python -m bench`), the developme
 
 def ingestor_cmd(*args: str) -> list[str]:
     """The daemon's command line: the compiled build, else the development install's console script,
-    else `python -m ingestor.cli`."""
+    else `python -m ingestor`."""
     for script in (COMPILED_DAEMON, Path(PYTHON).parent / "ingestor"):
         if script.exists():
             return [str(script), *args]
-    return [PYTHON, "-m", "ingestor.cli", *args]
+    return [PYTHON, "-m", "ingestor", *args]
 
 
 def bench_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

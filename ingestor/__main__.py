@@ -1,5 +1,5 @@
 """`python -m ingestor`: the same as the `ingestor` command."""
 
-from ingestor.cli import main
+from ingestor.cli.commands import main
 
 raise SystemExit(main())

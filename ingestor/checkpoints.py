@@ -20,7 +20,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, cast
+
+from ingestor.ops import Op
 
 FINGERPRINT_BYTES: Final = 1024
 """How much of a file's start identifies it: a session file's first line (`session_meta`) alone is
@@ -29,6 +31,11 @@ FORGET_AFTER_NS: Final = 7 * 24 * 3600 * 10**9
 """A vanished file's row is kept this long: its compressed form (`.jsonl.zst`) may appear later and
 takes its place (same session), or the file may come back from a restore."""
 DB_NAME: Final = "checkpoints.db"
+
+
+CHECKPOINT_OP: Final[str] = "ingestor/checkpoint"
+"""The `op` of a checkpoint marker: travels among a stream's operations, behind those of the lines it
+covers, and is taken out before any store sees it (ingestor.sinks.checkpointing)."""
 
 
 def fingerprint(head: bytes) -> bytes:
@@ -151,3 +158,9 @@ class Checkpoints:
 
     def close(self) -> None:
         self._db.close()
+
+
+def checkpoint_op(checkpoint: Checkpoint) -> Op:
+    """The marker that saves `checkpoint` once every operation before it is durable."""
+    # Not one of the store's operations (OpName): it travels in their list and is taken out by the sink.
+    return cast(Op, {"op": CHECKPOINT_OP, "key": checkpoint.path, "args": {"checkpoint": checkpoint}})

@@ -22,7 +22,7 @@ from typing import Any, Final
 import pytest
 from convex_local import ADMIN_KEY, ConvexLocal
 
-from ingestor.convex_api import ADMIN_IDENTITY, admin_authorization
+from ingestor.sinks.convex.client import ADMIN_IDENTITY, admin_authorization
 
 REPO: Final = Path(__file__).resolve().parents[1]
 INGESTOR: Final = [sys.executable, "-m", "ingestor"]

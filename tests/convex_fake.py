@@ -18,10 +18,10 @@ import anyio
 import httpx
 import orjson
 
-from ingestor.convex_api import ConvexHttp
-from ingestor.deployment import Secret
 from ingestor.ops import Op
-from ingestor.sinks.convex import ConvexSinkConfig
+from ingestor.sinks.convex.client import ConvexHttp
+from ingestor.sinks.convex.config import ConvexSinkConfig
+from ingestor.sinks.convex.deployment import Secret
 
 
 def make_op(n: int, *, size: int = 0, conversation: str = "c1") -> Op:

@@ -26,7 +26,7 @@ from typing import Any, Final
 import httpx
 import pytest
 
-from ingestor.convex_api import ADMIN_IDENTITY, admin_authorization
+from ingestor.sinks.convex.client import ADMIN_IDENTITY, admin_authorization
 
 REPO: Final = Path(__file__).resolve().parents[1]
 ADMIN_KEY: Final = "convex-local-test-admin-key"

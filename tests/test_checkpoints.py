@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ingestor.checkpoints import FORGET_AFTER_NS, Checkpoint, Checkpoints, fingerprint
+from ingestor.checkpoints import FORGET_AFTER_NS, Checkpoint, Checkpoints, checkpoint_op, fingerprint
 from ingestor.ops import Op
-from ingestor.sinks.checkpointing import CheckpointingSink, checkpoint_op
+from ingestor.sinks.checkpointing import CheckpointingSink
 
 pytestmark = pytest.mark.anyio
 

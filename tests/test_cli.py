@@ -18,10 +18,11 @@ import zstandard
 from daemon_helpers import connect_when_listening
 from sqlite_ops import conversation_ops
 
-from ingestor.cli import main
-from ingestor.sinks.factory import SinkError, SinkSpec, open_sink, parse_sink, resolve_sink
-from ingestor.sinks.sqlite import apply_ops, connect
-from ingestor.sources.files import MissingPathError, expand_paths
+from ingestor.cli.commands import main
+from ingestor.errors import MissingPathError, SinkError
+from ingestor.sinks.factory import SinkSpec, parse_sink, resolve_sink
+from ingestor.sinks.sqlite.sink import apply_ops, connect
+from ingestor.sources.files import expand_paths
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "fixtures"
@@ -379,13 +380,3 @@ def test_replay_stopped_by_a_signal_stores_what_was_read_and_says_so(tmp_path: P
             daemon.kill()
             daemon.wait()
     assert events(db) == ["thread.started", "turn.started", "item.completed"]
-
-
-@pytest.mark.anyio
-async def test_convex_sink_missing_its_factory_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    import ingestor.sinks.convex
-
-    monkeypatch.delattr(ingestor.sinks.convex, "open_sink_from_env")
-    with pytest.raises(SinkError, match=r"the convex sink is not available: .* no open_sink_from_env\(\)"):
-        async with open_sink(SinkSpec("convex"), {}):
-            pass

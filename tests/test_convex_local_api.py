@@ -19,8 +19,8 @@ import httpx
 import pytest
 from convex_local import READER, STRANGER, WORKER, ConvexLocal, start
 
-from ingestor.convex_api import ADMIN_IDENTITY, admin_authorization
 from ingestor.ops import OP_TABLE, make_key
+from ingestor.sinks.convex.client import ADMIN_IDENTITY, admin_authorization
 
 pytestmark = pytest.mark.e2e
 

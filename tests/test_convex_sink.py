@@ -13,15 +13,13 @@ import pytest
 import structlog
 from convex_fake import FakeConvex, fast_config, make_op
 
-from ingestor.convex_api import ConvexHttp
 from ingestor.logging import configure_logging, get_logger, redact
 from ingestor.metrics import Health, Metrics
-from ingestor.sinks.convex import (
-    DEAD_LETTER_FILE,
-    ConvexHistory,
-    ConvexSinkConfig,
-    open_convex_sink,
-)
+from ingestor.sinks.convex.client import ConvexHttp
+from ingestor.sinks.convex.config import ConvexSinkConfig
+from ingestor.sinks.convex.dead_letter import DEAD_LETTER_FILE
+from ingestor.sinks.convex.factory import open_convex_sink
+from ingestor.sinks.convex.history import ConvexHistory
 
 pytestmark = pytest.mark.anyio
 

@@ -9,7 +9,7 @@ from convex_fake import FakeConvex, fast_config, make_op
 from daemon_helpers import wait_until
 
 from ingestor.metrics import Health, Metrics
-from ingestor.sinks.convex import open_convex_sink
+from ingestor.sinks.convex.factory import open_convex_sink
 
 pytestmark = pytest.mark.anyio
 

@@ -11,10 +11,11 @@ import pytest
 from convex_fake import FakeConvex, fast_config, make_op
 from test_convex_sink import dead_letters, sample
 
-from ingestor.convex_api import ConvexHttp
 from ingestor.metrics import Health, Metrics
 from ingestor.ops import Op
-from ingestor.sinks.convex import STAGE_PART_BYTES, _utf8_parts, open_convex_sink
+from ingestor.sinks.convex.client import ConvexHttp
+from ingestor.sinks.convex.factory import open_convex_sink
+from ingestor.sinks.convex.staging import STAGE_PART_BYTES, _utf8_parts
 
 pytestmark = pytest.mark.anyio
 

@@ -7,7 +7,7 @@ from typing import Final
 
 import pytest
 
-from ingestor.deployment import (
+from ingestor.sinks.convex.deployment import (
     DEFAULT_URL,
     DeploymentError,
     Secret,

@@ -1,4 +1,4 @@
-"""A full state volume acts like a full spool (ingestor.spool, ingestor.sinks.convex): input pauses,
+"""A full state volume acts like a full spool (ingestor.sinks.convex): input pauses,
 `/readyz` says why, the daemon lives on; and a daemon started on a volume that is still full drains
 its spool. The volume is a small tmpfs mounted for the test (skipped where mounting is not allowed)."""
 

@@ -1,4 +1,4 @@
-"""One-shot runs are honest about what they could not deliver (ingestor.cli): `replay` and a
+"""One-shot runs are honest about what they could not deliver (ingestor.cli.commands): `replay` and a
 stdin-only `run` exit non-zero while operations wait in the spool, saying how many and where, and a
 later run on the same state directory delivers them."""
 
@@ -14,7 +14,7 @@ from convex_e2e import FIXTURES, call, daemon_env, ingestor_argv
 from convex_local import ConvexLocal
 from daemon_helpers import connect_when_listening, unreachable_url
 
-from ingestor.cli import EXIT_FAILURE, EXIT_UNDELIVERED
+from ingestor.cli.commands import EXIT_FAILURE, EXIT_UNDELIVERED
 
 pytestmark = pytest.mark.e2e
 

@@ -20,7 +20,7 @@ from golden.store import FIXTURES
 
 from ingestor.lines import Line
 from ingestor.normalize import Normalizer
-from ingestor.sinks.sqlite import apply_ops, connect
+from ingestor.sinks.sqlite.sink import apply_ops, connect
 
 INGESTOR = [sys.executable, "-m", "ingestor"]
 LARGE = FIXTURES / "codex-0.63.0/app-server/large_output.jsonl"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ingestor.sinks.merge import apply_upsert, merge_row, merge_status, new_row
+from ingestor.sinks.sqlite.merge import apply_upsert, merge_row, merge_status, new_row
 
 
 def test_rule1_absent_or_null_never_erases() -> None:

@@ -21,10 +21,10 @@ import structlog
 from pipeline_fakes import EchoNormalizer, MemorySink, texts
 from prometheus_client import CollectorRegistry
 
+from ingestor.errors import SourceConfigError
 from ingestor.logging import configure_logging
 from ingestor.metrics import Metrics
 from ingestor.pipeline import Pipeline
-from ingestor.sources import SourceConfigError
 from ingestor.sources.auth import ProducerAuth, check_exposure, is_loopback, load_token
 from ingestor.sources.sockets import TcpSource, UnixSource
 

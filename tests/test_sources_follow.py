@@ -20,11 +20,11 @@ from golden.store import FIXTURES
 from test_follow_cli import as_sets, replay_store, store
 
 from ingestor.checkpoints import Checkpoints
-from ingestor.cli import normalizer_factory
+from ingestor.cli.commands import normalizer_factory
 from ingestor.ops import Op
 from ingestor.pipeline import Pipeline
 from ingestor.sinks.checkpointing import CheckpointingSink
-from ingestor.sinks.sqlite import open_sqlite_sink
+from ingestor.sinks.sqlite.sink import open_sqlite_sink
 from ingestor.sources.follow import FollowConfig, FollowSource
 
 pytestmark = pytest.mark.anyio

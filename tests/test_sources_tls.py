@@ -15,8 +15,8 @@ import trustme
 from anyio.streams.tls import TLSStream
 from pipeline_fakes import EchoNormalizer, MemorySink, texts
 
+from ingestor.errors import SourceConfigError
 from ingestor.pipeline import Pipeline
-from ingestor.sources import SourceConfigError
 from ingestor.sources.sockets import TcpSource
 from ingestor.sources.tls import server_context
 

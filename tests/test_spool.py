@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ingestor.spool import Batch, Spool
+from ingestor.sinks.convex.spool import Spool
+from ingestor.sinks.convex.spool_batch import Batch
 
 
 def head(spool: Spool, max_ops: int, max_bytes: int) -> Batch:
@@ -65,7 +66,7 @@ def test_committed_appends_survive_sigkill(tmp_path: Path) -> None:
     script = (
         "import os, signal, sys\n"
         "from pathlib import Path\n"
-        "from ingestor.spool import Spool\n"
+        "from ingestor.sinks.convex.spool import Spool\n"
         f"s = Spool(Path({str(path)!r}))\n"
         "s.append([b'kept-%d' % i for i in range(100)], enqueued_at=1)\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
@@ -81,7 +82,9 @@ def test_committed_appends_survive_sigkill(tmp_path: Path) -> None:
 def test_one_process_per_spool(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     spool = Spool(path)
-    script = f"from pathlib import Path; from ingestor.spool import Spool; Spool(Path({str(path)!r}))"
+    script = (
+        f"from pathlib import Path; from ingestor.sinks.convex.spool import Spool; Spool(Path({str(path)!r}))"
+    )
     other = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
     assert other.returncode != 0 and "in use by another ingestor" in other.stderr
     spool.close()

@@ -13,11 +13,12 @@ import orjson
 import pytest
 from convex_fake import FakeConvex, fast_config, make_op
 
-from ingestor import spool as spool_module
-from ingestor.convex_api import ConvexHttp
 from ingestor.metrics import Health, Metrics
-from ingestor.sinks.convex import open_convex_sink
-from ingestor.spool import SEP, Spool
+from ingestor.sinks.convex import spool as spool_module
+from ingestor.sinks.convex.client import ConvexHttp
+from ingestor.sinks.convex.factory import open_convex_sink
+from ingestor.sinks.convex.spool import Spool
+from ingestor.sinks.convex.spool_batch import SEP
 
 
 def _spooled(spool: Spool) -> list[bytes]:

@@ -1,6 +1,6 @@
 """A spool damaged on disk (a truncated or missing segment, an unreadable index) never stops the
 daemon from starting: what cannot be read is moved aside, logged and counted; the rest is delivered
-(ingestor.spool, ingestor.sinks.convex)."""
+(ingestor.sinks.convex)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import pytest
 from convex_fake import FakeConvex, fast_config, make_op
 
 from ingestor.metrics import Health, Metrics
-from ingestor.sinks.convex import open_convex_sink
-from ingestor.spool import FILENAME, QUARANTINE_DIR
+from ingestor.sinks.convex.factory import open_convex_sink
+from ingestor.sinks.convex.spool import FILENAME
+from ingestor.sinks.convex.spool_recovery import QUARANTINE_DIR
 
 pytestmark = pytest.mark.anyio
 

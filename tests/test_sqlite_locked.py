@@ -14,7 +14,7 @@ from pathlib import Path
 from daemon_helpers import RECORDINGS, another_session, connect_when_listening
 
 RECORDING = (RECORDINGS / "exec" / "multi_turn.jsonl").read_bytes()
-BUSY_TIMEOUT = 5.0  # ingestor.sinks.sqlite.connect
+BUSY_TIMEOUT = 5.0  # ingestor.sinks.sqlite.sink.connect
 
 
 def events(db: Path) -> int:

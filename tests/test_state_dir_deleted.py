@@ -1,4 +1,4 @@
-"""The state directory deleted under a running daemon (ingestor.sinks.convex, ingestor.spool): input
+"""The state directory deleted under a running daemon (ingestor.sinks.convex): input
 pauses, what the old spool holds is still delivered (its files are open), then a new spool starts in
 the same place; nothing accepted is lost and nothing is written where a restart cannot find it."""
 
@@ -16,8 +16,8 @@ from convex_fake import FakeConvex, fast_config, make_op
 from daemon_helpers import wait_until
 
 from ingestor.metrics import Health, Metrics
-from ingestor.sinks.convex import open_convex_sink
-from ingestor.spool import FILENAME
+from ingestor.sinks.convex.factory import open_convex_sink
+from ingestor.sinks.convex.spool import FILENAME
 
 pytestmark = pytest.mark.anyio
 

@@ -32,10 +32,11 @@ from convex_e2e import INGESTOR, REPO, daemon_env, ingestor_argv, log_events
 from convex_local import ConvexLocal
 
 from ingestor.sinks.base import HistoryReader, json_numbers
-from ingestor.sinks.convex import DEAD_LETTER_FILE, open_history_from_env
-from ingestor.sinks.schema import TABLES
-from ingestor.sinks.sqlite import connect
-from ingestor.sinks.sqlite_history import open_sqlite_history, present_any
+from ingestor.sinks.convex.dead_letter import DEAD_LETTER_FILE
+from ingestor.sinks.convex.factory import open_history_from_env
+from ingestor.sinks.sqlite.history import open_sqlite_history, present_any
+from ingestor.sinks.sqlite.schema import TABLES
+from ingestor.sinks.sqlite.sink import connect
 
 FIXTURES: Final = REPO / "fixtures"
 
@@ -74,7 +75,7 @@ _CLOCK: Final = (
     "assert callable(getattr(pipeline, 'now_ms', None)), 'ingestor.pipeline.now_ms is gone: update _CLOCK'\n"
     "ticks = itertools.count(1795300000000, 1000)\n"
     "pipeline.now_ms = lambda: next(ticks)\n"
-    "from ingestor.cli import main\n"
+    "from ingestor.cli.commands import main\n"
     "sys.argv[0] = 'ingestor'\n"
     "raise SystemExit(main(sys.argv[1:]))\n"
 )
@@ -411,7 +412,7 @@ def test_any_values_convex_cannot_hold_come_back_as_their_json_text() -> None:
 
 
 def test_the_sqlite_reader_presents_stored_rows_like_history_queries(tmp_path: Path) -> None:
-    from ingestor.sinks.sqlite import apply_ops
+    from ingestor.sinks.sqlite.sink import apply_ops
 
     path = tmp_path / "store.db"
     conn = connect(path)
@@ -444,7 +445,7 @@ def test_the_sqlite_reader_presents_stored_rows_like_history_queries(tmp_path: P
 
 
 def test_convex_history_gives_numbers_in_the_same_form() -> None:
-    from ingestor.sinks.convex import ConvexHistory
+    from ingestor.sinks.convex.history import ConvexHistory
 
     class Api:
         async def query(self, path: str, args: dict[str, Any]) -> Any:

@@ -2,7 +2,7 @@
 // channels (a live app-server or `exec --json` stream, its session file, a restarted daemon), each
 // proposing a conversation for it. The thread is filed under the first conversation proposed, and
 // every later op of that thread lands there; it keeps the rate-limit reports of the first channel
-// that reported them (channels round the same window differently). `ingestor/sinks/sqlite.py`
+// that reported them (channels round the same window differently). `ingestor/sinks/sqlite/threads.py`
 // (`_Threads`) applies the same rules.
 import type { Id } from "../_generated/dataModel.js";
 import type { MutationCtx } from "../_generated/server.js";

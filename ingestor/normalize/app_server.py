@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from ingestor.lines import Line
-from ingestor.normalize import facts, tools
+from ingestor.normalize import facts, tools, usage_facts
 from ingestor.normalize.state import V2, Ops, State
 
 Handler = Callable[[State, Line, dict[str, Any], int, Ops], None]
@@ -281,13 +281,13 @@ def _token_usage(s: State, line: Line, params: dict[str, Any], at: int, out: Ops
         total.get("reasoningOutputTokens"),
         total.get("totalTokens"),
     )
-    facts.usage(s, line, out, V2, tid, totals, usage.get("modelContextWindow"), at)
+    usage_facts.usage(s, line, out, V2, tid, totals, usage.get("modelContextWindow"), at)
 
 
 def _v2_window(position: str, window: Any) -> dict[str, Any] | None:
     if type(window) is not dict:
         return None
-    return facts.window_row(
+    return usage_facts.window_row(
         position,
         window.get("usedPercent"),
         window.get("windowDurationMins"),
@@ -304,11 +304,11 @@ def _rate_limits(s: State, line: Line, params: dict[str, Any], at: int, out: Ops
         for r in (
             _v2_window("primary", snap.get("primary")),
             _v2_window("secondary", snap.get("secondary")),
-            facts.credits_row(snap.get("credits")),
+            usage_facts.credits_row(snap.get("credits")),
         )
         if r is not None
     ]
-    facts.rate_limits(s, line, out, V2, rows, _turn_of(s, params), at)
+    usage_facts.rate_limits(s, line, out, V2, rows, _turn_of(s, params), at)
 
 
 HANDLERS: Final[dict[str, Handler]] = {

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from ingestor.lines import Line
-from ingestor.normalize import facts, tools
+from ingestor.normalize import facts, tools, usage_facts
 from ingestor.normalize.app_server import split_command
 from ingestor.normalize.state import EXEC, Ops, State
 
@@ -49,7 +49,7 @@ def _turn_completed(s: State, line: Line, obj: dict[str, Any], at: int, out: Ops
             usage.get("reasoning_output_tokens"),
             usage.get("total_tokens"),
         )
-        facts.usage(s, line, out, EXEC, tid, totals, usage.get("model_context_window"), at)
+        usage_facts.usage(s, line, out, EXEC, tid, totals, usage.get("model_context_window"), at)
     facts.turn_ended(s, line, out, tid, "succeeded", at, None)
 
 

@@ -19,7 +19,16 @@ from typing import Any, Final
 from urllib.parse import unquote
 
 from ingestor.lines import Line
-from ingestor.normalize import facts, tools
+from ingestor.normalize import facts, tools, usage_facts
+from ingestor.normalize.legacy_tools import (
+    CANONICAL_TOOLS,
+    COMMAND_STATUS,
+    canonical_tool,
+    duration_ms,
+    mcp,
+    patch,
+    web_search,
+)
 from ingestor.normalize.state import Ops, State
 
 Handler = Callable[[State, Line, str, dict[str, Any], str | None, int, Ops], None]
@@ -27,7 +36,6 @@ Handler = Callable[[State, Line, str, dict[str, Any], str | None, int, Ops], Non
 
 RAW_ENCODING: Final = "raw"
 """Legacy deltas carry the exact bytes of one stream."""
-COMMAND_STATUS: Final = {"completed": "completed", "failed": "failed", "declined": "declined"}
 
 
 def _str(value: Any) -> str | None:
@@ -173,16 +181,6 @@ def _exec_delta(
     )
 
 
-def duration_ms(value: Any) -> int | None:
-    """Rust `Duration` as serde writes it (`{secs, nanos}`), or a plain number of milliseconds."""
-    if type(value) is dict:
-        secs, nanos = value.get("secs"), value.get("nanos", 0)
-        if type(secs) is int and type(nanos) is int:
-            return facts.integer(secs * 1000 + nanos // 1_000_000)
-        return None
-    return facts.integer(value)
-
-
 def _exec_end(
     s: State, line: Line, kind: str, msg: dict[str, Any], call_id: str, tid: str, at: int, out: Ops
 ) -> None:
@@ -205,7 +203,7 @@ def _exec_end(
     facts.command(s, line, out, kind, call_id, tid, fields)
 
 
-def _usage_totals(msg: dict[str, Any]) -> tuple[facts.UsageTotals, Any] | None:
+def _usage_totals(msg: dict[str, Any]) -> tuple[usage_facts.UsageTotals, Any] | None:
     info = msg.get("info")
     if type(info) is dict:
         total = info.get("total_token_usage")
@@ -232,15 +230,11 @@ def _window(position: str, window: Any, at: int) -> dict[str, Any] | None:
     resets = facts.epoch_ms(window.get("resets_at"))
     relative = window.get("resets_in_seconds")
     seconds = facts.number(relative)
+    used, minutes = window.get("used_percent"), window.get("window_minutes")
     if resets is not None or seconds is None:
-        return facts.window_row(position, window.get("used_percent"), window.get("window_minutes"), resets)
-    row = facts.window_row(
-        position,
-        window.get("used_percent"),
-        window.get("window_minutes"),
-        facts.integer(at + int(seconds * 1000)),
-    )
-    row[facts.RESETS_IN] = seconds
+        return usage_facts.window_row(position, used, minutes, resets)
+    row = usage_facts.window_row(position, used, minutes, facts.integer(at + int(seconds * 1000)))
+    row[usage_facts.RESETS_IN] = seconds
     return row
 
 
@@ -252,7 +246,7 @@ def _token_count(
     if found is not None:
         if tid is not None:
             facts.turn_seen(s, line, out, tid, at)
-        facts.usage(s, line, out, kind, tid, found[0], found[1], at)
+        usage_facts.usage(s, line, out, kind, tid, found[0], found[1], at)
     limits = msg.get("rate_limits")
     if type(limits) is dict:
         rows = [
@@ -260,11 +254,11 @@ def _token_count(
             for r in (
                 _window("primary", limits.get("primary"), at),
                 _window("secondary", limits.get("secondary"), at),
-                facts.credits_row(limits.get("credits")),
+                usage_facts.credits_row(limits.get("credits")),
             )
             if r is not None
         ]
-        facts.rate_limits(s, line, out, kind, rows, tid, at)
+        usage_facts.rate_limits(s, line, out, kind, rows, tid, at)
 
 
 def _agent_message(
@@ -365,96 +359,11 @@ def _item_completed(
             "endedAt": facts.epoch_ms(msg.get("completed_at_ms")) or at,
         }
         facts.command(s, line, out, kind, item_id, tid, fields)
-    elif type(item_type) is str and item_type in _CANONICAL_TOOLS and item_id is not None:
-        fields = _canonical_tool(item_type, item)
+    elif type(item_type) is str and item_type in CANONICAL_TOOLS and item_id is not None:
+        fields = canonical_tool(item_type, item)
         fields["startedAt"] = facts.epoch_ms(msg.get("started_at_ms"))
         fields["endedAt"] = facts.epoch_ms(msg.get("completed_at_ms")) or at
         facts.command(s, line, out, kind, item_id, tid, fields)
-
-
-_CANONICAL_TOOLS: Final = frozenset({"FileChange", "McpToolCall", "WebSearch"})
-
-
-def _canonical_tool(item_type: str, item: dict[str, Any]) -> dict[str, Any]:
-    """The columns of a 0.169 session file's `FileChange`, `McpToolCall` or `WebSearch` item."""
-    fields: dict[str, Any]
-    if item_type == "FileChange":
-        fields = tools.file_fields(tools.keyed_changes(item.get("changes")))
-        fields["stdout"] = _str(item.get("stdout"))
-        fields["stderr"] = _str(item.get("stderr"))
-        fields["aggregatedOutput"] = _joined(item.get("stdout"), item.get("stderr"))
-    elif item_type == "McpToolCall":
-        fields = tools.mcp_item_fields(item)
-        fields["durationMs"] = duration_ms(item.get("duration"))
-    else:
-        fields = tools.search_fields(item.get("query"), item.get("action"))
-    status = facts.lookup(COMMAND_STATUS, item.get("status"))
-    fields["status"] = status if status is not None or item_type != "WebSearch" else "completed"
-    return fields
-
-
-def _joined(stdout: Any, stderr: Any) -> str | None:
-    """A patch's output as one text (stdout, then stderr), as Codex shows it."""
-    parts = [p for p in (_str(stdout), _str(stderr)) if p]
-    return "".join(parts) if parts else _str(stdout)
-
-
-def _patch(
-    s: State, line: Line, kind: str, msg: dict[str, Any], call_id: str, tid: str, at: int, out: Ops
-) -> None:
-    """`patch_apply_begin` / `patch_apply_end` (Codex 0.63): a file change."""
-    fields = tools.file_fields(tools.keyed_changes(msg.get("changes")))
-    if msg.get("type") == "patch_apply_begin":
-        del fields["parsedCmd"]  # written once, by the end (see tools.py)
-        fields["status"] = "running"
-        fields["startedAt"] = at
-    else:
-        success = msg.get("success")
-        fields["status"] = None if type(success) is not bool else "completed" if success else "failed"
-        fields["stdout"] = _str(msg.get("stdout"))
-        fields["stderr"] = _str(msg.get("stderr"))
-        fields["aggregatedOutput"] = _joined(msg.get("stdout"), msg.get("stderr"))
-        fields["endedAt"] = at
-    facts.command(s, line, out, kind, call_id, tid, fields)
-
-
-def _mcp(
-    s: State, line: Line, kind: str, msg: dict[str, Any], call_id: str, tid: str, at: int, out: Ops
-) -> None:
-    """`mcp_tool_call_begin` / `mcp_tool_call_end` (Codex 0.63): an MCP tool call. The end's
-    `result` is Rust's `Result`: `{"Ok": CallToolResult}` or `{"Err": message}`."""
-    invocation = msg.get("invocation")
-    if type(invocation) is not dict:
-        return
-    server, tool, arguments = invocation.get("server"), invocation.get("tool"), invocation.get("arguments")
-    if msg.get("type") == "mcp_tool_call_begin":
-        fields = tools.mcp_fields(server, tool, arguments)
-        del fields["parsedCmd"]  # written once, by the end (see tools.py)
-        fields["status"] = "running"
-        fields["startedAt"] = at
-    else:
-        outcome = msg.get("result")
-        ok = outcome.get("Ok") if type(outcome) is dict else None
-        err = outcome.get("Err") if type(outcome) is dict else None
-        fields = tools.mcp_fields(server, tool, arguments, ok, err)
-        failed = ok is None or tools.mcp_failed(ok)
-        fields["status"] = "failed" if failed else "completed"
-        fields["durationMs"] = duration_ms(msg.get("duration"))
-        fields["endedAt"] = at
-    facts.command(s, line, out, kind, call_id, tid, fields)
-
-
-def _web_search(
-    s: State, line: Line, kind: str, msg: dict[str, Any], call_id: str, tid: str, at: int, out: Ops
-) -> None:
-    """`web_search_begin {call_id}` / `web_search_end {call_id, query, action?}`."""
-    fields = tools.search_fields(msg.get("query"), msg.get("action"))
-    if msg.get("type") == "web_search_begin":
-        del fields["parsedCmd"]  # written once, by the end (see tools.py)
-        fields["status"], fields["startedAt"] = "running", at
-    else:
-        fields["status"], fields["endedAt"] = "completed", at
-    facts.command(s, line, out, kind, call_id, tid, fields)
 
 
 def _plan_update(
@@ -479,12 +388,12 @@ HANDLERS: Final[dict[str, Handler]] = {
     "exec_command_begin": _tool_call(_exec_begin),
     "exec_command_output_delta": _exec_delta,
     "exec_command_end": _tool_call(_exec_end),
-    "patch_apply_begin": _tool_call(_patch),
-    "patch_apply_end": _tool_call(_patch),
-    "mcp_tool_call_begin": _tool_call(_mcp),
-    "mcp_tool_call_end": _tool_call(_mcp),
-    "web_search_begin": _tool_call(_web_search),
-    "web_search_end": _tool_call(_web_search),
+    "patch_apply_begin": _tool_call(patch),
+    "patch_apply_end": _tool_call(patch),
+    "mcp_tool_call_begin": _tool_call(mcp),
+    "mcp_tool_call_end": _tool_call(mcp),
+    "web_search_begin": _tool_call(web_search),
+    "web_search_end": _tool_call(web_search),
     "plan_update": _plan_update,
     "token_count": _token_count,
     "agent_message": _agent_message,

@@ -1,29 +1,20 @@
 """A sink in front of another that records file checkpoints once their lines are durable.
 
-Followed and checkpointed files put a marker (`checkpoint_op`) into their operation stream right after
-the operations of the lines it covers. Operations keep their order from the normalizer to the sink
-(one batcher, one write at a time), so when the inner sink's `write` returns (stored, or safe in the
-Convex spool), every operation before a marker is durable: the markers are taken out before the
-write and saved to the checkpoint table after it. The pipeline and the batcher know nothing of this.
+Followed and checkpointed files put a marker (`ingestor.checkpoints.checkpoint_op`) into their
+operation stream right after the operations of the lines it covers. Operations keep their order
+from the normalizer to the sink (one batcher, one write at a time), so when the inner sink's
+`write` returns (stored, or safe in the Convex spool), every operation before a marker is durable:
+the markers are taken out before the write and saved to the checkpoint table after it. The pipeline
+and the batcher know nothing of this.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final, cast
 
-from ingestor.checkpoints import Checkpoint, Checkpoints
+from ingestor.checkpoints import CHECKPOINT_OP, Checkpoint, Checkpoints
 from ingestor.ops import Op
 from ingestor.sinks.base import Leftover, Sink, Spooling
-
-CHECKPOINT_OP: Final[str] = "ingestor/checkpoint"
-"""The `op` of a marker: never a store operation, so no sink ever sees one."""
-
-
-def checkpoint_op(checkpoint: Checkpoint) -> Op:
-    """The marker that saves `checkpoint` once every operation before it is durable."""
-    # Not one of the store's operations (OpName): it travels in their list and is taken out here.
-    return cast(Op, {"op": CHECKPOINT_OP, "key": checkpoint.path, "args": {"checkpoint": checkpoint}})
 
 
 def _split(ops: Sequence[Op]) -> tuple[Sequence[Op], list[Checkpoint]]:

@@ -1,19 +1,19 @@
 """`--sink` values: parsing, the default choice, and opening a sink or a history reader.
 
 The seam for sinks: `open_sink()` and `open_history()` are the only places that know every kind.
-Convex lives in `ingestor.sinks.convex`, which provides `open_sink_from_env(env, options)` and
-`open_history_from_env(env, options)` (async context managers; `options`: the parsed command line,
-as a mapping); it is imported only when chosen.
+Each sink's package is imported only when that sink is chosen, so its dependencies load only then.
+Convex's openers (`ingestor.sinks.convex.factory`) take the environment and `options` (the parsed
+command line, as a mapping).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from ingestor.errors import SinkError
 from ingestor.sinks.base import HistoryReader, Sink
 
 SinkKind = Literal["sqlite", "convex", "jsonl", "null"]
@@ -21,10 +21,6 @@ SinkKind = Literal["sqlite", "convex", "jsonl", "null"]
 CONVEX_ENV_VARS: Final = ("CONVEX_URL", "CONVEX_DEPLOYMENT", "CONVEX_SELF_HOSTED_URL", "CONVEX_SITE_ORIGIN")
 DEFAULT_SQLITE_PATH: Final = "./ingestor.db"
 SINK_SYNTAX: Final = "sqlite:PATH, convex, jsonl:PATH, jsonl:- or null"
-
-
-class SinkError(ValueError):
-    """A `--sink` that cannot be used; the message is meant for the person who typed it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,18 +57,6 @@ def resolve_sink(value: str | None, env: Mapping[str, str]) -> tuple[SinkSpec, s
     return SinkSpec("sqlite", DEFAULT_SQLITE_PATH), notice
 
 
-def _convex_opener(name: str) -> Any:
-    """F's factory in ingestor.sinks.convex, or a clear error when it is not there."""
-    try:
-        module = importlib.import_module("ingestor.sinks.convex")
-    except ImportError as error:
-        raise SinkError(f"the convex sink is not available: {error}") from error
-    opener = getattr(module, name, None)
-    if opener is None:
-        raise SinkError(f"the convex sink is not available: ingestor.sinks.convex has no {name}()")
-    return opener
-
-
 @asynccontextmanager
 async def open_sink(
     spec: SinkSpec, env: Mapping[str, str], options: Mapping[str, Any] | None = None
@@ -81,7 +65,7 @@ async def open_sink(
     # Imports are deferred so that each sink's dependencies load only when that sink is used.
     opened: AbstractAsyncContextManager[Sink]
     if spec.kind == "sqlite":
-        from ingestor.sinks.sqlite import open_sqlite_sink
+        from ingestor.sinks.sqlite.sink import open_sqlite_sink
 
         opened = open_sqlite_sink(spec.target)
     elif spec.kind == "jsonl":
@@ -93,7 +77,9 @@ async def open_sink(
 
         opened = open_null_sink()
     else:
-        opened = _convex_opener("open_sink_from_env")(env, options or {})
+        from ingestor.sinks.convex.factory import open_sink_from_env
+
+        opened = open_sink_from_env(env, options or {})
     async with opened as sink:
         yield sink
 
@@ -105,11 +91,13 @@ async def open_history(
     """The read side of a sink, for `ingestor show`."""
     opened: AbstractAsyncContextManager[HistoryReader]
     if spec.kind == "sqlite":
-        from ingestor.sinks.sqlite_history import open_sqlite_history
+        from ingestor.sinks.sqlite.history import open_sqlite_history
 
         opened = open_sqlite_history(spec.target)
     elif spec.kind == "convex":
-        opened = _convex_opener("open_history_from_env")(env, options or {})
+        from ingestor.sinks.convex.factory import open_history_from_env
+
+        opened = open_history_from_env(env, options or {})
     else:
         raise SinkError(f"--sink {spec} cannot be read back: use sqlite:PATH or convex")
     async with opened as reader:

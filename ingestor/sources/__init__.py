@@ -12,12 +12,6 @@ from typing import Protocol
 from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskStatus
 
-
-class SourceConfigError(Exception):
-    """A source cannot start as configured (bad flags, an unusable file, an address in use): the
-    command exits with status 2 before reading anything."""
-
-
 StreamHandler = Callable[[str, AsyncGenerator[bytes, None]], Awaitable[None]]
 """Called once per input stream, in the task that should process it; returns at its end."""
 

@@ -22,10 +22,10 @@ from typing import Any, Final
 import anyio
 import orjson
 
+from ingestor.errors import SourceConfigError
 from ingestor.logging import get_logger, redact
 from ingestor.metrics import METRICS, Metrics
 from ingestor.secret_files import SecretFileError, read_secret_file
-from ingestor.sources import SourceConfigError
 
 HELLO_TYPE: Final = "ingestor.hello"
 HELLO_TIMEOUT: Final = 10.0

@@ -20,6 +20,7 @@ import zstandard
 from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskStatus
 
+from ingestor.errors import MissingPathError
 from ingestor.sources import StreamHandler
 from ingestor.sources.fd import read_fd
 
@@ -36,10 +37,6 @@ pages of the key indexes fewer times), and the memory bound stays 8 MiB of input
 
 STDIN: Final = "-"
 ZSTD_SUFFIX: Final = ".zst"
-
-
-class MissingPathError(Exception):
-    """A replay path that does not exist (reported before anything is read)."""
 
 
 def expand_paths(paths: Sequence[str]) -> list[str]:

@@ -18,8 +18,9 @@ import anyio
 from anyio import TASK_STATUS_IGNORED
 from anyio.abc import ByteReceiveStream, ByteStream, Listener, TaskStatus
 
+from ingestor.errors import SourceConfigError
 from ingestor.logging import get_logger
-from ingestor.sources import SourceConfigError, StreamHandler
+from ingestor.sources import StreamHandler
 from ingestor.sources.accept import ConnectionLimit, accept_forever, default_max_connections
 from ingestor.sources.auth import ProducerAuth
 from ingestor.sources.tls import handshake

@@ -12,8 +12,8 @@ from anyio import aclose_forcefully, fail_after, get_cancelled_exc_class
 from anyio.abc import ByteStream
 from anyio.streams.tls import TLSStream
 
+from ingestor.errors import SourceConfigError
 from ingestor.logging import get_logger
-from ingestor.sources import SourceConfigError
 
 HANDSHAKE_TIMEOUT: Final = 10.0
 

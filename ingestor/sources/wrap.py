@@ -23,7 +23,8 @@ import anyio
 from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskStatus
 
-from ingestor.sources import SourceConfigError, StreamHandler
+from ingestor.errors import SourceConfigError
+from ingestor.sources import StreamHandler
 
 READ_SIZE: Final = 64 * 1024
 

@@ -26,11 +26,11 @@ from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskGroup, TaskStatus
 
 from ingestor.checkpoints import Checkpoint, Checkpoints, fingerprint
+from ingestor.errors import SourceConfigError
 from ingestor.logging import get_logger
 from ingestor.metrics import METRICS
-from ingestor.pipeline import NormalizerFactory, StreamNormalizer
-from ingestor.sources import SourceConfigError, StreamHandler
-from ingestor.sources.follow.normalizer import FollowedNormalizer
+from ingestor.sources import StreamHandler
+from ingestor.sources.follow.normalizer import FollowedNormalizer, NormalizerFactory, StreamNormalizer
 from ingestor.sources.follow.tail import ZSTD_SUFFIX, Ending, Tail, read_compressed, read_growing, read_head
 
 log = get_logger("ingestor.follow")

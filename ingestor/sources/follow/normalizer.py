@@ -14,11 +14,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Protocol
+
+from ingestor.checkpoints import checkpoint_op
 from ingestor.lines import Line
 from ingestor.ops import Op
-from ingestor.pipeline import StreamNormalizer
-from ingestor.sinks.checkpointing import checkpoint_op
 from ingestor.sources.follow.tail import Ending, Mark, Tail
+
+
+class StreamNormalizer(Protocol):
+    """What a followed file's stream needs of the normalizer the pipeline would give it (the pipeline's
+    own protocol, `ingestor.pipeline.StreamNormalizer`, is a layer above the sources)."""
+
+    derive_errors: int
+
+    def feed_into(self, line: Line, out: list[Op]) -> None: ...
+
+    def finish(self) -> list[Op]: ...
+
+
+NormalizerFactory = Callable[[str], StreamNormalizer]
 
 
 class FollowedNormalizer:

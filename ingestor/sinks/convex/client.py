@@ -22,8 +22,8 @@ from typing import Any, Final, Literal
 import httpx
 import orjson
 
-from ingestor.deployment import Secret
 from ingestor.logging import scrub
+from ingestor.sinks.convex.deployment import Secret
 
 DEFAULT_TIMEOUT: Final = httpx.Timeout(connect=5.0, read=60.0, write=60.0, pool=10.0)
 _MAX_ERROR_TEXT: Final = 500

@@ -14,7 +14,8 @@ import json
 from collections.abc import Callable
 from typing import Any, Final, Literal, TextIO
 
-from ingestor.show_calls import call_lines, call_title
+from ingestor.cli.show_calls import call_lines, call_title
+from ingestor.errors import NotFoundError
 from ingestor.sinks.base import HistoryReader
 
 What = Literal["conversation", "turn", "command", "events"]
@@ -40,10 +41,6 @@ _ESCAPED: Final = str.maketrans({c: f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}
 def escape_controls(text: str) -> str:
     """`text` with every character that could drive a terminal written as an escape."""
     return text.translate(_ESCAPED)
-
-
-class NotFoundError(LookupError):
-    """The id names nothing in the store (or there is no store)."""
 
 
 def fmt_time(ms: Any) -> str:

@@ -3,21 +3,18 @@
 One transaction per batch, run in a worker thread so the event loop keeps reading. Append tables
 insert with `INSERT OR IGNORE` on their unique `key` (and (callId, stream, seq) for chunks), so a
 replay adds nothing; upserts read the stored row once per batch, merge in memory with the pure rules
-of `ingestor.sinks.merge`, and write each changed row once.
+of `ingestor.sinks.sqlite.merge`, and write each changed row once.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from itertools import chain
 from pathlib import Path
 from typing import Any, Final
 
@@ -26,10 +23,25 @@ import anyio.to_thread
 from anyio.abc import TaskGroup
 
 from ingestor.logging import get_logger
-from ingestor.ops import OP_TABLE, TURN_TERMINAL, EventArgs, Op
+from ingestor.ops import OP_TABLE, TURN_TERMINAL, Op
 from ingestor.sinks.json_text import dumps_json
-from ingestor.sinks.merge import apply_upsert
-from ingestor.sinks.schema import TABLES, Column, Table
+from ingestor.sinks.sqlite.merge import apply_upsert
+from ingestor.sinks.sqlite.rows import (
+    PLANS,
+    Rejected,
+    TablePlan,
+    Upsert,
+    check_required,
+    coerce_args,
+    event_row,
+    insert_rows,
+    loads_json,
+    params,
+    plain_row_of,
+    with_column,
+)
+from ingestor.sinks.sqlite.schema import TABLES
+from ingestor.sinks.sqlite.threads import Threads
 
 log = get_logger("ingestor.sinks.sqlite")
 
@@ -38,162 +50,6 @@ SCHEMA_VERSION: Final = 2
 LOCKED_RETRY: Final = 1.0
 """Seconds between attempts while another process holds the store beyond the busy timeout."""
 PAGE_SIZE: Final = 8192
-_INT64: Final = 2**63
-
-
-class Rejected(Exception):
-    """An operation the store cannot hold (deterministic: retrying cannot help)."""
-
-
-def loads_json(text: str) -> Any:
-    # The stdlib, not orjson: orjson reads integers beyond 64 bits as floats, losing digits.
-    return json.loads(text)
-
-
-def _encode(column: Column, value: Any) -> Any:
-    """A present argument as the store holds it; `Rejected` when Convex's validator would refuse it."""
-    kind = column.kind
-    kind_of = type(value)
-    if kind == "text":
-        if kind_of is str:
-            return value
-    elif kind == "int" or kind == "num":
-        if (kind_of is int and -_INT64 <= value < _INT64) or (kind_of is float and math.isfinite(value)):
-            return value
-        if kind_of is int:
-            raise Rejected(f"{column.name}: integer beyond 64 bits")
-    elif kind == "bool":
-        if kind_of is bool:
-            return value
-    elif kind == "strings":
-        if kind_of is list and all(type(v) is str for v in value):
-            return value  # kept as a list: the merge rules look at it; JSON text when bound
-    else:
-        return dumps_json(value)  # `any` columns are opaque JSON text from here on
-    raise Rejected(f"{column.name}: expected {kind}, got {kind_of.__name__}")
-
-
-@dataclass(frozen=True, slots=True)
-class _TablePlan:
-    """Precomputed per table: what the per-op loop needs, and the SQL."""
-
-    table: Table
-    names: tuple[str, ...]
-    columns: dict[str, Column]
-    kinds: dict[str, str]
-    list_columns: tuple[str, ...]
-    json_siblings: dict[str, Column]
-    required: frozenset[str]
-    plain: dict[str, tuple[int, type]] | None
-    """Append tables: each text or int column's position in a row (key first) and its value's type;
-    None for upsert tables, and for tables with other kinds (those take the general path)."""
-    required_positions: tuple[int, ...]
-    insert_sql: str
-    insert_rows_sql: str
-    """`insert_sql` for `ROWS_PER_INSERT` rows at once."""
-    update_sql: str
-    select_sql: str
-
-    @classmethod
-    def of(cls, table: Table) -> _TablePlan:
-        names = table.column_names
-        verb = "INSERT" if table.identity else "INSERT OR IGNORE"
-        # A JSON column may be bound as the UTF-8 bytes of its text (a raw event's own line): the CAST
-        # stores them as that TEXT, byte for byte, sparing a decode to `str` and the encode back.
-        marks = ", ".join("CAST(? AS TEXT)" if c.kind == "json" else "?" for c in table.columns)
-        insert = f"{verb} INTO {table.name} ({', '.join(names)}) VALUES "
-        plain_types = {"text": str, "int": int}
-        plain = (
-            {c.name: (i, plain_types[c.kind]) for i, c in enumerate(table.columns) if c.name != "key"}
-            if table.identity is None and all(c.kind in plain_types for c in table.columns)
-            else None
-        )
-        return cls(
-            table=table,
-            names=names,
-            columns={c.name: c for c in table.columns},
-            kinds={c.name: c.kind for c in table.columns},
-            list_columns=tuple(c.name for c in table.columns if c.kind == "strings"),
-            json_siblings={c.name + "Json": c for c in table.columns if c.kind == "json"},
-            required=frozenset(c.name for c in table.columns if c.required),
-            plain=plain,
-            required_positions=tuple(i for i, c in enumerate(table.columns) if c.required),
-            insert_sql=f"{insert}({marks})",
-            insert_rows_sql=insert + ", ".join([f"({marks})"] * ROWS_PER_INSERT),
-            update_sql=f"UPDATE {table.name} SET {', '.join(f'{n} = ?' for n in names)} WHERE id = ?",
-            select_sql=f"SELECT id, {', '.join(names)} FROM {table.name} WHERE {table.identity} = ?",
-        )
-
-
-ROWS_PER_INSERT: Final = 50
-"""Rows per INSERT statement (`VALUES (…), (…), …`): one statement run per 50 rows instead of one per
-row (measured: events ~8% cheaper to insert; more rows per statement gained nothing more)."""
-
-_PLANS: Final = {name: _TablePlan.of(table) for name, table in TABLES.items()}
-
-
-def coerce_args(plan: _TablePlan, args: Mapping[str, Any]) -> dict[str, Any]:
-    """An op's args as column values: validated, `<column>Json` folded into its column."""
-    values: dict[str, Any] = {}
-    kinds = plan.kinds
-    for name, value in args.items():
-        # Inline fast paths for the common kinds: this loop runs for every column of every op.
-        # Anything they do not settle takes the general path below, unchanged.
-        kind = kinds.get(name)
-        if kind == "text":
-            if type(value) is str:
-                values[name] = value
-                continue
-        elif kind == "int" or kind == "num":
-            value_type = type(value)
-            if value_type is int:
-                if -_INT64 <= value < _INT64:
-                    values[name] = value
-                    continue
-            elif value_type is float and math.isfinite(value):
-                values[name] = value
-                continue
-        elif kind == "json" and value is not None:
-            values[name] = dumps_json(value)  # `any` columns are opaque JSON text from here on
-            continue
-        column = plan.columns.get(name)
-        if column is None:
-            column = plan.json_siblings.get(name)
-            if column is None:
-                raise Rejected(f"unknown column {name!r} for {plan.table.name}")
-            if value is None:
-                continue
-            if type(value) is not str:
-                raise Rejected(f"{name}: expected JSON text")
-            values[column.name] = value  # already JSON text: stored as it arrived
-        elif value is not None:
-            values[name] = _encode(column, value)
-        elif column.kind == "json" and column.required:
-            values.setdefault(name, "null")  # a JSON null payload is a value, not an absence
-    return values
-
-
-def _sql_value(value: Any) -> Any:
-    return dumps_json(value) if type(value) is list else value
-
-
-def _params(names: Iterable[str], row: Mapping[str, Any]) -> list[Any]:
-    """Bind parameters for a full row (upserts: lists are still Python lists here)."""
-    return [_sql_value(row.get(n)) for n in names]
-
-
-def _check_required(plan: _TablePlan, row: Mapping[str, Any]) -> None:
-    if row.keys() >= plan.required:
-        return
-    missing = plan.required.difference(row)
-    raise Rejected(f"missing required column(s) {', '.join(sorted(missing))}")
-
-
-@dataclass(slots=True)
-class _Upsert:
-    rowid: int | None
-    stored: dict[str, Any] | None
-    row: dict[str, Any] | None
 
 
 @dataclass(slots=True)
@@ -203,10 +59,10 @@ class BatchOutcome:
     rejected: list[tuple[Op, str]] = field(default_factory=list)
 
 
-def _load(conn: sqlite3.Connection, plan: _TablePlan, identity: str) -> _Upsert:
+def _load(conn: sqlite3.Connection, plan: TablePlan, identity: str) -> Upsert:
     found = conn.execute(plan.select_sql, (identity,)).fetchone()
     if found is None:
-        return _Upsert(None, None, None)
+        return Upsert(None, None, None)
     stored: dict[str, Any] = {}
     for column, value in zip(plan.table.columns, found[1:], strict=True):
         if value is None:
@@ -214,7 +70,7 @@ def _load(conn: sqlite3.Connection, plan: _TablePlan, identity: str) -> _Upsert:
         if column.kind == "strings":
             value = loads_json(value)
         stored[column.name] = value
-    return _Upsert(found[0], stored, stored)
+    return Upsert(found[0], stored, stored)
 
 
 def apply_ops(conn: sqlite3.Connection, ops: Sequence[Op]) -> BatchOutcome:
@@ -244,10 +100,10 @@ def apply_batches(conn: sqlite3.Connection, batches: Sequence[Sequence[Op]]) -> 
 def _apply(conn: sqlite3.Connection, ops: Sequence[Op], outcome: BatchOutcome) -> None:
     counts = outcome.counts
     appends: dict[str, list[list[Any]]] = {}
-    upserts: dict[tuple[str, str], _Upsert] = {}
+    upserts: dict[tuple[str, str], Upsert] = {}
     unnumbered: list[Op] = []
-    threads = _Threads(conn)
-    plans = _PLANS
+    threads = Threads(conn)
+    plans = PLANS
     op_table = OP_TABLE
     events = appends["events_raw"] = []
     for op in ops:
@@ -270,9 +126,9 @@ def _apply(conn: sqlite3.Connection, ops: Sequence[Op], outcome: BatchOutcome) -
                     elif "unknown_turn" in op and args.get("turnId") is None:
                         running = threads.running_turn(thread, upserts)
                         if running is not None:
-                            args = _with(args, "turnId", running)
+                            args = with_column(args, "turnId", running)
             if name == "appendEvent":
-                event = _event_row(args, op["key"])
+                event = event_row(args, op["key"])
                 if event is not None:
                     events.append(event)
                     continue
@@ -284,7 +140,7 @@ def _apply(conn: sqlite3.Connection, ops: Sequence[Op], outcome: BatchOutcome) -
                 raise Rejected(f"unknown operation {name!r}")
             plan = plans[table_name]
             if plan.plain is not None:
-                plain_row = _plain_row(plan, args, op["key"])
+                plain_row = plain_row_of(plan, args, op["key"])
                 if plain_row is not None:
                     rows = appends.get(table_name)
                     if rows is None:
@@ -299,7 +155,7 @@ def _apply(conn: sqlite3.Connection, ops: Sequence[Op], outcome: BatchOutcome) -
                     raise Rejected("key: expected a non-empty string")
                 values["key"] = key
                 if not values.keys() >= plan.required:
-                    _check_required(plan, values)
+                    check_required(plan, values)
                 for column in plan.list_columns:
                     if column in values:
                         values[column] = dumps_json(values[column])
@@ -317,7 +173,7 @@ def _apply(conn: sqlite3.Connection, ops: Sequence[Op], outcome: BatchOutcome) -
             if thread is not None and name == "upsertTurn":
                 threads.turn(thread, values, pending.row is None)
             row, status = apply_upsert(table_name, pending.row, values)
-            _check_required(plan, row)
+            check_required(plan, row)
             pending.row = row
             counts[status] += 1
         except Rejected as rejected:
@@ -334,14 +190,14 @@ def _apply(conn: sqlite3.Connection, ops: Sequence[Op], outcome: BatchOutcome) -
         ]
     for table_name, rows in appends.items():
         before = conn.total_changes
-        _insert(conn, plans[table_name], rows)
+        insert_rows(conn, plans[table_name], rows)
         inserted = conn.total_changes - before
         for status, count in (("inserted", inserted), ("duplicate", len(rows) - inserted)):
             if count:
                 counts[status] += count
 
 
-def _close_calls_of_ended_turns(conn: sqlite3.Connection, upserts: Mapping[tuple[str, str], _Upsert]) -> None:
+def _close_calls_of_ended_turns(conn: sqlite3.Connection, upserts: Mapping[tuple[str, str], Upsert]) -> None:
     """Merge rule 6: a turn that has ended ends its calls still running, `canceled` at the turn's end
     (Codex sends no end for a call its turn cut short), whichever process saw the call start."""
     for (table, turn_id), pending in upserts.items():
@@ -355,110 +211,6 @@ def _close_calls_of_ended_turns(conn: sqlite3.Connection, upserts: Mapping[tuple
         )
 
 
-def _with(args: Mapping[str, Any], name: str, value: Any) -> Mapping[str, Any]:
-    """`args` with one column changed, a raw event's still carrying its line's own text."""
-    if isinstance(args, EventArgs):
-        event = EventArgs(args)
-        event.line_json = args.line_json  # still this payload's own text
-        event[name] = value
-        return event
-    return {**args, name: value}
-
-
-class _Threads:
-    """The store's side of "one thread, many channels" (docs/operations.md): the conversation each
-    Codex thread is filed under (the first one proposed for it) and the one channel whose rate-limit
-    reports it keeps (the first to report). Read once per thread per transaction."""
-
-    __slots__ = ("_conn", "_rows")
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-        self._rows: dict[str, list[str | None]] = {}
-        """threadId -> [conversationId, rateLimitSource, model, lastTurnId], as stored (or about to be)."""
-
-    def _row(self, thread: str) -> list[str | None]:
-        row = self._rows.get(thread)
-        if row is None:
-            found = self._conn.execute(
-                "SELECT conversationId, rateLimitSource, model, lastTurnId FROM threads WHERE threadId = ?",
-                (thread,),
-            ).fetchone()
-            if found is None:
-                self._conn.execute("INSERT INTO threads (threadId) VALUES (?)", (thread,))
-                found = (None, None, None, None)
-            row = self._rows[thread] = list(found)
-        return row
-
-    def resolve(self, thread: str, args: Mapping[str, Any]) -> Mapping[str, Any]:
-        """`args` with the conversation the thread is filed under (filing it under the proposed one
-        when it is new)."""
-        proposed = args.get("conversationId")
-        if type(proposed) is not str:
-            return args
-        row = self._row(thread)
-        filed = row[0]
-        if filed is None:
-            self._set(thread, row, 0, proposed)
-            return args
-        if filed == proposed:
-            return args
-        return _with(args, "conversationId", filed)
-
-    def running_turn(self, thread: str, upserts: Mapping[tuple[str, str], _Upsert]) -> str | None:
-        """The thread's latest turn while it is still running (as this transaction leaves it)."""
-        latest = self._row(thread)[3]
-        if latest is None:
-            return None
-        pending = upserts.get(("turns", latest))
-        if pending is not None:
-            status = None if pending.row is None else pending.row.get("status")
-        else:
-            found = self._conn.execute("SELECT status FROM turns WHERE turnId = ?", (latest,)).fetchone()
-            status = None if found is None else found[0]
-        return latest if status == "running" else None
-
-    def _set(self, thread: str, row: list[str | None], column: int, value: str) -> None:
-        row[column] = value
-        name = ("conversationId", "rateLimitSource", "model", "lastTurnId")[column]
-        self._conn.execute(f"UPDATE threads SET {name} = ? WHERE threadId = ?", (value, thread))
-
-    def turn(self, thread: str, values: dict[str, Any], new: bool) -> None:
-        """A turn's model is remembered as the thread's when the stream says it; a new turn whose
-        stream did not say (one that began in the middle of the thread) gets the thread's. A new turn
-        is the thread's latest."""
-        row = self._row(thread)
-        model = values.get("model")
-        if type(model) is str:
-            self.remember_model(thread, model)
-        elif new and row[2] is not None:
-            values["model"] = row[2]
-        if new:
-            self._set(thread, row, 3, values["turnId"])
-
-    def remember_model(self, thread: str, model: Any) -> None:
-        row = self._row(thread)
-        if type(model) is str and row[2] != model:
-            self._set(thread, row, 2, model)
-
-    def latest_turn(self, thread: str, args: Mapping[str, Any]) -> Mapping[str, Any]:
-        """A usage snapshot or rate limit told without a turn: in the thread's latest turn."""
-        if args.get("turnId") is not None:
-            return args
-        latest = self._row(thread)[3]
-        if latest is None:
-            raise Rejected("told without a turn, and no turn of its thread is stored")
-        return _with(args, "turnId", latest)
-
-    def keeps_rate_limits(self, thread: str, channel: Any) -> bool:
-        if type(channel) is not str:
-            return True
-        row = self._row(thread)
-        if row[1] is None:
-            self._set(thread, row, 1, channel)
-        return row[1] == channel
-
-
 _IN_GROUP: Final = 500
 """Keys per `IN (...)` look-up (SQLite allows 32,766 parameters; smaller groups plan as well)."""
 
@@ -468,7 +220,7 @@ def _number_chunks(conn: sqlite3.Connection, ops: Sequence[Op], outcome: BatchOu
     (after the highest stored), in the transaction that checks their keys, so a call continued by a
     second process or connection goes on where the first stopped. A call keeps the chunks of one
     encoding, its first chunk's: app-server 0.63 streamed each delta twice (v2 text, legacy bytes)."""
-    plan = _PLANS["command_chunks"]
+    plan = PLANS["command_chunks"]
     valid: list[tuple[str, dict[str, Any]]] = []
     for op in ops:
         try:
@@ -478,7 +230,7 @@ def _number_chunks(conn: sqlite3.Connection, ops: Sequence[Op], outcome: BatchOu
             values = coerce_args(plan, op["args"])
             values["key"] = key
             values["seq"] = 0  # a stand-in for the required check; assigned below
-            _check_required(plan, values)
+            check_required(plan, values)
             valid.append((key, values))
         except Rejected as rejected:
             outcome.counts["rejected"] += 1
@@ -520,94 +272,21 @@ def _number_chunks(conn: sqlite3.Connection, ops: Sequence[Op], outcome: BatchOu
     return rows
 
 
-def _insert(conn: sqlite3.Connection, plan: _TablePlan, rows: Sequence[Sequence[Any]]) -> None:
-    """Insert `rows` in order: whole groups of `ROWS_PER_INSERT` per statement, the rest one by one."""
-    whole = len(rows) - len(rows) % ROWS_PER_INSERT
-    if whole:
-        flat = list(chain.from_iterable(rows[:whole]))
-        step = ROWS_PER_INSERT * len(plan.names)
-        conn.executemany(plan.insert_rows_sql, [flat[i : i + step] for i in range(0, len(flat), step)])
-    if whole < len(rows):
-        conn.executemany(plan.insert_sql, rows[whole:])
-
-
-def _plain_row(plan: _TablePlan, args: Mapping[str, Any], key: Any) -> list[Any] | None:
-    """The row of an append whose values are all of exactly their column's type (text or int) and
-    whose required columns are all there, as the general path would make it; None for anything else
-    (which takes the general path, and its errors)."""
-    plain = plan.plain
-    assert plain is not None
-    if type(key) is not str or not key:
-        return None
-    row: list[Any] = [None] * len(plan.names)
-    row[0] = key
-    for name, value in args.items():
-        slot = plain.get(name)
-        if slot is None:
-            return None
-        if value is None:
-            continue
-        position, kind = slot
-        value_type = type(value)
-        if value_type is not kind or (value_type is int and not -_INT64 <= value < _INT64):
-            return None
-        row[position] = value
-    for position in plan.required_positions:
-        if row[position] is None:
-            return None
-    return row
-
-
-_EVENT_COLUMNS: Final = ("key", "conversationId", "turnId", "method", "payload", "receivedAt")
-assert _PLANS["events_raw"].names == _EVENT_COLUMNS
-
-
-def _event_row(args: Mapping[str, Any], key: Any) -> list[Any] | None:
-    """The `events_raw` row of a plain `appendEvent` (most ops), as `coerce_args` would make it; None
-    for anything else (`payloadJson`, unknown columns, unusual types), which takes the general path."""
-    cid = args.get("conversationId")
-    method = args.get("method")
-    at = args.get("receivedAt")
-    if (
-        type(key) is not str
-        or not key
-        or type(cid) is not str
-        or type(method) is not str
-        or type(at) is not int
-        or not -_INT64 <= at < _INT64
-        or "payload" not in args
-    ):
-        return None
-    turn = args.get("turnId")
-    if turn is not None and type(turn) is not str:
-        return None
-    if len(args) != (5 if "turnId" in args else 4):
-        return None
-    payload = args["payload"]
-    if type(args) is EventArgs:
-        line_json = args.line_json
-        if line_json is not None and line_json[0] is payload:
-            # The payload is the whole input line: store its own JSON text (exact), not a re-encoding.
-            # Bound as its UTF-8 bytes (valid: the line parsed as JSON), stored as TEXT (`insert_sql`).
-            return [key, cid, turn, method, line_json[1], at]
-    return [key, cid, turn, method, "null" if payload is None else dumps_json(payload), at]
-
-
-def _write_upserts(conn: sqlite3.Connection, upserts: Mapping[tuple[str, str], _Upsert]) -> None:
+def _write_upserts(conn: sqlite3.Connection, upserts: Mapping[tuple[str, str], Upsert]) -> None:
     inserts: dict[str, list[list[Any]]] = {}
     updates: dict[str, list[list[Any]]] = {}
     for (table_name, _), pending in upserts.items():
         if pending.row is None or pending.row == pending.stored:
             continue
-        names = _PLANS[table_name].names
+        names = PLANS[table_name].names
         if pending.rowid is None:
-            inserts.setdefault(table_name, []).append(_params(names, pending.row))
+            inserts.setdefault(table_name, []).append(params(names, pending.row))
         else:
-            updates.setdefault(table_name, []).append([*_params(names, pending.row), pending.rowid])
+            updates.setdefault(table_name, []).append([*params(names, pending.row), pending.rowid])
     for table_name, rows in inserts.items():
-        conn.executemany(_PLANS[table_name].insert_sql, rows)
+        conn.executemany(PLANS[table_name].insert_sql, rows)
     for table_name, rows in updates.items():
-        conn.executemany(_PLANS[table_name].update_sql, rows)
+        conn.executemany(PLANS[table_name].update_sql, rows)
 
 
 def connect(path: str | Path, *, read_only: bool = False) -> sqlite3.Connection:

@@ -18,45 +18,34 @@ bisected batch) moves that row's start past it, so what was confirmed is not sen
 Confirmations may be committed without an fsync (`delete_through(durable=False)`): a power cut can
 undo them (never an append), and the ops are then sent again; the WAL is synced before a segment
 file is deleted, so no row ever outlives its data.
-
-Format history: spools of the earlier format (one SQLite row per op, its body in the row) are
-converted on open, in order.
 """
 
 from __future__ import annotations
 
-import errno
 import fcntl
-import json
 import os
-import shutil
 import sqlite3
 import threading
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from ingestor.logging import get_logger
+from ingestor.sinks.convex.spool_batch import SEP, Batch, ops_within
+from ingestor.sinks.convex.spool_disk import (
+    DiskFullError,
+    is_disk_full,
+    keep_reserve,
+    release_reserve,
+    write_all,
+)
+from ingestor.sinks.convex.spool_recovery import convert, old_format, quarantine_index, quarantine_short_rows
 
 FILENAME: Final = "spool.sqlite3"
 log = get_logger("ingestor.spool")
 
-SEP: Final = b",\n"
-"""Between the ops of a row (and of a request body): a JSON separator that compact JSON never holds."""
-
-QUARANTINE_DIR: Final = "spool-quarantine"
-"""Beside the spool: what could not be read on open, moved aside (one timestamped folder each time)."""
-
-RESERVE_BYTES: Final = 4 * 1024 * 1024
-"""Room held on the state volume (`spool.sqlite3.reserve`) and given up only when the volume is
-full, so that confirmations, which need room in SQLite's WAL and free segments, still commit: a
-full disk can always be drained."""
-
 SEGMENT_BYTES: Final = 64 * 1024 * 1024
 """A new segment file is started once the current one holds this much."""
-_CONVERT_ROW_BYTES: Final = 4 * 1024 * 1024
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS spool (
@@ -69,47 +58,6 @@ CREATE TABLE IF NOT EXISTS spool (
     length INTEGER NOT NULL
 )
 """
-
-
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """Consecutive ops from the head of the spool, as read for one request."""
-
-    first: int
-    """The number of the first op."""
-    enqueued_at: int
-    """When the oldest op was spooled (epoch ms)."""
-    count: int
-    size: int
-    """The ops' encoded bytes, without separators."""
-    parts: tuple[bytes, ...]
-    """Row bodies (or a row's prefix): the ops joined by SEP."""
-
-    @property
-    def last(self) -> int:
-        return self.first + self.count - 1
-
-    def body(self) -> bytes:
-        """The ops joined by SEP: what goes between the brackets of the `ops` array."""
-        return self.parts[0] if len(self.parts) == 1 else SEP.join(self.parts)
-
-    def ops(self) -> list[bytes]:
-        """Each op's encoded body, in order."""
-        bodies = [op for part in self.parts for op in part.split(SEP)]
-        if len(bodies) != self.count:
-            raise RuntimeError(f"spool batch at {self.first}: {len(bodies)} ops found, {self.count} expected")
-        return bodies
-
-
-class DiskFullError(OSError):
-    """The state volume has no room for an append (ENOSPC, EDQUOT, or SQLite's "disk is full").
-    Nothing of the append was stored; it can be tried again once there is room."""
-
-
-def _is_disk_full(error: BaseException) -> bool:
-    if isinstance(error, sqlite3.OperationalError):
-        return getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
-    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 class SpoolInUseError(RuntimeError):
@@ -145,7 +93,7 @@ class Spool:
         try:
             self._db, old = self._open_index()
         except sqlite3.DatabaseError as error:
-            self._quarantine_index(error)
+            quarantine_index(self.path, self._prefix, error)
             self.quarantined_index = True
             self._db, old = self._open_index()
         opened = self.path.stat()
@@ -155,7 +103,7 @@ class Spool:
         self._readers: dict[int, int] = {}
         self._writer: int | None = None
         self._writer_at = 0
-        self._quarantine_short_rows()
+        self.quarantined_ops = quarantine_short_rows(self._db, self.path, self._segment_path)
         count, total = self._db.execute(
             "SELECT coalesce(sum(ops), 0), coalesce(sum(size), 0) FROM spool"
         ).fetchone()
@@ -175,7 +123,7 @@ class Spool:
         for segment in self._segments:  # open now, like new segments (see `_open_writer`)
             self._readers[segment] = os.open(self._segment_path(segment), os.O_RDONLY | os.O_CLOEXEC)
         if old:
-            self._convert(old)
+            convert(self._db, old, self.append)
         self._collect()
 
     def _open_index(self) -> tuple[sqlite3.Connection, str | None]:
@@ -187,7 +135,7 @@ class Spool:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             self._db = db
-            old = self._old_format()
+            old = old_format(db)
             db.execute(_SCHEMA)
             db.execute("SELECT count(*) FROM spool").fetchone()  # reads every page of the table
         except BaseException:
@@ -195,103 +143,12 @@ class Spool:
             raise
         return db, old
 
-    def _quarantine_dir(self) -> Path:
-        directory = self.path.with_name(QUARANTINE_DIR) / time.strftime("%Y%m%dT%H%M%S")
-        directory.mkdir(parents=True, exist_ok=True)
-        return directory
-
-    def _quarantine_index(self, error: sqlite3.DatabaseError) -> None:
-        """The index cannot be read (disk trouble): move it and every segment aside, start empty.
-        What it held is unknown: the segments are kept whole for an operator to look at."""
-        directory = self._quarantine_dir()
-        for name in sorted(os.listdir(self.path.parent)):
-            if name in (self.path.name, self.path.name + "-wal", self.path.name + "-shm") or (
-                name.startswith(self._prefix) and name.endswith(".seg")
-            ):
-                os.replace(self.path.with_name(name), directory / name)
-        log.error(
-            "spool index unreadable: moved aside with its segments, starting an empty spool",
-            error=str(error),
-            quarantine=str(directory),
-        )
-
-    def _quarantine_short_rows(self) -> None:
-        """Rows whose bytes are not (all) in their segment file (truncated or lost by disk trouble)
-        can never be sent: copy what is left of those segments aside with the rows' description,
-        forget the rows, deliver the rest."""
-        lost: list[tuple[int, int, int, int, int, int]] = []
-        for segment, end in self._db.execute(
-            "SELECT segment, max(offset + length) FROM spool GROUP BY segment"
-        ):
-            try:
-                size = self._segment_path(segment).stat().st_size
-            except FileNotFoundError:
-                size = -1
-            if size < end:
-                lost += self._db.execute(
-                    "SELECT seq, ops, segment, offset, length, ? FROM spool "
-                    "WHERE segment = ? AND offset + length > ?",
-                    (size, segment, max(size, 0)),
-                ).fetchall()
-        if not lost:
-            return
-        directory = self._quarantine_dir()
-        for segment in sorted({row[2] for row in lost if row[5] >= 0}):
-            shutil.copyfile(self._segment_path(segment), directory / self._segment_path(segment).name)
-        columns = ("seq", "ops", "segment", "offset", "length", "segment_size")
-        (directory / "rows.json").write_text(
-            json.dumps([dict(zip(columns, row, strict=True)) for row in lost])
-        )
-        self._db.execute("BEGIN IMMEDIATE")
-        self._db.executemany("DELETE FROM spool WHERE seq = ?", [(row[0],) for row in lost])
-        self._db.execute("COMMIT")
-        self.quarantined_ops = sum(row[1] for row in lost)
-        log.error(
-            "spool segments truncated or missing: their ops cannot be sent and were moved aside; "
-            "delivering the rest",
-            ops=self.quarantined_ops,
-            rows=len(lost),
-            quarantine=str(directory),
-        )
-
     @property
     def _prefix(self) -> str:
         return self.path.name + "."
 
     def _segment_path(self, segment: int) -> Path:
         return self.path.with_name(f"{self._prefix}{segment:08d}.seg")
-
-    def _old_format(self) -> str | None:
-        """The name the table of the one-row-per-op format was moved to, if this spool has one."""
-        columns = [row[1] for row in self._db.execute("PRAGMA table_info(spool)")]
-        if "body" in columns:
-            self._db.execute("ALTER TABLE spool RENAME TO spool_v1")
-            return "spool_v1"
-        if [row[1] for row in self._db.execute("PRAGMA table_info(spool_v1)")]:
-            return "spool_v1"
-        return None
-
-    def _convert(self, table: str) -> None:
-        """Move the ops of the earlier format into segments, in order; then drop its table. (A crash
-        in the middle converts it again on the next start: ops sent twice are applied once.)"""
-        group: list[bytes] = []
-        group_at = last = 0
-        while True:
-            rows = self._db.execute(
-                f"SELECT seq, enqueued_at, body FROM {table} WHERE seq > ? ORDER BY seq LIMIT 1000",
-                (last,),
-            ).fetchall()
-            if not rows:
-                break
-            for seq, enqueued_at, body in rows:
-                if group and (enqueued_at != group_at or len(group) >= 1000):
-                    self.append(group, group_at, max_ops=1000, max_bytes=_CONVERT_ROW_BYTES)
-                    group = []
-                group_at, last = enqueued_at, seq
-                group.append(body)
-        if group:
-            self.append(group, group_at, max_ops=1000, max_bytes=_CONVERT_ROW_BYTES)
-        self._db.execute(f"DROP TABLE {table}")
 
     @property
     def ops(self) -> int:
@@ -348,7 +205,7 @@ class Spool:
             try:
                 # The data first, durable; then the rows that refer to it. A crash in between leaves
                 # bytes no row points at, which are never read.
-                _write_all(fd, blobs)
+                write_all(fd, blobs)
                 os.fdatasync(fd)
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
@@ -366,7 +223,7 @@ class Spool:
                 # once there is room) starts where this one did.
                 os.ftruncate(fd, self._writer_at)
                 os.lseek(fd, self._writer_at, os.SEEK_SET)
-                if not _is_disk_full(error):
+                if not is_disk_full(error):
                     raise
                 self._drop_writer_if_delivered()
                 raise DiskFullError(f"spool: no space left in {self.path.parent}: {error}") from error
@@ -384,34 +241,6 @@ class Spool:
         except FileNotFoundError:
             return True
         return (found.st_dev, found.st_ino) != self._identity
-
-    @property
-    def _reserve_path(self) -> Path:
-        return self.path.with_name(self.path.name + ".reserve")
-
-    def _keep_reserve(self) -> None:
-        """Hold `RESERVE_BYTES` of the volume (a file of them), for confirmations on a full disk."""
-        path = self._reserve_path
-        if path.exists() or self.orphaned():
-            return
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            os.posix_fallocate(fd, 0, RESERVE_BYTES)
-        except OSError as error:
-            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
-                raise
-            path.unlink()  # no room for it now: kept again once deliveries have freed some
-        finally:
-            os.close(fd)
-
-    def _release_reserve(self) -> bool:
-        """Give the reserve's room to SQLite; False when there was none to give."""
-        try:
-            self._reserve_path.unlink()
-        except FileNotFoundError:
-            return False
-        log.warning("state volume full: using the space held in reserve to record confirmations")
-        return True
 
     def _drop_writer_if_delivered(self) -> None:
         """On a full disk: delete the segment being appended to if nothing in it waits any more, so
@@ -503,7 +332,7 @@ class Spool:
             bodies = [self._read(segment, offset, length) for *_, segment, offset, length in heads]
         first, enqueued_at, ops, row_size = heads[0][:4]
         if len(heads) == 1 and ops > 1 and (ops > max_ops or row_size > max_bytes):
-            cut = _prefix(bodies[0].split(SEP), max_ops, max_bytes)
+            cut = ops_within(bodies[0].split(SEP), max_ops, max_bytes)
             return Batch(first, enqueued_at, len(cut), sum(map(len, cut)), (SEP.join(cut),))
         return Batch(first, enqueued_at, count, size, tuple(bodies))
 
@@ -527,7 +356,7 @@ class Spool:
                     self._delete_through(seq)
                 except sqlite3.OperationalError as error:
                     # A full disk: confirming needs room in the WAL, and confirming is what frees room.
-                    if not _is_disk_full(error) or not self._release_reserve():
+                    if not is_disk_full(error) or not release_reserve(self.path):
                         raise
                     self._delete_through(seq)
             finally:
@@ -604,7 +433,8 @@ class Spool:
             if reader is not None:
                 os.close(reader)
             self._segment_path(segment).unlink(missing_ok=True)
-        self._keep_reserve()
+        if not self.orphaned():
+            keep_reserve(self.path)
 
     def close(self) -> None:
         with self._lock:
@@ -617,25 +447,3 @@ class Spool:
                 self._writer = None
             self._db.close()
             self._owner.close()
-
-
-def _write_all(fd: int, blobs: list[bytes]) -> None:
-    """Write `blobs` in order (one writev when the kernel takes them at once)."""
-    pending = [memoryview(blob) for blob in blobs]
-    while pending:
-        written = os.writev(fd, pending[:1024])
-        while pending and written >= len(pending[0]):
-            written -= len(pending[0])
-            pending.pop(0)
-        if written:
-            pending[0] = pending[0][written:]
-
-
-def _prefix(bodies: list[bytes], max_ops: int, max_bytes: int) -> list[bytes]:
-    """The first of `bodies` within `max_ops` and `max_bytes` (at least one)."""
-    size = 0
-    for index, body in enumerate(bodies):
-        if index >= max_ops or (index and size + len(body) > max_bytes):
-            return bodies[:index]
-        size += len(body)
-    return bodies

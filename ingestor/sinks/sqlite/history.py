@@ -22,10 +22,11 @@ from typing import Any, Final
 import anyio
 import anyio.to_thread
 
-from ingestor.show import NotFoundError
+from ingestor.errors import NotFoundError
 from ingestor.sinks.base import json_numbers
-from ingestor.sinks.schema import TABLES, Table
-from ingestor.sinks.sqlite import connect, loads_json
+from ingestor.sinks.sqlite.rows import loads_json
+from ingestor.sinks.sqlite.schema import TABLES, Table
+from ingestor.sinks.sqlite.sink import connect
 from ingestor.sinks.wire import is_convex_safe
 
 Row = dict[str, Any]

@@ -25,16 +25,17 @@ import anyio
 
 from ingestor.batch import DEFAULT_MAX_AGE, DEFAULT_MAX_OPS
 from ingestor.checkpoints import Checkpoints
-from ingestor.deployment import add_convex_arguments, default_state_dir
+from ingestor.cli.show import WHAT, show
+from ingestor.errors import MissingPathError, NotFoundError, SinkError, SourceConfigError
 from ingestor.framing import DEFAULT_MAX_LINE_BYTES
 from ingestor.logging import configure_logging, get_logger
 from ingestor.normalize import Normalizer
 from ingestor.pipeline import NormalizerFactory, Pipeline, PipelineConfig
-from ingestor.show import WHAT, NotFoundError, show
 from ingestor.sinks.base import Leftover, Sink, Spooling
 from ingestor.sinks.checkpointing import CheckpointingSink
-from ingestor.sinks.factory import SINK_SYNTAX, SinkError, SinkSpec, open_history, open_sink, resolve_sink
-from ingestor.sources import Source, SourceConfigError
+from ingestor.sinks.convex.deployment import add_convex_arguments, default_state_dir
+from ingestor.sinks.factory import SINK_SYNTAX, SinkSpec, open_history, open_sink, resolve_sink
+from ingestor.sources import Source
 from ingestor.sources.accept import (
     DEFAULT_MAX_CONNECTIONS,
     RESERVED_FDS,
@@ -42,7 +43,7 @@ from ingestor.sources.accept import (
     default_max_connections,
 )
 from ingestor.sources.auth import ProducerAuth, check_exposure, load_token
-from ingestor.sources.files import REPLAY_QUEUE_CHUNKS, FilesSource, MissingPathError, expand_paths
+from ingestor.sources.files import REPLAY_QUEUE_CHUNKS, FilesSource, expand_paths
 from ingestor.sources.follow import DEFAULT_IDLE, DEFAULT_POLL, FollowConfig, FollowSource, codex_sessions
 from ingestor.sources.sockets import DEFAULT_UNIX_MODE, TcpSource, UnixSource, parse_host_port
 from ingestor.sources.stdin import StdinSource
@@ -515,7 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _fail(f"no such file or directory: {cause}", EXIT_USAGE)
         if isinstance(cause, (SinkError, SourceConfigError)):
             return _fail(str(cause), EXIT_USAGE)
-        if isinstance(cause, NotFoundError):  # also a missing store (sqlite_history.StoreMissingError)
+        if isinstance(cause, NotFoundError):  # also a missing store (sqlite.history.StoreMissingError)
             return _fail(f"{cause} (in {spec})", EXIT_FAILURE)
         if isinstance(cause, (KeyboardInterrupt, SystemExit)):
             raise
