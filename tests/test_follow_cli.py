@@ -177,13 +177,19 @@ def test_a_restart_over_finished_files_reads_none_and_writes_nothing(tmp_path: P
     before = as_sets(store(db))
     second = subprocess.Popen(
         [*INGESTOR, "run", "--follow", str(sessions), "--sink", f"sqlite:{db}", "--state-dir", str(state),
-         "--follow-poll", "0.5", "--log-level", "info"],
+         "--follow-poll", "0.5", "--log-level", "debug"],
         stderr=subprocess.PIPE,
     )  # fmt: skip
-    time.sleep(3)  # its start, and a few rescans
+    assert second.stderr is not None
+    log = b""
+    while b"sources ready" not in log:  # it has looked at every file (however slow its start)
+        line = second.stderr.readline()
+        assert line, "the daemon ended before it was ready"
+        log += line
+    time.sleep(2)  # and a few rescans
     second.send_signal(signal.SIGTERM)
-    _, err = second.communicate(timeout=30)
-    done = next(orjson.loads(line) for line in err.splitlines() if b'"pipeline done"' in line)
+    rest, _ = second.communicate(timeout=30)[1], None
+    done = next(orjson.loads(line) for line in (log + rest).splitlines() if b'"pipeline done"' in line)
     assert (done["streams_opened"], done["bytes_read"], done["ops_written"]) == (0, 0, 0)
     assert as_sets(store(db)) == before
 
