@@ -2,7 +2,7 @@
 
 Raised by the layers below the CLI (sources, sinks, the stores' readers), which must not import the
 CLI: they live here, beneath all of them. 2 (usage): `SourceConfigError`, `SinkError`,
-`MissingPathError`; 1 (failure): `NotFoundError`.
+`MissingPathError`; 1 (failure): `NotFoundError`, `HistoryUnavailableError`.
 """
 
 from __future__ import annotations
@@ -23,3 +23,8 @@ class SinkError(ValueError):
 
 class NotFoundError(LookupError):
     """The id names nothing in the store (or there is no store)."""
+
+
+class HistoryUnavailableError(Exception):
+    """A history reader cannot answer (the deployment unreachable, refusing the key): the message
+    names where it looked and what to do."""

@@ -68,6 +68,23 @@ class PipelineStats:
     lines: int = 0
     ops: int = 0
     normalizer_errors: int = 0
+    not_json_lines: int = 0
+    """Lines that are not JSON (or not UTF-8): stored raw as `ingestor/invalidJson`."""
+    unknown_lines: int = 0
+    """JSON lines that no Codex stream kind explains: stored raw as `ingestor/unknown`."""
+
+
+NOT_CODEX_EXAMPLES: Final = 5
+
+
+@dataclass(frozen=True, slots=True)
+class NotCodexStream:
+    """A stream with lines that are not Codex JSON (stored raw, nothing derived from them)."""
+
+    source: str
+    lines: int
+    not_json: int
+    unknown: int
 
 
 def now_ms() -> int:
@@ -112,6 +129,9 @@ class Pipeline:
             flush_on_idle=self._config.flush_on_idle,
         )
         self.stats = PipelineStats()
+        self.not_codex_streams = 0
+        self.not_codex_examples: list[NotCodexStream] = []
+        """The first few streams with lines that are not Codex JSON (`not_codex_streams` in all)."""
 
     async def run(
         self, sources: Sequence[Source], *, task_status: TaskStatus[list[str]] = TASK_STATUS_IGNORED
@@ -220,6 +240,7 @@ class Pipeline:
                     problems.count_bad_lines(finished)
                     ops.extend(finished)
                 failures.summarize()
+                self._count_not_codex(name, problems, splitter.ordinal)
                 stats.lines += len(lines)
                 METRICS.events_read.inc(len(lines))
                 stats.ops += len(ops)
@@ -229,6 +250,15 @@ class Pipeline:
                     if ops:
                         await send(ops)
                     await send(None)
+
+    def _count_not_codex(self, source: str, problems: _LineProblems, lines: int) -> None:
+        if not (problems.not_json or problems.unknown):
+            return
+        self.stats.not_json_lines += problems.not_json
+        self.stats.unknown_lines += problems.unknown
+        self.not_codex_streams += 1
+        if len(self.not_codex_examples) < NOT_CODEX_EXAMPLES:
+            self.not_codex_examples.append(NotCodexStream(source, lines, problems.not_json, problems.unknown))
 
     def _normalize(
         self, normalizer: StreamNormalizer, lines: list[Line], failures: _Failures, problems: _LineProblems
@@ -273,7 +303,9 @@ class _Failures:
             log.error("normalizer failures in stream", source=self.source, failures=self.count)
 
 
-BAD_LINE_METHODS: Final = {"ingestor/invalidJson": "invalid_json", "ingestor/oversize": "oversize"}
+INVALID_JSON: Final = "ingestor/invalidJson"
+UNKNOWN: Final = "ingestor/unknown"
+BAD_LINE_METHODS: Final = {INVALID_JSON: "invalid_json", "ingestor/oversize": "oversize"}
 """The raw events of lines that are not JSON, or too long (ingestor/normalize/raw.py), by reason."""
 
 
@@ -282,12 +314,14 @@ class _LineProblems:
     Counted in metrics; the first of each kind is logged with its method, so a Codex format change
     is noticed the day it ships, without a log line per line."""
 
-    __slots__ = ("bad_logged", "derive_errors", "source")
+    __slots__ = ("bad_logged", "derive_errors", "not_json", "source", "unknown")
 
     def __init__(self, source: str) -> None:
         self.source = source
         self.derive_errors = 0
         self.bad_logged = False
+        self.not_json = 0
+        self.unknown = 0
 
     def derive_failed(self, total: int, line: Line | None, ops: list[Op], start: int) -> None:
         """The normalizer's count of derive errors moved to `total` while it read `line`, whose ops
@@ -308,8 +342,13 @@ class _LineProblems:
         for op in ops:
             if op["op"] == "appendEvent":
                 method = op["args"].get("method")
+                if method == UNKNOWN:
+                    self.unknown += 1
+                    continue
                 reason = BAD_LINE_METHODS.get(method) if type(method) is str else None
                 if reason is not None:
+                    if method == INVALID_JSON:
+                        self.not_json += 1
                     METRICS.bad_lines.labels(reason=reason).inc()
                     if not self.bad_logged:
                         self.bad_logged = True

@@ -85,22 +85,40 @@ def test_default_sink_is_convex_when_a_deployment_variable_is_set(variable: str)
     assert resolve_sink(None, {variable: "x"}) == (SinkSpec("convex"), None)
 
 
-def test_default_sink_is_sqlite_with_a_notice() -> None:
+def test_convex_url_alone_selects_convex_and_beside_another_sink_is_refused() -> None:
+    assert resolve_sink(None, {}, convex_url="http://127.0.0.1:3210") == (SinkSpec("convex"), None)
+    assert resolve_sink("convex", {}, convex_url="http://x") == (SinkSpec("convex"), None)
+    for other in ("sqlite:x.db", "jsonl:-", "null"):
+        with pytest.raises(SinkError, match="--convex-url applies to --sink convex only"):
+            resolve_sink(other, {}, convex_url="http://x")
+
+
+def test_default_sink_is_the_per_user_store_with_a_notice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    store = tmp_path / "data" / "codex-ingestor" / "ingestor.db"
     spec, notice = resolve_sink(None, {"CONVEX_URL": "", "HOME": "/root"})
-    assert spec == SinkSpec("sqlite", "./ingestor.db")
-    assert notice is not None and "./ingestor.db" in notice
+    assert spec == SinkSpec("sqlite", str(store))
+    assert notice is not None and notice.startswith(f"ingestor: storing in {store} (the embedded store")
+    _, notice = resolve_sink(None, {}, reading=True)
+    assert notice is not None and notice.startswith(f"ingestor: reading from {store} (")
     assert resolve_sink("null", {"CONVEX_URL": "x"}) == (SinkSpec("null"), None)
 
 
 def test_default_sink_notice_on_stderr(tmp_path: Path) -> None:
-    result = ingestor("replay", "-", stdin=b"\n".join(EXEC_LINES) + b"\n", cwd=tmp_path, env=clean_env())
+    env = {**clean_env(), "XDG_DATA_HOME": str(tmp_path / "data")}
+    store = tmp_path / "data" / "codex-ingestor" / "ingestor.db"
+    result = ingestor("replay", "-", stdin=b"\n".join(EXEC_LINES) + b"\n", cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     notice = [line for line in result.stderr.decode().splitlines() if line.startswith("ingestor:")]
     assert notice == [
-        "ingestor: no --sink and no Convex deployment configured (CONVEX_URL, CONVEX_DEPLOYMENT, "
-        "CONVEX_SELF_HOSTED_URL, CONVEX_SITE_ORIGIN): storing in SQLite at ./ingestor.db"
+        f"ingestor: storing in {store} (the embedded store: no --sink, no --convex-url, none of "
+        "CONVEX_URL, CONVEX_DEPLOYMENT, CONVEX_SELF_HOSTED_URL, CONVEX_SITE_ORIGIN set)"
     ]
-    assert events(tmp_path / "ingestor.db") == ["thread.started", "turn.started", "item.completed"]
+    assert events(store) == ["thread.started", "turn.started", "item.completed"]
+    assert not (tmp_path / "ingestor.db").exists()
 
 
 def test_bad_sink_value_is_a_clear_usage_error() -> None:

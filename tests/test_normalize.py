@@ -131,6 +131,15 @@ def test_conversation_is_the_thread_and_early_lines_wait_for_it() -> None:
     }
 
 
+@pytest.mark.parametrize("thread_id", [[], {}, 7, None, ""])
+def test_a_thread_id_that_is_no_string_names_no_thread(thread_id: Any) -> None:
+    # Compiled, this once raised TypeError (a list where the code expected `str | None`).
+    n = Normalizer("t")
+    line = {"timestamp": "2026-01-01T00:00:00.000Z", "type": "event_msg", "payload": {"thread_id": thread_id}}
+    (event,) = events(n.feed(as_lines([line])[0]) + n.finish())
+    assert event["args"]["conversationId"] == "source:t"  # the fallback: no thread named
+
+
 def test_conversation_starts_when_codex_created_the_thread_not_when_replayed() -> None:
     created_s = 1_795_000_000  # thread.createdAt is in seconds, and earlier than any line's arrival
     started = v2("thread/started", thread={**THREAD, "createdAt": created_s})

@@ -1,8 +1,9 @@
 """The `ingestor` command: `run` (the daemon), `replay` (files as fast as the sink allows), `show`.
 
 Exit status: 0 done; 1 failure at run time (sink error, unknown id for `show`, Convex refusing the
-key or missing its functions at the end of a one-shot run); 2 bad usage (a bad `--sink`, a missing
-replay path, argparse errors); 75 a one-shot run (`replay`, `run` on stdin alone) ended with
+key or missing its functions at the end of a one-shot run, Convex unreachable for `show`); 2 bad
+usage (a bad `--sink`, a store that cannot be written, a socket or port that cannot be listened on,
+a missing replay path, argparse errors); 75 a one-shot run (`replay`, `run` on stdin alone) ended with
 operations still in the spool (Convex unreachable until the flush deadline): a later run with the
 same state directory delivers them; 130 `replay` stopped by a signal before the end.
 """
@@ -25,16 +26,24 @@ import anyio
 
 from ingestor.batch import DEFAULT_MAX_AGE, DEFAULT_MAX_OPS
 from ingestor.checkpoints import Checkpoints
+from ingestor.cli.input_report import report
 from ingestor.cli.show import WHAT, show
-from ingestor.errors import MissingPathError, NotFoundError, SinkError, SourceConfigError
+from ingestor.errors import (
+    HistoryUnavailableError,
+    MissingPathError,
+    NotFoundError,
+    SinkError,
+    SourceConfigError,
+)
 from ingestor.framing import DEFAULT_MAX_LINE_BYTES
 from ingestor.logging import configure_logging, get_logger
 from ingestor.normalize import Normalizer
 from ingestor.pipeline import NormalizerFactory, Pipeline, PipelineConfig
 from ingestor.sinks.base import Leftover, Sink, Spooling
 from ingestor.sinks.checkpointing import CheckpointingSink
-from ingestor.sinks.convex.deployment import add_convex_arguments, default_state_dir
+from ingestor.sinks.convex.deployment import add_convex_arguments
 from ingestor.sinks.factory import SINK_SYNTAX, SinkSpec, open_history, open_sink, resolve_sink
+from ingestor.sinks.locations import default_state_dir
 from ingestor.sources import Source
 from ingestor.sources.accept import (
     DEFAULT_MAX_CONNECTIONS,
@@ -43,7 +52,7 @@ from ingestor.sources.accept import (
     default_max_connections,
 )
 from ingestor.sources.auth import ProducerAuth, check_exposure, load_token
-from ingestor.sources.files import REPLAY_QUEUE_CHUNKS, FilesSource, expand_paths
+from ingestor.sources.files import REPLAY_QUEUE_CHUNKS, FilesSource, SkippedFile, expand_paths
 from ingestor.sources.follow import DEFAULT_IDLE, DEFAULT_POLL, FollowConfig, FollowSource, codex_sessions
 from ingestor.sources.sockets import DEFAULT_UNIX_MODE, TcpSource, UnixSource, parse_host_port
 from ingestor.sources.stdin import StdinSource
@@ -91,8 +100,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sink",
         metavar="SINK",
-        help=f"where operations go: {SINK_SYNTAX}. Default: convex when a CONVEX_* "
-        "deployment variable is set, else sqlite:./ingestor.db",
+        help=f"where operations go: {SINK_SYNTAX}. Default: convex when --convex-url or a CONVEX_* "
+        "deployment variable is set, else the embedded store in the user's data directory "
+        "(~/.local/share/codex-ingestor/ingestor.db on Linux)",
     )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
@@ -278,8 +288,13 @@ def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     return server_context(args.tls_cert, args.tls_key, args.tls_client_ca)
 
 
+def state_dir(args: argparse.Namespace) -> Path:
+    """`--state-dir`, else the per-user default (where the Convex spool also lives)."""
+    return Path(args.state_dir) if args.state_dir else default_state_dir(os.environ).path
+
+
 def open_checkpoints(args: argparse.Namespace) -> Checkpoints:
-    return Checkpoints(args.state_dir or default_state_dir(os.environ))
+    return Checkpoints(state_dir(args))
 
 
 def follow_source(checkpoints: Checkpoints, paths: Sequence[str], config: FollowConfig) -> FollowSource:
@@ -330,12 +345,14 @@ async def run_pipeline(
     config: PipelineConfig,
     factory: NormalizerFactory,
     sink_options: Mapping[str, Any],
+    watch: Callable[[Pipeline], Coroutine[Any, Any, None]] | None = None,
     checkpoints: Checkpoints | None = None,
     on_signals: Callable[[Pipeline], Coroutine[Any, Any, None]] = _stop_on_signal,
 ) -> tuple[Pipeline, Leftover | None]:
-    """Open the sink, run the pipeline until its sources end or a signal stops it, close the sink.
-    Also returns what the sink could not deliver before it closed. With `checkpoints`, those of the
-    file sources' streams are saved as their lines become durable."""
+    """Open the sink, run the pipeline until its sources end or a signal stops it (`on_signals`),
+    close the sink. `watch` runs beside it (the progress bar), cancelled at the end. Also returns what
+    the sink could not deliver before it closed. With `checkpoints`, those of the followed files'
+    streams are saved as their lines become durable."""
     for source in sources:
         if isinstance(source, FollowSource):
             factory = source.normalizer_factory(factory)
@@ -344,10 +361,22 @@ async def run_pipeline(
         pipeline = Pipeline(writes, factory, config)
         async with anyio.create_task_group() as tg:
             tg.start_soon(on_signals, pipeline)
+            if watch is not None:
+                tg.start_soon(watch, pipeline)
             await pipeline.run(sources)
             tg.cancel_scope.cancel()
     log.info("pipeline done", sink=str(spec), **pipeline.summary())
+    _report_input(
+        pipeline,
+        [skipped for source in sources if isinstance(source, FilesSource) for skipped in source.skipped],
+    )
     return pipeline, sink.leftover() if isinstance(sink, Spooling) else None
+
+
+def _report_input(pipeline: Pipeline, skipped: Sequence[SkippedFile]) -> None:
+    """Warn about input that is not Codex (stored raw, or skipped), with a hint at the likely mistake."""
+    for line in report(pipeline.stats, pipeline.not_codex_streams, pipeline.not_codex_examples, skipped):
+        print(line, file=sys.stderr)
 
 
 def _undelivered_status(leftover: Leftover | None) -> int:
@@ -377,7 +406,7 @@ async def _run(args: argparse.Namespace, spec: SinkSpec) -> int:
                 pipeline_config(args),
                 normalizer_factory(args.conversation_id),
                 vars(args),
-                checkpoints,
+                checkpoints=checkpoints,
             )
     finally:
         if checkpoints is not None:
@@ -388,18 +417,22 @@ async def _run(args: argparse.Namespace, spec: SinkSpec) -> int:
 
 
 async def _replay(args: argparse.Namespace, spec: SinkSpec) -> int:
-    files = expand_paths(args.paths)
+    paths = expand_paths(args.paths)
     began = time.perf_counter()
     # With --state-dir, regular files resume where the last replay left them (checkpoints).
     checkpoints = open_checkpoints(args) if args.state_dir is not None else None
-    sources: list[Source] = [FilesSource(files)]
+    regular = [p for p in paths if p != "-" and os.path.isfile(p)] if checkpoints is not None else []
+    files = FilesSource([p for p in paths if p not in regular])
+    sources: list[Source] = [files]
     if checkpoints is not None:
-        regular = [f for f in files if f != "-" and os.path.isfile(f)]
-        others = [f for f in files if f not in regular]
-        sources = [FilesSource(others)] if others else []
-        if regular:
-            files_once = [Path(f) for f in regular]
-            sources.append(FollowSource([], checkpoints, FollowConfig(once=True), files=files_once))
+        resumed = FollowSource([], checkpoints, FollowConfig(once=True), files=[Path(p) for p in regular])
+        sources.append(resumed)
+
+    async def progress_bar(pipeline: Pipeline) -> None:
+        from ingestor.cli.progress import show_progress  # tqdm loads only for a replay on a terminal
+
+        await show_progress(files.progress, pipeline.stats)
+
     try:
         pipeline, leftover = await run_pipeline(
             spec,
@@ -407,7 +440,8 @@ async def _replay(args: argparse.Namespace, spec: SinkSpec) -> int:
             dataclasses.replace(pipeline_config(args), queue_chunks=REPLAY_QUEUE_CHUNKS),
             normalizer_factory(args.conversation_id),
             vars(args),
-            checkpoints,
+            watch=progress_bar if sys.stderr.isatty() and checkpoints is None else None,
+            checkpoints=checkpoints,
         )
     finally:
         if checkpoints is not None:
@@ -415,12 +449,19 @@ async def _replay(args: argparse.Namespace, spec: SinkSpec) -> int:
     seconds = time.perf_counter() - began
     lines = pipeline.stats.lines
     rate = round(lines / seconds) if seconds else None
+    done = {"files": files.progress.files_done, "skipped": len(files.skipped), "lines": lines}
     if pipeline.stopped:
         # What was read is stored, but not everything: a caller must not take this for success.
-        log.warning("replay interrupted", files=len(files), lines=lines)
+        log.warning("replay interrupted", **done)
         _undelivered_status(leftover)
         return EXIT_INTERRUPTED
-    log.info("replay done", files=len(files), lines=lines, seconds=round(seconds, 3), lines_per_second=rate)
+    log.info(
+        "replay done",
+        **done,
+        bytes=pipeline.stats.bytes_read,
+        seconds=round(seconds, 3),
+        lines_per_second=rate,
+    )
     return _undelivered_status(leftover)
 
 
@@ -445,7 +486,7 @@ def _forward_signals(source: WrapSource) -> Callable[[Pipeline], Coroutine[Any, 
 
 async def _wrap(args: argparse.Namespace, spec: SinkSpec) -> int:
     command = args.wrapped[1:] if args.wrapped[:1] == ["--"] else args.wrapped
-    source = WrapSource(command, (args.state_dir or default_state_dir(os.environ)) / "wrap")
+    source = WrapSource(command, state_dir(args) / "wrap")
     _, leftover = await run_pipeline(
         spec,
         [source],
@@ -502,7 +543,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
     try:
-        spec, notice = resolve_sink(args.sink, os.environ)
+        spec, notice = resolve_sink(
+            args.sink, os.environ, convex_url=args.convex_url, reading=args.command == "show"
+        )
     except SinkError as error:
         return _fail(str(error), EXIT_USAGE)
     if notice:
@@ -512,14 +555,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         status: int = anyio.run(command, args, spec)
     except BaseException as raised:  # task groups wrap errors: unwrap, then classify
         cause = _leaf(raised)
+        if isinstance(cause, (KeyboardInterrupt, SystemExit)):
+            raise
+        # The message says what and where; the traceback is for whoever debugs the ingestor itself.
+        log.debug("failed", exc_info=raised)
         if isinstance(cause, MissingPathError):
             return _fail(f"no such file or directory: {cause}", EXIT_USAGE)
         if isinstance(cause, (SinkError, SourceConfigError)):
             return _fail(str(cause), EXIT_USAGE)
         if isinstance(cause, NotFoundError):  # also a missing store (sqlite.history.StoreMissingError)
             return _fail(f"{cause} (in {spec})", EXIT_FAILURE)
-        if isinstance(cause, (KeyboardInterrupt, SystemExit)):
-            raise
-        log.error("failed", exc_info=raised)
-        return _fail(f"failed: {cause}", EXIT_FAILURE)
+        if isinstance(cause, HistoryUnavailableError):
+            return _fail(str(cause), EXIT_FAILURE)
+        return _fail(f"failed: {cause} (--log-level debug shows the traceback)", EXIT_FAILURE)
     return status

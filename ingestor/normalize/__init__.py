@@ -83,9 +83,11 @@ def _usable_id(value: Any) -> TypeGuard[str]:
 
 def revealed_thread(kind: str, method: str, obj: Any) -> str | None:
     """The Codex thread a line names, if any (only asked while the stream's thread is unknown)."""
-    found = line_thread(kind, method, obj)
-    if found is not None:
-        return found
+    known = line_thread(kind, method, obj)
+    if known is not None:
+        return known
+    # Any: a line may hold anything there (compiled, a `str | None` variable would raise on a list).
+    found: Any = None
     if kind == LEGACY:
         found = _get(obj, "params", "msg", "session_id")
     elif kind == IDMSG:

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from ingestor.errors import SinkError
 from ingestor.sinks.base import HistoryReader, Sink
+from ingestor.sinks.locations import default_store, user_store_path
 
 SinkKind = Literal["sqlite", "convex", "jsonl", "null"]
 
 CONVEX_ENV_VARS: Final = ("CONVEX_URL", "CONVEX_DEPLOYMENT", "CONVEX_SELF_HOSTED_URL", "CONVEX_SITE_ORIGIN")
-DEFAULT_SQLITE_PATH: Final = "./ingestor.db"
 SINK_SYNTAX: Final = "sqlite:PATH, convex, jsonl:PATH, jsonl:- or null"
 
 
@@ -28,6 +28,8 @@ class SinkSpec:
     kind: SinkKind
     target: str = ""
     """The path for sqlite and jsonl (`-` = stdout for jsonl)."""
+    create_parent: bool = field(default=False, compare=False)
+    """sqlite: make the store's directory on first write (the per-user default's, not a --sink's)."""
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.target}" if self.target else self.kind
@@ -44,17 +46,28 @@ def parse_sink(value: str) -> SinkSpec:
     raise SinkError(f"invalid --sink {value!r}: expected {SINK_SYNTAX}")
 
 
-def resolve_sink(value: str | None, env: Mapping[str, str]) -> tuple[SinkSpec, str | None]:
-    """The sink to use and, when it was chosen by default for SQLite, the notice to print."""
+def resolve_sink(
+    value: str | None, env: Mapping[str, str], *, convex_url: str | None = None, reading: bool = False
+) -> tuple[SinkSpec, str | None]:
+    """The sink to use and, when the embedded store was chosen by default, the notice saying where
+    it is (`reading` from it for `show`, else storing in it). `--convex-url` (`convex_url`) alone
+    selects Convex; beside another `--sink` it is a mistake, not something to ignore."""
     if value is not None:
-        return parse_sink(value), None
-    if any(env.get(name) for name in CONVEX_ENV_VARS):
+        spec = parse_sink(value)
+        if convex_url is not None and spec.kind != "convex":
+            raise SinkError(f"--convex-url applies to --sink convex only, not to --sink {spec}")
+        return spec, None
+    if convex_url is not None or any(env.get(name) for name in CONVEX_ENV_VARS):
         return SinkSpec("convex"), None
-    notice = (
-        f"ingestor: no --sink and no Convex deployment configured ({', '.join(CONVEX_ENV_VARS)}): "
-        f"storing in SQLite at {DEFAULT_SQLITE_PATH}"
+    store = default_store()
+    verb = "reading from" if reading else "storing in"
+    why = (
+        store.moved_hint(user_store_path())
+        if store.legacy
+        else f"the embedded store: no --sink, no --convex-url, none of {', '.join(CONVEX_ENV_VARS)} set"
     )
-    return SinkSpec("sqlite", DEFAULT_SQLITE_PATH), notice
+    spec = SinkSpec("sqlite", str(store.path), create_parent=not store.legacy)
+    return spec, f"ingestor: {verb} {store.path} ({why})"
 
 
 @asynccontextmanager
@@ -67,7 +80,7 @@ async def open_sink(
     if spec.kind == "sqlite":
         from ingestor.sinks.sqlite.sink import open_sqlite_sink
 
-        opened = open_sqlite_sink(spec.target)
+        opened = open_sqlite_sink(spec.target, create_parent=spec.create_parent)
     elif spec.kind == "jsonl":
         from ingestor.sinks.jsonl import open_jsonl_sink
 

@@ -6,13 +6,20 @@ A file named `*.zst` is read decompressed: Codex may keep its session files as
 `rollout-*.jsonl.zst`, and a file may move between the two forms. Both forms hold the same lines,
 which make the same operations (keys come from the content and the line's position in its file),
 so a session replayed in either form, or both, is stored once.
+
+A regular file whose first bytes show it is no JSON lines at all (a SQLite database, a binary) is
+skipped and listed in `FilesSource.skipped`: `replay ~/.codex` must not store Codex's databases as
+lines of text. Anything else is read, whatever it holds: a line that is not Codex JSON is stored raw
+(ingestor/normalize/raw.py) and counted by the pipeline.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import AsyncGenerator, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -21,6 +28,7 @@ from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskStatus
 
 from ingestor.errors import MissingPathError
+from ingestor.logging import get_logger
 from ingestor.sources import StreamHandler
 from ingestor.sources.fd import read_fd
 
@@ -34,6 +42,8 @@ REPLAY_QUEUE_CHUNKS: Final = 128
 operations, may wait for the sink. While the sink is busy the queue fills, and the sink's next write
 takes all of it: SQLite commits that many operations in one transaction (fewer commits rewrite the
 pages of the key indexes fewer times), and the memory bound stays 8 MiB of input."""
+
+log = get_logger("ingestor.sources")
 
 STDIN: Final = "-"
 ZSTD_SUFFIX: Final = ".zst"
@@ -62,23 +72,59 @@ def _walk(root: Path) -> Iterator[str]:
     yield from sorted(found)
 
 
-async def _read_zstd(path: str) -> AsyncGenerator[bytes, None]:
+@dataclass(slots=True)
+class ReplayProgress:
+    """How far a replay has read, in files and in bytes on disk (a `.zst` file counts compressed)."""
+
+    files_total: int
+    bytes_total: int
+    """The regular files' sizes (pipes and stdin have none)."""
+    files_done: int = 0
+    bytes_done: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedFile:
+    path: str
+    what: str
+    """What it is instead of JSON lines: `SQLite database`, `binary file`."""
+
+
+SNIFF_BYTES: Final = 8192
+SQLITE_HEADER: Final = b"SQLite format 3\x00"
+
+
+def not_json_lines(head: bytes) -> str | None:
+    """What a file is when its first bytes show it cannot be JSON lines, else None. JSON text never
+    holds a NUL byte (strings escape control characters), while databases and images are full of
+    them: `replay ~/.codex` meets Codex's SQLite files beside its sessions."""
+    if head.startswith(SQLITE_HEADER):
+        return "SQLite database"
+    if b"\x00" in head:
+        return "binary file"
+    return None
+
+
+async def _read_zstd(path: str, progress: ReplayProgress) -> AsyncGenerator[bytes, None]:
     # A compressed file is a regular file: read like one (no event-loop waits), across all its frames.
     with (
         open(path, "rb") as raw,
         zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True) as data,
     ):
+        done = progress.bytes_done
         while chunk := data.read(FILE_READ_SIZE):
+            progress.bytes_done = done + raw.tell()
             yield chunk
 
 
-async def _read_path(path: str) -> AsyncGenerator[bytes, None]:
+async def _read_path(path: str, progress: ReplayProgress) -> AsyncGenerator[bytes, None]:
     # O_NONBLOCK: opening a FIFO must not block the event loop. A path may well be a pipe:
     # `ingestor replay <(codex exec --json ...)` passes /dev/fd/63.
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
         if stat.S_ISREG(os.fstat(fd).st_mode):
             while data := os.read(fd, FILE_READ_SIZE):
+                progress.bytes_done += len(data)
                 yield data
         else:
             async for data in read_fd(fd, FILE_READ_SIZE):
@@ -87,17 +133,51 @@ async def _read_path(path: str) -> AsyncGenerator[bytes, None]:
         os.close(fd)
 
 
+def _head(path: str) -> bytes:
+    """The first bytes of a regular file as its lines would be read (decompressed for `.zst`);
+    nothing for anything else (a pipe's bytes cannot be looked at without consuming them)."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return b""
+        with open(path, "rb") as raw:
+            if not path.endswith(ZSTD_SUFFIX):
+                return raw.read(SNIFF_BYTES)
+            with zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True) as data:
+                return data.read(SNIFF_BYTES)
+    except zstandard.ZstdError:
+        return b""  # read as usual: the error is reported where the data is read
+
+
+def _size(path: str) -> int:
+    with contextlib.suppress(OSError):
+        info = os.stat(path)
+        if stat.S_ISREG(info.st_mode):
+            return info.st_size
+    return 0
+
+
 class FilesSource:
     def __init__(self, files: Sequence[str]) -> None:
         self._files = list(files)
+        self.progress = ReplayProgress(len(self._files), sum(_size(p) for p in self._files if p != STDIN))
+        self.skipped: list[SkippedFile] = []
+        """Files left out because they are clearly not JSON lines."""
 
     async def serve(
         self, handle: StreamHandler, *, task_status: TaskStatus[str] = TASK_STATUS_IGNORED
     ) -> None:
         task_status.started(f"{len(self._files)} file(s)")
+        progress = self.progress
         for path in self._files:
             if path == STDIN:
                 await handle("stdin", read_fd(0, FILE_READ_SIZE))
+            elif (what := not_json_lines(_head(path))) is not None:
+                log.debug("skipped: not JSON lines", path=path, what=what)
+                self.skipped.append(SkippedFile(path, what))
+                progress.bytes_done += _size(path)
             else:
                 read = _read_zstd if path.endswith(ZSTD_SUFFIX) else _read_path
-                await handle(f"file:{os.path.abspath(path)}", read(path))
+                done = progress.bytes_done
+                await handle(f"file:{os.path.abspath(path)}", read(path, progress))
+                progress.bytes_done = done + _size(path)
+            progress.files_done += 1

@@ -7,6 +7,7 @@ With a `ProducerAuth`, a connection reaches the pipeline only once its hello lin
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import ssl
@@ -112,6 +113,8 @@ class UnixSource:
         try:
             listener = await anyio.create_unix_listener(staging, mode=self._mode)
             os.rename(staging, self._path)
+        except OSError as error:
+            raise SourceConfigError(_unix_error(self._path, error)) from error
         finally:
             os.umask(umask)
         log.info("listening", address=f"unix:{self._path}", mode=f"{self._mode:o}")
@@ -121,6 +124,15 @@ class UnixSource:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._path)
+
+
+def _unix_error(path: str, error: OSError) -> str:
+    directory = os.path.dirname(path) or "."
+    if isinstance(error, FileNotFoundError):
+        return f"--unix {path}: the directory {directory} does not exist: create it, or choose another path"
+    if isinstance(error, PermissionError):
+        return f"--unix {path}: no permission to create a socket in {directory}: choose another directory"
+    return f"--unix {path}: cannot listen there: {error.strerror or error}"
 
 
 def _remove_stale_socket(path: str) -> None:
@@ -155,6 +167,17 @@ def parse_host_port(value: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
+def _tcp_error(host: str, port: int, error: OSError) -> str:
+    address = f"--tcp {host}:{port}"
+    if error.errno == errno.EADDRINUSE:
+        return f"{address}: the port is in use (another daemon?): stop that process, or choose another port"
+    if error.errno == errno.EADDRNOTAVAIL:
+        return f"{address}: this machine has no address {host}: use one of its own, or 127.0.0.1"
+    if isinstance(error, PermissionError):
+        return f"{address}: no permission to listen on port {port} (below 1024?): choose a port above 1023"
+    return f"{address}: cannot listen there: {error.strerror or error}"
+
+
 class TcpSource:
     def __init__(
         self,
@@ -172,7 +195,10 @@ class TcpSource:
     async def serve(
         self, handle: StreamHandler, *, task_status: TaskStatus[str] = TASK_STATUS_IGNORED
     ) -> None:
-        listener = await anyio.create_tcp_listener(local_host=self._host or None, local_port=self._port)
+        try:
+            listener = await anyio.create_tcp_listener(local_host=self._host or None, local_port=self._port)
+        except OSError as error:
+            raise SourceConfigError(_tcp_error(self._host, self._port, error)) from error
         port = listener.extra(anyio.abc.SocketAttribute.local_port)
         host = self._host or "*"
         log.info("listening", address=f"tcp:{host}:{port}", tls=self._tls is not None)

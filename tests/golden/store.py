@@ -37,7 +37,8 @@ LONG_TEXT = 200
 
 
 def fixture_paths() -> list[Path]:
-    return sorted(FIXTURES.glob("**/*.jsonl"))
+    """The recorded Codex streams and session files (first-contact/ holds input that is not Codex)."""
+    return sorted(FIXTURES.glob("codex-*/**/*.jsonl"))
 
 
 def golden_name(path: Path) -> str:

@@ -8,7 +8,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from ingestor.errors import SinkError
-from ingestor.sinks.convex.deployment import default_state_dir
+from ingestor.logging import get_logger
+from ingestor.sinks.locations import default_state_dir, user_state_dir
+
+log = get_logger("ingestor.sinks.convex")
 
 MIB: Final = 1024 * 1024
 # What `ingest:applyBatch` accepts per call (convex/lib/limits.ts: MAX_BATCH_OPS, MAX_BATCH_BYTES),
@@ -52,9 +55,16 @@ class ConvexSinkConfig:
             )
 
 
+def _default_state_dir(env: Mapping[str, str]) -> Path:
+    state = default_state_dir(env)
+    if state.legacy:
+        log.warning("using the spool in ./.ingestor-state: " + state.moved_hint(user_state_dir()))
+    return state.path
+
+
 def sink_config(env: Mapping[str, str], options: Mapping[str, Any]) -> ConvexSinkConfig:
     """The sink's settings from CLI options (argparse names); absent ones take the defaults."""
-    values: dict[str, Any] = {"state_dir": options.get("state_dir") or default_state_dir(env)}
+    values: dict[str, Any] = {"state_dir": options.get("state_dir") or _default_state_dir(env)}
     for name in ("batch_max_ops", "batch_max_bytes", "spool_max_bytes", "flush_timeout", "unready_after"):
         if options.get(name) is not None:
             values[name] = options[name]

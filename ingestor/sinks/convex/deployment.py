@@ -181,12 +181,6 @@ def _seconds(text: str) -> float:
     return value
 
 
-def default_state_dir(env: Mapping[str, str]) -> Path:
-    """`$XDG_STATE_HOME/codex-ingestor` when set, else `./.ingestor-state`."""
-    xdg = env.get("XDG_STATE_HOME", "").strip()
-    return Path(xdg) / "codex-ingestor" if xdg else Path(".ingestor-state")
-
-
 def add_convex_arguments(parser: argparse.ArgumentParser, *, delivery: bool) -> None:
     """`--convex-url` and `--convex-key-file`; with `delivery`, the spool and flush options too."""
     group = parser.add_argument_group("convex sink")
@@ -207,7 +201,8 @@ def add_convex_arguments(parser: argparse.ArgumentParser, *, delivery: bool) -> 
         "--state-dir",
         type=Path,
         metavar="DIR",
-        help="spool and dead-letter file (default: $XDG_STATE_HOME/codex-ingestor, else ./.ingestor-state)",
+        help="spool and dead-letter file (default: per user, $XDG_STATE_HOME/codex-ingestor, i.e. "
+        "~/.local/state/codex-ingestor on Linux)",
     )
     group.add_argument(
         "--batch-max-bytes",

@@ -11,11 +11,11 @@ from urllib.parse import urlsplit
 import anyio
 import anyio.to_thread
 
-from ingestor.errors import SinkError
+from ingestor.errors import HistoryUnavailableError, SinkError
 from ingestor.logging import get_logger, redact
 from ingestor.metrics import HEALTH, METRICS, Health, Metrics
 from ingestor.sinks.convex import spool as spool_module
-from ingestor.sinks.convex.client import ADMIN_IDENTITY, ConvexHttp
+from ingestor.sinks.convex.client import ADMIN_IDENTITY, AuthError, ConfigError, ConvexHttp, TransientError
 from ingestor.sinks.convex.config import ConvexSinkConfig, sink_config
 from ingestor.sinks.convex.deployment import KEY_VARIABLES, Deployment, DeploymentError, resolve_deployment
 from ingestor.sinks.convex.history import ConvexHistory
@@ -103,7 +103,22 @@ async def open_history_from_env(
     """The Convex history reader for `ingestor show --sink convex`."""
     deployment = _deployment(env, options or {})
     history = ConvexHistory(ConvexHttp(deployment.url, deployment.key, acting_as=ADMIN_IDENTITY))
+    where = f"the Convex deployment at {deployment.url} (from {deployment.url_source})"
     try:
         yield history
+    except TransientError as error:
+        raise HistoryUnavailableError(
+            f"cannot reach {where}: {error}; check that it is running, or name another with "
+            "--convex-url (or --sink sqlite:PATH for the embedded store)"
+        ) from error
+    except AuthError as error:
+        raise HistoryUnavailableError(
+            f"{where} refused the key (from {deployment.key_source or 'none: no key configured'}): "
+            f"{error}; give its admin or deploy key with --convex-key-file or {KEY_VARIABLES[0]}"
+        ) from error
+    except ConfigError as error:
+        raise HistoryUnavailableError(
+            f"{where} lacks the history queries: {error}; deploy convex/ to it (npx convex deploy)"
+        ) from error
     finally:
         await history.aclose()

@@ -190,7 +190,10 @@ class StoreMissingError(NotFoundError):
 @asynccontextmanager
 async def open_sqlite_history(path: str | Path) -> AsyncIterator[SqliteHistory]:
     if not Path(path).is_file():
-        raise StoreMissingError(f"no SQLite store at {path}")
+        raise StoreMissingError(
+            f"no SQLite store at {path}: nothing stored there yet (`ingestor replay ~/.codex/sessions` "
+            "stores Codex's session files), or name the store with --sink sqlite:PATH"
+        )
     conn = await anyio.to_thread.run_sync(lambda: connect(path, read_only=True))
     reader = SqliteHistory(conn)
     try:

@@ -22,6 +22,7 @@ import anyio
 import anyio.to_thread
 from anyio.abc import TaskGroup
 
+from ingestor.errors import SinkError
 from ingestor.logging import get_logger
 from ingestor.ops import OP_TABLE, TURN_TERMINAL, Op
 from ingestor.sinks.json_text import dumps_json
@@ -413,10 +414,34 @@ class SqliteSink:
         await anyio.to_thread.run_sync(self._conn.close, limiter=self._limiter)
 
 
+def _open_connections(path: str | Path, create_parent: bool) -> tuple[sqlite3.Connection, sqlite3.Connection]:
+    """The writer and the checkpointer; SinkError, naming the path and what to do, when the store
+    cannot be opened for writing."""
+    try:
+        if create_parent:
+            # The per-user default's directory (the store holds prompts and code: its owner's only).
+            Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        conn = connect(path)
+        return conn, sqlite3.connect(path, check_same_thread=False)
+    except (OSError, sqlite3.Error) as error:
+        raise SinkError(
+            f"cannot write the SQLite store {path}: {_open_failure(path, error)}; "
+            "choose another with --sink sqlite:PATH"
+        ) from error
+
+
+def _open_failure(path: str | Path, error: OSError | sqlite3.Error) -> str:
+    if isinstance(error, FileNotFoundError):
+        return f"the directory {Path(path).parent} does not exist"
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    return f"{error} (is it an ingestor store?)"
+
+
 @asynccontextmanager
-async def open_sqlite_sink(path: str | Path) -> AsyncIterator[SqliteSink]:
-    conn = await anyio.to_thread.run_sync(connect, path)
-    checkpointer = await anyio.to_thread.run_sync(lambda: sqlite3.connect(path, check_same_thread=False))
+async def open_sqlite_sink(path: str | Path, *, create_parent: bool = False) -> AsyncIterator[SqliteSink]:
+    """The embedded store at `path`, ready to write; `create_parent`: make its directory first."""
+    conn, checkpointer = await anyio.to_thread.run_sync(_open_connections, path, create_parent)
     try:
         async with anyio.create_task_group() as task_group:
             sink = SqliteSink(conn, checkpointer, task_group)
