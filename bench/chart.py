@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench.targets import find, scaling
+from bench.targets import SOAK_GROWTH_TARGET, find, scaling
 
 
 def _err(m: dict[str, Any], key: str) -> tuple[float, float, float] | None:
@@ -103,6 +103,41 @@ def draw(data: dict[str, Any], out: Path) -> bool:
     ax3.grid(True, axis="y", which="both", alpha=0.3)
 
     fig.suptitle(f"codex-ingestor benchmarks, {data['meta']['started']} ({data['meta']['plan']} plan)")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def draw_soak(data: dict[str, Any], out: Path) -> bool:
+    """docs/benchmarks-soak.png: the daemon's RSS after every step of threads, one panel per soak run,
+    with the target (the peak within `SOAK_GROWTH_TARGET` times the RSS at the baseline)."""
+    runs = [m for m in find(data, "soak") if not m.get("error")]
+    if not runs:
+        return False
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(1, len(runs), figsize=(7 * len(runs), 4.2), squeeze=False)
+    for ax, m in zip(axes[0], runs, strict=True):
+        points = m["info"]["points"]
+        baseline = m["summary"]["baseline_rss_mib"]["median"]
+        ax.plot([p["threads"] for p in points], [p["rss_mib"] for p in points], marker=".", label="RSS")
+        ax.axhline(baseline * SOAK_GROWTH_TARGET, linestyle="--", color="#d62728", label="target: peak below")
+        ax.axvline(m["info"]["baseline_threads"], linestyle=":", color="#999999", label="baseline")
+        ax.set_xlabel("threads carried by the connection")
+        ax.set_ylabel("daemon RSS (MiB)")
+        ax.set_ylim(bottom=0)
+        ax.set_title(f"soak {m['workload']}")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    meta = data["meta"]
+    fig.suptitle(f"One connection, many threads: memory ({meta['started']}, {meta['plan']} plan)")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)

@@ -1,4 +1,5 @@
-"""Render a results document into docs/benchmarks.md and the chart docs/benchmarks.png.
+"""Render a results document into docs/benchmarks.md and the charts docs/benchmarks.png (throughput)
+and docs/benchmarks-soak.png (the soak's memory curves).
 
 Everything in the page comes from the results JSON, except the hand-written analysis between the
 `analysis:start` / `analysis:end` markers, which is kept from the previous page as is.
@@ -7,6 +8,7 @@ Everything in the page comes from the results JSON, except the hand-written anal
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +26,22 @@ __all__ = ["CHART", "DOC", "evaluate", "render"]
 
 def render(data: dict[str, Any], doc: Path, chart_path: Path) -> None:
     chart_ok = chart.draw(data, chart_path)
+    soak_path = chart_path.with_name(f"{chart_path.stem}-soak.png")
+    soak_ok = chart.draw_soak(data, soak_path)
     old = doc.read_text() if doc.exists() else ""
     found = _ANALYSIS.search(old)
     analysis = found.group(1) if found else "_No analysis written yet for this run._\n"
     doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(page(data, chart_path.name if chart_ok else None, analysis))
+    charts = Charts(chart_path.name if chart_ok else None, soak_path.name if soak_ok else None)
+    doc.write_text(page(data, charts, analysis))
+
+
+@dataclass(frozen=True, slots=True)
+class Charts:
+    """The chart files written beside the page (None: not drawn, e.g. matplotlib missing)."""
+
+    throughput: str | None
+    soak: str | None
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -37,7 +50,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return out
 
 
-def page(data: dict[str, Any], chart_name: str | None, analysis: str) -> str:
+def page(data: dict[str, Any], charts: Charts, analysis: str) -> str:
     meta = data["meta"]
     targets = data.get("targets") or evaluate(data)
     met = sum(t["status"] == "met" for t in targets)
@@ -79,9 +92,10 @@ def page(data: dict[str, Any], chart_name: str | None, analysis: str) -> str:
     ]
     lines += _machine(meta)
     lines += _workloads(data)
-    lines += _details(data)
-    if chart_name:
-        lines += ["## Chart", "", f"![throughput and per-event cost by workload size]({chart_name})", ""]
+    lines += _details(data, charts.soak)
+    if charts.throughput:
+        chart_line = f"![throughput and per-event cost by workload size]({charts.throughput})"
+        lines += ["## Chart", "", chart_line, ""]
     lines += _profiles(data)
     lines += _commands(data)
     return "\n".join(lines) + "\n"
@@ -176,7 +190,7 @@ def _workloads(data: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def _details(data: dict[str, Any]) -> list[str]:
+def _details(data: dict[str, Any], soak_chart: str | None) -> list[str]:
     lines = [
         "## Details",
         "",
@@ -264,7 +278,7 @@ def _details(data: dict[str, Any]) -> list[str]:
             )
     lines += _table(["what", "workload", "events/s", "peak RSS (MiB)", "notes"], rows)
     lines += _live(data)
-    lines += _soak(data)
+    lines += _soak(data, soak_chart)
     lines += _follow(data)
     lines += _scaling(data)
     return [*lines, ""]
@@ -424,11 +438,17 @@ def _live(data: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _soak(data: dict[str, Any]) -> list[str]:
+def _soak(data: dict[str, Any], chart_name: str | None) -> list[str]:
+    measured = [m for m in find(data, "soak") if not m.get("error")]
     lines: list[str] = []
-    for m in find(data, "soak"):
-        if m.get("error"):
-            continue
+    if measured and chart_name:
+        lines += [
+            "",
+            "### Soak: memory over one connection's life",
+            "",
+            f"![the daemon's RSS as one connection carries more threads]({chart_name})",
+        ]
+    for m in measured:
         lines += [
             "",
             f"### Soak: one connection, {m['workload']} threads",

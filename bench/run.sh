@@ -2,7 +2,8 @@
 # The benchmark suite in one command: installs what it needs, runs, writes bench-results/ and
 # docs/benchmarks.md + docs/benchmarks.png.
 #
-#   bench/run.sh            # full suite: five runs each, workloads up to 1M events (~30 min)
+#   bench/run.sh            # full suite: five runs each, workloads up to 1M events, and the soak
+#                           # (100,000 threads on one connection) (~30 min + ~10 min of soak)
 #   bench/run.sh --smoke    # everything tiny (10k events, one run), < 60 s; asserts no target
 #   bench/run.sh --only throughput,sqlite --runs 3
 set -euo pipefail

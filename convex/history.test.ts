@@ -186,6 +186,31 @@ describe("history:getCommandOutput", () => {
       stdout: "merged out+err",
       stderr: "",
       call: { command: [] },
+      aggregatedOutput: "merged out+err",
+      merged: true,
+    });
+    // Streamed v2 chunks that missed the first delta: the longer final output comes along.
+    await t.mutation(internal.app.upsertCommand, {
+      callId: "v2",
+      turnId: "t",
+      startedAt: 1,
+      aggregatedOutput: "tick 1\ntick 2\n",
+    });
+    await t.mutation(internal.app.appendCommandChunk, {
+      callId: "v2",
+      stream: "stdout",
+      chunkBase64: btoa("tick 2\n"),
+      encoding: "utf-8-merged",
+      createdAt: 2,
+    });
+    expect(await t.query(api.history.getCommandOutput, { callId: "v2" })).toEqual({
+      callId: "v2",
+      chunkCount: 1,
+      stdout: "tick 2\n",
+      stderr: "",
+      call: { command: [] },
+      aggregatedOutput: "tick 1\ntick 2\n",
+      merged: true,
     });
     await t.mutation(internal.app.upsertCommand, { callId: "q", turnId: "t", startedAt: 1 });
     expect(await t.query(api.history.getCommandOutput, { callId: "q" })).toEqual({

@@ -112,7 +112,9 @@ function concat(chunks: Uint8Array[]): Uint8Array {
 /**
  * A command's output: its chunks joined in `seq` order per stream and decoded as UTF-8, bad bytes
  * becoming U+FFFD; chunks whose stream is not `stderr` count as stdout. A command without chunks
- * gives its own final `stdout`/`stderr` (chunkCount 0). null when neither is known.
+ * gives its own final `stdout`/`stderr` (chunkCount 0). With them, `aggregatedOutput` (the final
+ * merged output, when Codex reported one) and `merged` (stdout is stdout and stderr merged).
+ * null when neither is known.
  */
 export const getCommandOutput = readerQuery({
   args: { callId: v.string() },
@@ -125,6 +127,11 @@ export const getCommandOutput = readerQuery({
       stderr: v.string(),
       // What the output belongs to: the call's source, argv and parsedCmd (describeCall).
       call: v.optional(v.record(v.string(), v.any())),
+      // The command's final merged output as Codex reported it, when it did: the whole output
+      // where streamed chunks are incomplete (Codex can miss the first delta).
+      aggregatedOutput: v.optional(v.string()),
+      // stdout holds stdout and stderr merged (v2 deltas, or aggregatedOutput standing in).
+      merged: v.optional(v.boolean()),
     }),
   ),
   handler: async (ctx, { callId }) => {
@@ -137,15 +144,34 @@ export const getCommandOutput = readerQuery({
       .withIndex("by_callId", (q) => q.eq("callId", callId))
       .first();
     const call = command === null ? {} : { call: await describeCall(ctx, command) };
+    const final = command === null ? null : await show(ctx, command);
+    const aggregated =
+      final?.aggregatedOutput === undefined ? {} : { aggregatedOutput: final.aggregatedOutput };
     if (docs.length === 0) {
-      if (command === null) return null;
-      const { stdout, stderr, aggregatedOutput } = await show(ctx, command);
+      if (final === null) return null;
+      const { stdout, stderr, aggregatedOutput } = final;
       // Codex 0.169 streams no output for short commands and reports only the merged output: it
       // stands as stdout, as merged v2 chunks do.
       if (stdout === undefined && stderr === undefined) {
-        return { callId, chunkCount: 0, stdout: aggregatedOutput ?? "", stderr: "", ...call };
+        const merged = aggregatedOutput === undefined ? {} : { merged: true };
+        return {
+          callId,
+          chunkCount: 0,
+          stdout: aggregatedOutput ?? "",
+          stderr: "",
+          ...call,
+          ...aggregated,
+          ...merged,
+        };
       }
-      return { callId, chunkCount: 0, stdout: stdout ?? "", stderr: stderr ?? "", ...call };
+      return {
+        callId,
+        chunkCount: 0,
+        stdout: stdout ?? "",
+        stderr: stderr ?? "",
+        ...call,
+        ...aggregated,
+      };
     }
     const stdout: Uint8Array[] = [];
     const stderr: Uint8Array[] = [];
@@ -154,15 +180,21 @@ export const getCommandOutput = readerQuery({
       (doc.stream === "stderr" ? stderr : stdout).push(Base64.toByteArray(chunkBase64 as string));
     }
     const decoder = new TextDecoder("utf-8"); // non-fatal: invalid sequences become U+FFFD
+    const merged = docs.some((doc) => doc.encoding === MERGED_ENCODING) ? { merged: true } : {};
     return {
       callId,
       chunkCount: docs.length,
       stdout: decoder.decode(concat(stdout)),
       stderr: decoder.decode(concat(stderr)),
       ...call,
+      ...aggregated,
+      ...merged,
     };
   },
 });
+
+/** The encoding of v2 output deltas: text with stdout and stderr merged (ingestor/normalize/app_server.py). */
+const MERGED_ENCODING = "utf-8-merged";
 
 const CALL_FIELDS = ["source", "command", "parsedCmd", "parsedCmdJson"] as const;
 

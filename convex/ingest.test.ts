@@ -33,6 +33,15 @@ async function batchError(promise: Promise<unknown>): Promise<Record<string, unk
 }
 
 describe("ingest:applyBatch", () => {
+  test("a fork's conversation keeps its parent and the usage it inherited", async () => {
+    const t = setup();
+    const inherited = { totalInputTokens: 2300, cachedInputTokens: 200, outputTokens: 55, totalTokens: 2355 };
+    const fork = { ...conversation.args, forkedFromThreadId: "parent", forkedFromUsage: inherited };
+    await t.mutation(internal.ingest.applyBatch, { ops: [{ ...conversation, args: fork }] });
+    const [stored] = (await dump(t)).conversations;
+    expect(stored).toMatchObject({ forkedFromThreadId: "parent", forkedFromUsage: inherited });
+  });
+
   test("applies ops in order and returns one result per op", async () => {
     const t = setup();
     const results = await t.mutation(internal.ingest.applyBatch, {

@@ -77,6 +77,24 @@ describe("merge rules (docs/operations.md)", () => {
     expect(merged).not.toHaveProperty("parsedCmdJson");
   });
 
+  test("rule 7: a fork's inherited usage stays as first told; its link is any column", () => {
+    const fork = {
+      conversationId: "f",
+      startedAt: 1,
+      lastSeenAt: 1,
+      forkedFromThreadId: "p",
+      forkedFromUsage: { totalTokens: 2355 },
+    };
+    const later = { forkedFromUsage: { totalTokens: 3690 }, forkedFromThreadId: "q" };
+    expect(mergeRow("conversations", fork, later)).toMatchObject({
+      forkedFromUsage: { totalTokens: 2355 },
+      forkedFromThreadId: "q",
+    });
+    expect(mergeRow("conversations", { conversationId: "f", startedAt: 1 }, later).forkedFromUsage).toEqual({
+      totalTokens: 3690,
+    });
+  });
+
   test("insert fallbacks and required columns", () => {
     expect(mergeRow("conversations", null, { conversationId: "c", lastSeenAt: 7 })).toEqual({
       conversationId: "c",

@@ -9,6 +9,14 @@
 import { defineSchema, defineTable } from "convex/server";
 import { v } from "convex/values";
 
+const usageTotals = v.object({
+  totalInputTokens: v.optional(v.number()),
+  cachedInputTokens: v.optional(v.number()),
+  outputTokens: v.optional(v.number()),
+  reasoningOutputTokens: v.optional(v.number()),
+  totalTokens: v.optional(v.number()),
+});
+
 const spilled = v.optional(
   v.array(
     v.object({ field: v.string(), json: v.boolean(), parts: v.number(), stage: v.optional(v.string()) }),
@@ -34,7 +42,13 @@ export default defineSchema({
     clientName: v.optional(v.string()),
     startedAt: v.number(),
     lastSeenAt: v.number(),
-  }).index("by_conversationId", ["conversationId"]),
+    // A fork (Codex thread/fork): the thread it was forked from, and the usage totals it inherited,
+    // which its own snapshots include (docs/operations.md, "Forks").
+    forkedFromThreadId: v.optional(v.string()),
+    forkedFromUsage: v.optional(usageTotals),
+  })
+    .index("by_conversationId", ["conversationId"])
+    .index("by_lastSeenAt", ["lastSeenAt"]),
 
   turns: defineTable({
     turnId: v.string(),

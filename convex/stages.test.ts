@@ -188,6 +188,7 @@ describe("ops with staged values", () => {
       stdout,
       stderr: "",
       call: { command: [] },
+      aggregatedOutput: second,
     });
     const tables = await dump(t);
     expect(new Set(tables.blobs.map((blob) => blob.ownerId))).toEqual(new Set(["s:o", "s:b"]));

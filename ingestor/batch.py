@@ -55,6 +55,8 @@ class Batcher:
         self.batches = 0
         self.ops_written = 0
         self.write_seconds = 0.0
+        self.conversations: set[str] = set()
+        """Conversations the written operations touched (for the summary at the end of a run)."""
 
     async def run(self, receive: MemoryObjectReceiveStream[BatchItem]) -> None:
         """Consume until every sender has closed; then write what is left."""
@@ -135,3 +137,6 @@ class Batcher:
         self.write_seconds += time.perf_counter() - began
         self.batches += len(batches)
         self.ops_written += len(ops)
+        self.conversations.update(
+            op["args"]["conversationId"] for op in ops if op["op"] == "upsertConversation"
+        )

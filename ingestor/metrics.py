@@ -38,7 +38,8 @@ class Metrics:
         self.events_read = Counter("ingestor_events_read", "Input lines read by the pipeline.", registry=r)
         self.bad_lines = Counter(
             "ingestor_invalid_lines",
-            "Input lines stored raw because they are not JSON (invalid_json) or too long (oversize).",
+            "Input lines stored raw: not JSON (invalid_json), too long (oversize), too dense to parse"
+            " (too_many_values).",
             ["reason"],
             registry=r,
         )

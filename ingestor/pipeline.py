@@ -305,8 +305,13 @@ class _Failures:
 
 INVALID_JSON: Final = "ingestor/invalidJson"
 UNKNOWN: Final = "ingestor/unknown"
-BAD_LINE_METHODS: Final = {INVALID_JSON: "invalid_json", "ingestor/oversize": "oversize"}
-"""The raw events of lines that are not JSON, or too long (ingestor/normalize/raw.py), by reason."""
+BAD_LINE_METHODS: Final = {
+    INVALID_JSON: "invalid_json",
+    "ingestor/oversize": "oversize",
+    "ingestor/unparsed": "too_many_values",
+}
+"""The raw events of lines that are not JSON, too long, or too costly to parse
+(ingestor/normalize/raw.py), by reason."""
 
 
 class _LineProblems:

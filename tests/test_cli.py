@@ -299,6 +299,7 @@ def test_show_json_has_the_history_query_shapes(store: str, capsys: pytest.Captu
         "stdout": "a.txt\nb.txt\n",
         "stderr": "warn \ufffd",
         "call": {"command": ["ls", "-l"], "parsedCmdJson": '{"$k":1}'},
+        "aggregatedOutput": "a.txt\nb.txt\n",
     }
     listed = orjson.loads(show(capsys, "events", "conv-1", "--json", "--sink", store)[1])
     assert [e["method"] for e in listed] == ["turn/started"]

@@ -50,6 +50,10 @@ FUNCTIONS: Final = {
         for name in ("getConversation", "getTurn", "getCommandOutput", "listEvents")
     },
     **{
+        f"summaries:{name}": {"kind": "query", "internal": False}
+        for name in ("listConversations", "listUsage")
+    },
+    **{
         f"workOrders:{name}": {"kind": "mutation", "internal": False}
         for name in ("create", "updateStatus", "updateResult")
     },
@@ -588,6 +592,8 @@ def _public_calls(order_id: str) -> dict[str, tuple[str, dict[str, Any], str]]:
         "history:getTurn": ("query", {"turnId": TURN}, "reader"),
         "history:getCommandOutput": ("query", {"callId": CALL}, "reader"),
         "history:listEvents": ("query", {"conversationId": CONVERSATION, "paginationOpts": page}, "reader"),
+        "summaries:listConversations": ("query", {"paginationOpts": page}, "reader"),
+        "summaries:listUsage": ("query", {"paginationOpts": page}, "reader"),
         "workOrders:create": ("mutation", SMALL_ORDER, "reader"),
         "workOrders:get": ("query", {"id": order_id}, "reader"),
         "workOrders:listBySession": ("query", {"sessionId": SESSION, "paginationOpts": page}, "reader"),

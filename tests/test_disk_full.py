@@ -1,13 +1,18 @@
 """A full state volume acts like a full spool (ingestor.sinks.convex): input pauses,
 `/readyz` says why, the daemon lives on; and a daemon started on a volume that is still full drains
-its spool. The volume is a small tmpfs mounted for the test (skipped where mounting is not allowed)."""
+its spool. The volume is a small tmpfs mounted for the test; where the test may not mount (not
+root), it runs again inside a user and mount namespace of its own (`unshare -Urm`), where it may;
+skipped only where neither is allowed."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import sqlite3
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -25,6 +30,8 @@ pytestmark = pytest.mark.e2e
 
 RECORDING = (FIXTURES / "app-server" / "large_output.jsonl").read_bytes()
 VOLUME_BYTES = 12 * 1024 * 1024
+IN_NAMESPACE = "INGESTOR_TEST_IN_USERNS"
+"""Set in the run inside `unshare -Urm`; set it to 1 to take that path where root could mount."""
 
 
 @pytest.fixture
@@ -105,7 +112,7 @@ def test_a_full_volume_pauses_input_and_a_restart_on_it_drains(
     stop = threading.Event()
     try:
         while not sock.exists():
-            assert daemon.poll() is None
+            assert daemon.poll() is None, daemon.stderr.read().decode()[-3000:] if daemon.stderr else ""
             time.sleep(0.02)
         time.sleep(0.2)
         producer = threading.Thread(target=_produce, args=(sock, stop), daemon=True)
@@ -148,3 +155,27 @@ def test_a_full_volume_pauses_input_and_a_restart_on_it_drains(
         assert stored_events(convex_local, conversation) == count
     with sqlite3.connect(state / "spool.sqlite3") as conn:
         assert conn.execute("SELECT count(*) FROM spool").fetchone()[0] == 0
+
+
+@pytest.mark.skipif(
+    os.geteuid() == 0 and IN_NAMESPACE not in os.environ,
+    reason="root mounts the volume itself (the test above); INGESTOR_TEST_IN_USERNS=1 takes this path",
+)
+def test_the_same_in_a_user_namespace_where_mounting_is_not_allowed() -> None:
+    if os.environ.get(IN_NAMESPACE) == "inside":
+        pytest.skip("already inside the namespace")
+    if subprocess.run(["unshare", "-Urm", "true"], capture_output=True, check=False).returncode != 0:
+        pytest.skip("neither mounting nor a user namespace is allowed here: the full-volume test cannot run")
+    test = f"{__file__}::test_a_full_volume_pauses_input_and_a_restart_on_it_drains"
+    with tempfile.TemporaryDirectory(prefix="df-") as short:  # a socket path must stay under 108 bytes
+        inside = subprocess.run(
+            ["unshare", "-Urm", sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+             f"--basetemp={short}/t", test],
+            capture_output=True,
+            text=True,
+            env={**os.environ, IN_NAMESPACE: "inside"},
+            timeout=600,
+            check=False,
+        )  # fmt: skip
+    output = inside.stdout + inside.stderr
+    assert inside.returncode == 0 and "1 passed" in output, output[-3000:]

@@ -127,11 +127,13 @@ def test_commands_argv_and_exit_codes(case: tuple[dict[str, Any], dict[str, list
 
 def _expected_tools(entry: dict[str, Any], want: dict[str, Any]) -> list[dict[str, Any]]:
     """The tool calls (not shell commands) a turn's rows must show, in order. A patch that fails
-    verification produces no event in the live streams, only a tool output in the session file."""
+    verification produces no event in the live streams, only a tool output in the session file. A
+    plan is a message, and a spawned sub-agent a conversation of its own: neither is a row."""
     calls = [
         t
         for t in want.get("tools", [])
-        if t["kind"] != "plan" and (t["kind"] != "file" or t["applies"] or entry["kind"] == "session")
+        if t["kind"] not in ("plan", "spawn_agent")
+        and (t["kind"] != "file" or t["applies"] or entry["kind"] == "session")
     ]
     return calls + [{"kind": "search", "query": q} for q in want.get("web_searches", [])]
 

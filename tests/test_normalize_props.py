@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from ingestor.lines import Line
 from ingestor.normalize import Normalizer
+from ingestor.normalize.state import MAX_ID_CHARS
 from ingestor.ops import ANY_COLUMNS, Op
 from ingestor.sinks.wire import convex_op, encode_op, is_convex_safe
 
@@ -144,6 +145,19 @@ def run(datas: list[bytes]) -> tuple[list[Op], Normalizer]:
     return ops, n
 
 
+def _refused_hello(data: bytes) -> bool:
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    if type(value) is not dict or value.get("type") != "ingestor.hello":
+        return False
+    conversation = value.get("conversationId")
+    return conversation is not None and not (
+        type(conversation) is str and 0 < len(conversation) <= MAX_ID_CHARS
+    )
+
+
 def check(datas: list[bytes]) -> list[Op]:
     ops, n = run(datas)
     events = [op for op in ops if op["op"] == "appendEvent"]
@@ -151,7 +165,8 @@ def check(datas: list[bytes]) -> list[Op]:
     # One raw fact per distinct line of a thread (a line again is the same line: raw.event_op).
     scopes = [op.get("thread") or op["args"]["conversationId"] for op in events]
     assert len({op["key"] for op in events}) == len(set(zip(scopes, datas, strict=True)))
-    assert n.derive_errors == 0
+    # The only lines whose facts may go unread: hello lines naming an id the normalizer refuses.
+    assert n.derive_errors <= sum(map(_refused_hello, datas))
     for op in ops:
         sent = orjson.loads(encode_op(op))  # every op can be sent, in Convex's value space
         for name, value in sent["args"].items():
@@ -229,7 +244,9 @@ def _small_fixture_lines() -> list[bytes]:
 REAL_LINES = _small_fixture_lines()
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+# No deadline: 40 real lines an example take 130-260 ms on a shared 2-core machine (a deadline
+# measured the machine's load, not the code).
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.randoms(use_true_random=False), st.lists(json_values, min_size=1, max_size=8))
 def test_mutated_real_lines(rng: random.Random, replacements: list[Any]) -> None:
     if not REAL_LINES:

@@ -71,7 +71,7 @@ def test_show_command_of_a_patch_from_an_old_session_file(
     store, _ = _store(tmp_path, OLD_SESSION)
     added = _show(capsys, "command", "call_tools_001_1", "--sink", store)
     assert "/notes.txt:\n  first line\n  second line\n" in added
-    assert "stdout:\n  Success. Updated the following files:" in added
+    assert "output (stdout and stderr merged):\n  Success. Updated the following files:" in added
     failed = _show(capsys, "command", "call_tools_003_0", "--sink", store)
     assert "update " in failed and "/missing.txt:\n  @@\n  -absent\n  +present\n" in failed
     assert "apply_patch verification failed" in failed

@@ -144,6 +144,7 @@ def test_command_output_without_chunks_is_its_own_output_else_the_merged_one() -
         "stdout": "out",
         "stderr": "err",
         "call": {"command": ["x"]},
+        "aggregatedOutput": "outerr",
     }
     merged_only = {"callId": "c", "aggregatedOutput": "outerr", "source": "mcp", "parsedCmd": {"tool": "t"}}
     assert command_output("c", merged_only, []) == {
@@ -152,6 +153,8 @@ def test_command_output_without_chunks_is_its_own_output_else_the_merged_one() -
         "stdout": "outerr",
         "stderr": "",
         "call": {"source": "mcp", "parsedCmd": {"tool": "t"}},
+        "aggregatedOutput": "outerr",
+        "merged": True,
     }
     nothing = {"callId": "c", "chunkCount": 0, "stdout": "", "stderr": "", "call": {}}
     assert command_output("c", {"callId": "c"}, []) == nothing
@@ -193,6 +196,7 @@ async def test_sink_and_history_reader_round_trip(tmp_path: Path) -> None:
             "stdout": "a.txt\nb.txt\n",
             "stderr": "warn \ufffd",
             "call": {"command": ["ls", "-l"], "parsedCmdJson": '{"$k":1}'},
+            "aggregatedOutput": "a.txt\nb.txt\n",
         }
         events = await history.list_events("conv-1")
         assert [e["method"] for e in events] == ["turn/started"]

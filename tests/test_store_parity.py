@@ -31,6 +31,9 @@ import pytest
 from convex_e2e import INGESTOR, REPO, daemon_env, ingestor_argv, log_events
 from convex_local import ConvexLocal
 
+from ingestor.cli import usage
+from ingestor.cli.conversations import Filters, list_conversations
+from ingestor.cli.export import gather
 from ingestor.sinks.base import HistoryReader, json_numbers
 from ingestor.sinks.convex.dead_letter import DEAD_LETTER_FILE
 from ingestor.sinks.convex.factory import open_history_from_env
@@ -463,3 +466,31 @@ def test_convex_history_gives_numbers_in_the_same_form() -> None:
     turn, events = anyio.run(main)
     assert turn == {"turn": {"n": 18446744073709551616, "f": 0.5}}
     assert type(turn["turn"]["n"]) is int and events[0]["payload"]["n"] == 200000000000000000000
+
+
+async def _listings(reader: HistoryReader, conversation_ids: set[str]) -> dict[str, Any]:
+    """What `show conversations`, `usage` and `export` read, through this reader."""
+    snapshots = await usage.read_snapshots(reader)
+    return {
+        "conversations": await list_conversations(reader, Filters()),
+        "usage snapshots": snapshots,
+        **{f"usage by {by}": usage.report(usage.increments(snapshots), by) for by in usage.BY},
+        **{f"export {cid}": await gather(reader, cid) for cid in sorted(conversation_ids)},
+    }
+
+
+@pytest.mark.e2e
+def test_listings_usage_and_exports_read_the_same_from_both_stores(parity: dict[str, Any]) -> None:
+    ids = parity["ids"]["conversationId"]
+
+    async def sqlite_side() -> dict[str, Any]:
+        async with open_sqlite_history(parity["database"]) as reader:
+            return await _listings(reader, ids)
+
+    async def convex_side() -> dict[str, Any]:
+        async with open_history_from_env(parity["env"], {"convex_url": parity["url"]}) as reader:
+            return await _listings(reader, ids)
+
+    from_sqlite, from_convex = anyio.run(sqlite_side), anyio.run(convex_side)
+    assert len(from_sqlite["conversations"]) == len(ids) and len(from_sqlite["usage snapshots"]) >= 40
+    assert_same(from_sqlite, from_convex)

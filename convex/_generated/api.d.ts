@@ -22,6 +22,7 @@ import type * as lib_rows from "../lib/rows.js";
 import type * as lib_stages from "../lib/stages.js";
 import type * as lib_validators from "../lib/validators.js";
 import type * as lib_workOrderStatus from "../lib/workOrderStatus.js";
+import type * as summaries from "../summaries.js";
 import type * as workOrders from "../workOrders.js";
 
 import type {
@@ -45,6 +46,7 @@ declare const fullApi: ApiFromModules<{
   "lib/stages": typeof lib_stages;
   "lib/validators": typeof lib_validators;
   "lib/workOrderStatus": typeof lib_workOrderStatus;
+  summaries: typeof summaries;
   workOrders: typeof workOrders;
 }>;
 

@@ -27,6 +27,9 @@ function terminalStatus(terminal: ReadonlySet<string>, errorWins: boolean): Rule
 const keepArgv: Rule = (stored, incoming) => ((stored as string[]).length > 0 ? stored : incoming);
 const sticky: Rule = (stored, incoming) => stored === true || incoming;
 
+/** Rule 7: a fork's inherited usage, told by the first stream that saw the fork begin, stays. */
+const keepFirst: Rule = (stored) => stored;
+
 type Table = {
   rules: Record<string, Rule>;
   /** Fills required columns of a row being inserted (the contract's fallbacks). */
@@ -37,7 +40,7 @@ type Table = {
 
 export const UPSERT_TABLES = {
   conversations: {
-    rules: { startedAt: earliest, lastSeenAt: latest },
+    rules: { startedAt: earliest, lastSeenAt: latest, forkedFromUsage: keepFirst },
     defaults: (row) => {
       row.startedAt ??= row.lastSeenAt;
       row.lastSeenAt ??= row.startedAt;

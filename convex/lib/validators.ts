@@ -23,6 +23,16 @@ export const opArgs = {
     clientName: str,
     startedAt: num,
     lastSeenAt: num,
+    forkedFromThreadId: str,
+    forkedFromUsage: nullable(
+      v.object({
+        totalInputTokens: v.optional(v.number()),
+        cachedInputTokens: v.optional(v.number()),
+        outputTokens: v.optional(v.number()),
+        reasoningOutputTokens: v.optional(v.number()),
+        totalTokens: v.optional(v.number()),
+      }),
+    ),
   },
   upsertTurn: {
     key: v.optional(v.string()),

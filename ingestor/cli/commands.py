@@ -1,4 +1,5 @@
-"""The `ingestor` command: `run` (the daemon), `replay` (files as fast as the sink allows), `show`.
+"""The `ingestor` command: `run` (the daemon), `replay` (files as fast as the sink allows), and the
+reading commands `show`, `usage` and `export` (`ingestor.cli.readback`).
 
 Exit status: 0 done; 1 failure at run time (sink error, unknown id for `show`, Convex refusing the
 key or missing its functions at the end of a one-shot run, Convex unreachable for `show`); 2 bad
@@ -26,8 +27,8 @@ import anyio
 
 from ingestor.batch import DEFAULT_MAX_AGE, DEFAULT_MAX_OPS
 from ingestor.checkpoints import Checkpoints
+from ingestor.cli import readback
 from ingestor.cli.input_report import report
-from ingestor.cli.show import WHAT, show
 from ingestor.errors import (
     HistoryUnavailableError,
     MissingPathError,
@@ -42,7 +43,7 @@ from ingestor.pipeline import NormalizerFactory, Pipeline, PipelineConfig
 from ingestor.sinks.base import Leftover, Sink, Spooling
 from ingestor.sinks.checkpointing import CheckpointingSink
 from ingestor.sinks.convex.deployment import add_convex_arguments
-from ingestor.sinks.factory import SINK_SYNTAX, SinkSpec, open_history, open_sink, resolve_sink
+from ingestor.sinks.factory import SINK_SYNTAX, SinkSpec, open_sink, resolve_sink
 from ingestor.sinks.locations import default_state_dir
 from ingestor.sources import Source
 from ingestor.sources.accept import (
@@ -254,14 +255,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_convex_arguments(wrap, delivery=True)
 
     show_cmd = commands.add_parser("show", help="read history back from a sink")
-    show_cmd.add_argument("what", choices=WHAT)
-    show_cmd.add_argument(
-        "id", metavar="ID", help="conversation id, turn id, command call id, or conversation id (events)"
-    )
-    show_cmd.add_argument("--json", action="store_true", help="machine-readable: the history query's shape")
-    show_cmd.add_argument("--limit", type=_positive_int, metavar="N", help="events: at most N")
+    readback.add_show(show_cmd)
     _add_common(show_cmd)
     add_convex_arguments(show_cmd, delivery=False)
+
+    usage_cmd = commands.add_parser("usage", help="tokens used, by day, week, month, session or model")
+    readback.add_usage(usage_cmd)
+    _add_common(usage_cmd)
+    add_convex_arguments(usage_cmd, delivery=False)
+
+    export_cmd = commands.add_parser("export", help="a conversation as Markdown, HTML or JSON")
+    readback.add_export(export_cmd)
+    _add_common(export_cmd)
+    add_convex_arguments(export_cmd, delivery=False)
     return parser
 
 
@@ -365,12 +371,34 @@ async def run_pipeline(
                 tg.start_soon(watch, pipeline)
             await pipeline.run(sources)
             tg.cancel_scope.cancel()
-    log.info("pipeline done", sink=str(spec), **pipeline.summary())
+    log.info("pipeline done", sink=str(spec), **pipeline.summary(), **stored_summary(pipeline, sink))
     _report_input(
         pipeline,
         [skipped for source in sources if isinstance(source, FilesSource) for skipped in source.skipped],
     )
     return pipeline, sink.leftover() if isinstance(sink, Spooling) else None
+
+
+SUMMARY_CONVERSATIONS: Final = 20
+"""Conversation ids named in the summary at most (their count is always there)."""
+
+
+def stored_summary(pipeline: Pipeline, sink: Any) -> dict[str, Any]:
+    """The conversations a run touched and what the store made of its rows: new (`inserted`),
+    `updated`, already stored (`duplicate`: a second replay of the same input is all duplicates)."""
+    touched = sorted(pipeline.batcher.conversations)
+    counts = getattr(sink, "counts", None)  # stores that apply operations count their outcomes
+    rows = (
+        {}
+        if counts is None
+        else {
+            "rows_new": counts["inserted"],
+            "rows_updated": counts["updated"],
+            "rows_already_stored": counts["duplicate"],
+            "rows_rejected": counts["rejected"],
+        }
+    )
+    return {"conversations": len(touched), "conversation_ids": touched[:SUMMARY_CONVERSATIONS], **rows}
 
 
 def _report_input(pipeline: Pipeline, skipped: Sequence[SkippedFile]) -> None:
@@ -518,13 +546,17 @@ async def _wrap(args: argparse.Namespace, spec: SinkSpec) -> int:
     return status
 
 
-async def _show(args: argparse.Namespace, spec: SinkSpec) -> int:
-    async with open_history(spec, os.environ, vars(args)) as reader:
-        await show(reader, args.what, args.id, sys.stdout, as_json=args.json, limit=args.limit)
-    return 0
+READING: Final = ("show", "usage", "export")
+"""The commands that read a store (the sink notice says "reading from"; no store is created)."""
 
-
-_COMMANDS: Final = {"run": _run, "replay": _replay, "wrap": _wrap, "show": _show}
+_COMMANDS: Final = {
+    "run": _run,
+    "replay": _replay,
+    "wrap": _wrap,
+    "show": readback.show_command,
+    "usage": readback.usage_command,
+    "export": readback.export_command,
+}
 
 
 def _leaf(error: BaseException) -> BaseException:
@@ -540,11 +572,14 @@ def _fail(message: str, status: int) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "show" and args.what != readback.CONVERSATIONS and args.id is None:
+        parser.error(f"show {args.what} needs an ID")
     configure_logging(args.log_level)
     try:
         spec, notice = resolve_sink(
-            args.sink, os.environ, convex_url=args.convex_url, reading=args.command == "show"
+            args.sink, os.environ, convex_url=args.convex_url, reading=args.command in READING
         )
     except SinkError as error:
         return _fail(str(error), EXIT_USAGE)

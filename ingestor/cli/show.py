@@ -10,8 +10,11 @@ title, CSI moves the cursor over what was shown) are seen, not obeyed by the ter
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 import json
+import shlex
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final, Literal, TextIO
 
 from ingestor.cli.show_calls import call_lines, call_title
@@ -62,12 +65,12 @@ def _fields(row: dict[str, Any], *names: str) -> str:
     return "  ".join(f"{name} {row[name]}" for name in names if row.get(name) is not None)
 
 
-def _indent(text: str, prefix: str = "    | ", limit: int | None = None) -> list[str]:
+def _indent(text: str, prefix: str = "    | ", limit: int | None = None, more: str = "") -> list[str]:
     lines = text.rstrip("\n").split("\n")
     shown = lines if limit is None else lines[:limit]
     out = [prefix + line for line in shown]
     if len(shown) < len(lines):
-        out.append(f"{prefix}... ({len(lines) - len(shown)} more lines)")
+        out.append(f"{prefix}... ({len(lines) - len(shown)} more lines{more})")
     return out
 
 
@@ -75,7 +78,7 @@ def render_conversation(data: dict[str, Any]) -> str:
     conversation, turns = data["conversation"], data["turns"]
     lines = [
         f"conversation {conversation['conversationId']}",
-        "  " + _fields(conversation, "threadId", "modelProvider", "clientName"),
+        "  " + _fields(conversation, "threadId", "modelProvider", "clientName", "forkedFromThreadId"),
         f"  started {fmt_time(conversation.get('startedAt'))}  "
         f"last seen {fmt_time(conversation.get('lastSeenAt'))}",
         f"  {len(turns)} turn(s)",
@@ -91,22 +94,19 @@ def render_conversation(data: dict[str, Any]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def _display_arg(arg: str) -> str:
-    # For reading, not for pasting into a shell: `bash -lc "script"` stays legible.
-    return f'"{arg}"' if not arg or any(c.isspace() for c in arg) else arg
-
-
 def _command_lines(command: dict[str, Any]) -> list[str]:
     argv = command.get("command") or []
+    # shlex.join: the line pastes back into a shell as the same argv.
     lines = [
-        call_title(command) or f"  $ {' '.join(map(_display_arg, argv)) if argv else '(command unknown)'}",
+        call_title(command) or f"  $ {shlex.join(map(str, argv)) if argv else '(command unknown)'}",
         "    " + _fields(command, "callId", "status", "exitCode", "durationMs", "cwd"),
     ]
     output = command.get("aggregatedOutput") or command.get("stdout") or ""
     if command.get("stderr") and not command.get("aggregatedOutput"):
         output += command["stderr"]
     if output:
-        lines.extend(_indent(output, limit=OUTPUT_LINES))
+        more = f"; all of it: ingestor show command {shlex.quote(str(command.get('callId')))}"
+        lines.extend(_indent(output, limit=OUTPUT_LINES, more=more))
     return lines
 
 
@@ -131,6 +131,12 @@ def _rate_line(limit: dict[str, Any]) -> str:
     )
 
 
+def _bullet(text: str) -> list[str]:
+    """A reasoning section: its first line after a dash, the others indented under it."""
+    first, *rest = text.rstrip("\n").split("\n")
+    return [f"  - {first}", *(f"    {line}" for line in rest)]
+
+
 def render_turn(data: dict[str, Any]) -> str:
     turn = data["turn"]
     lines = [
@@ -151,9 +157,10 @@ def render_turn(data: dict[str, Any]) -> str:
         (
             "reasoning",
             [
-                f"  - {text}"
+                line
                 for section in data["reasoningSections"]
                 for text in section.get("summaryText") or []
+                for line in _bullet(str(text))
             ],
         ),
         ("commands", [line for command in data["commands"] for line in _command_lines(command)]),
@@ -168,11 +175,29 @@ def render_turn(data: dict[str, Any]) -> str:
 
 
 def render_command_output(data: dict[str, Any]) -> str:
+    """The whole output: the streamed chunks (or the command's final stdout and stderr), unless Codex
+    reported a longer merged `aggregatedOutput` at the end (it skips streaming short commands and can
+    miss the first delta): then that, said so."""
     lines = [f"command {data['callId']}  ({data['chunkCount']} chunk(s))"]
     lines.extend(call_lines(data.get("call")))
+    streamed = (data.get("stdout") or "") + (data.get("stderr") or "")
+    aggregated = data.get("aggregatedOutput") or ""
+    if len(aggregated) > len(streamed):
+        if data["chunkCount"]:
+            lines.append(
+                f"output (stdout and stderr merged, as Codex reported it at the end; the streamed "
+                f"chunks hold only {len(streamed)} of its {len(aggregated)} characters):"
+            )
+        else:
+            lines.append("output (stdout and stderr merged, as Codex reported it):")
+        lines.extend(_indent(aggregated, prefix="  "))
+        return "\n".join(lines)
     for stream in ("stdout", "stderr"):
         if data.get(stream):
-            lines.append(f"{stream}:")
+            label = (
+                "output (stdout and stderr merged)" if stream == "stdout" and data.get("merged") else stream
+            )
+            lines.append(f"{label}:")
             lines.extend(_indent(data[stream], prefix="  "))
     return "\n".join(lines)
 
@@ -189,7 +214,32 @@ def render_events(events: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-async def fetch(reader: HistoryReader, what: What, ident: str, limit: int | None = None) -> Any:
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """`show events --turn ID --method PATTERN --tail N` (PATTERN: a method or a glob, `item/*`)."""
+
+    turn: str | None = None
+    method: str | None = None
+    tail: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.turn is not None or self.method is not None or self.tail is not None
+
+    def apply(self, events: list[dict[str, Any]], limit: int | None) -> list[dict[str, Any]]:
+        kept = [
+            event
+            for event in events
+            if (self.turn is None or event.get("turnId") == self.turn)
+            and (self.method is None or fnmatch.fnmatchcase(str(event.get("method")), self.method))
+        ]
+        if limit is not None:
+            kept = kept[:limit]
+        return kept if self.tail is None else kept[-self.tail :]
+
+
+async def fetch(
+    reader: HistoryReader, what: What, ident: str, limit: int | None = None, events: EventFilter | None = None
+) -> Any:
     """The query result for `what`; `NotFoundError` when the id is unknown."""
     result: Any
     if what == "conversation":
@@ -198,6 +248,11 @@ async def fetch(reader: HistoryReader, what: What, ident: str, limit: int | None
         result = await reader.get_turn(ident)
     elif what == "command":
         result = await reader.get_command_output(ident)
+    elif events:
+        stored = await reader.list_events(ident)
+        if not stored:
+            raise NotFoundError(f"no events for conversation {ident!r}")
+        return events.apply(stored, limit)
     else:
         result = await reader.list_events(ident, limit) or None
     if result is None:
@@ -222,8 +277,9 @@ async def show(
     *,
     as_json: bool = False,
     limit: int | None = None,
+    events: EventFilter | None = None,
 ) -> None:
-    result = await fetch(reader, what, ident, limit)
+    result = await fetch(reader, what, ident, limit, events)
     if as_json:
         # The stdlib, not orjson: stored values may hold integers beyond 64 bits.
         out.write(json.dumps(result, ensure_ascii=False, indent=2) + "\n")

@@ -5,6 +5,7 @@ arguments and result) for `show command`. The row shapes are `ingestor/normalize
 from __future__ import annotations
 
 import json
+import shlex
 from typing import Any
 
 
@@ -51,7 +52,7 @@ def call_lines(call: dict[str, Any] | None) -> list[str]:
     if not call:
         return []
     argv = call.get("command") or []
-    lines = [f"{call.get('source', 'command')}: {' '.join(map(str, argv))}"]
+    lines = [f"{call.get('source', 'command')}: {shlex.join(map(str, argv))}"]
     parsed = parsed_call(call)
     if parsed is None:
         return lines

@@ -51,6 +51,7 @@ from ingestor.normalize.facts import (
     release_turnless_at_end,
 )
 from ingestor.normalize.facts import turn_key as facts_turn_key
+from ingestor.normalize.parse_cost import CHECK_FROM_BYTES
 from ingestor.normalize.raw import event_op, parse
 from ingestor.normalize.state import EXEC, LEGACY, MAX_ID_CHARS, SESSION, V2, Ops, State
 from ingestor.ops import Op
@@ -145,7 +146,8 @@ class Normalizer:
         """`feed`, appending to `out`: the pipeline's per-line call, spared a list per line."""
         # `raw.parse` and `detect.classify`, with the common case (a JSON-RPC notification) inline.
         obj: Any = None
-        if line.oversize is None:
+        # Long lines take `raw.parse`, which first asks what parsing them would cost (parse_cost.py).
+        if line.oversize is None and len(line.data) < CHECK_FROM_BYTES:
             try:
                 obj = _loads(line.data)
             except _JSONDecodeError:

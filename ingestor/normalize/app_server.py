@@ -70,6 +70,8 @@ def thread_info(s: State, line: Line, thread: Any, at: int, out: Ops) -> None:
     if type(tid) is str and tid != s.thread_id:
         s.enter_thread(tid)
         changed = True
+    if facts.forked(s, thread.get("forkedFromId")):
+        changed = True
     if type(provider) is str and provider != s.model_provider:
         s.model_provider = provider
         changed = True
@@ -266,22 +268,31 @@ def _plan_updated(s: State, line: Line, params: dict[str, Any], at: int, out: Op
 
 
 def _token_usage(s: State, line: Line, params: dict[str, Any], at: int, out: Ops) -> None:
-    tid = _turn_of(s, params)
     usage = params.get("tokenUsage")
-    if tid is None or type(usage) is not dict:
+    if type(usage) is not dict:
+        return
+    totals = _usage_totals(usage.get("total"))
+    if totals is None:
+        return
+    if usage_facts.fork_base(s, line, out, totals, _usage_totals(usage.get("last")), at):
+        return  # the parent's totals told again on the fork, naming the parent's turn: not the fork's
+    tid = _turn_of(s, params)
+    if tid is None:
         return
     facts.turn_seen(s, line, out, tid, at)
-    total = usage.get("total")
-    if type(total) is not dict:
-        return
-    totals = (
-        total.get("inputTokens"),
-        total.get("cachedInputTokens"),
-        total.get("outputTokens"),
-        total.get("reasoningOutputTokens"),
-        total.get("totalTokens"),
-    )
     usage_facts.usage(s, line, out, V2, tid, totals, usage.get("modelContextWindow"), at)
+
+
+def _usage_totals(counts: Any) -> usage_facts.UsageTotals | None:
+    if type(counts) is not dict:
+        return None
+    return (
+        counts.get("inputTokens"),
+        counts.get("cachedInputTokens"),
+        counts.get("outputTokens"),
+        counts.get("reasoningOutputTokens"),
+        counts.get("totalTokens"),
+    )
 
 
 def _v2_window(position: str, window: Any) -> dict[str, Any] | None:

@@ -12,7 +12,7 @@ The kinds and the `method` recorded for each line's raw event:
 | `{"type": t, ...}` (`codex exec --json`) | exec-json | `t` |
 | `{"id", "msg": {"type": t}}` (older output) | idmsg | `codex/event/<t>`, as the legacy events |
 | any other JSON value | unknown | `ingestor/unknown` |
-| not JSON / not UTF-8 / too long | bad | `ingestor/invalidJson`, `ingestor/oversize` (see raw.py) |
+| not JSON, not UTF-8, too long, too dense | bad | `ingestor/invalidJson`, `oversize`, `unparsed` (raw.py) |
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from ingestor.lines import Line
-from ingestor.normalize.state import Command, Ops, State
+from ingestor.normalize.state import MAX_ID_CHARS, Command, Ops, State
 from ingestor.ops import Op, make_key
 
 CHUNK_MAX: Final = 64 * 1024
@@ -94,10 +94,17 @@ def put(args: dict[str, Any], name: str, value: Any) -> None:
 
 
 def conversation(
-    s: State, line: Line, out: Ops, at: int, *, first: bool = False, started_at: int | None = None
+    s: State,
+    line: Line,
+    out: Ops,
+    at: int,
+    *,
+    first: bool = False,
+    started_at: int | None = None,
+    fork_usage: dict[str, int | float] | None = None,
 ) -> None:
     """Announce the conversation (first time: with startedAt) or move its lastSeenAt. `started_at`:
-    when the stream says when the conversation began."""
+    when the stream says when the conversation began; `fork_usage`: see `usage_facts.fork_base`."""
     cid = s.conversation_id
     if cid is None:
         return
@@ -111,11 +118,27 @@ def conversation(
     put(args, "threadId", s.thread_id)
     put(args, "modelProvider", s.model_provider)
     put(args, "clientName", s.client_name)
+    if s.cur is not None:
+        put(args, "forkedFromThreadId", s.cur.forked_from)
+    put(args, "forkedFromUsage", fork_usage)
     op: Op = {"op": "upsertConversation", "key": make_key("c", cid, line.ordinal, at), "args": args}
     file_under_thread(s, op)
     if s.model is not None and "thread" in op:
         op["model"] = s.model
     out.append(op)
+
+
+def forked(s: State, parent: Any) -> bool:
+    """The current thread begins here as a fork of `parent` (a usable thread id): linked to it on its
+    conversation, and waiting for the usage it inherited (`usage_facts.fork_base`). True when it is
+    news."""
+    cur = s.cur
+    usable = type(parent) is str and 0 < len(parent) <= MAX_ID_CHARS
+    if cur is None or not usable or parent in (cur.thread_id, cur.forked_from):
+        return False
+    cur.forked_from = parent
+    cur.fork_base_pending = True
+    return True
 
 
 def file_under_thread(s: State, op: Op) -> None:

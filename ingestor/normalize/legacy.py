@@ -212,16 +212,25 @@ def _usage_totals(msg: dict[str, Any]) -> tuple[usage_facts.UsageTotals, Any] | 
         total, window = msg, msg.get("model_context_window")
     else:
         return None
-    if type(total) is not dict:
+    totals = _counts(total)
+    return None if totals is None else (totals, window)
+
+
+def _last_call_totals(msg: dict[str, Any]) -> usage_facts.UsageTotals | None:
+    info = msg.get("info")
+    return _counts(info.get("last_token_usage")) if type(info) is dict else None
+
+
+def _counts(usage: Any) -> usage_facts.UsageTotals | None:
+    if type(usage) is not dict:
         return None
-    totals = (
-        total.get("input_tokens"),
-        total.get("cached_input_tokens"),
-        total.get("output_tokens"),
-        total.get("reasoning_output_tokens"),
-        total.get("total_tokens"),
+    return (
+        usage.get("input_tokens"),
+        usage.get("cached_input_tokens"),
+        usage.get("output_tokens"),
+        usage.get("reasoning_output_tokens"),
+        usage.get("total_tokens"),
     )
-    return totals, window
 
 
 def _window(position: str, window: Any, at: int) -> dict[str, Any] | None:
@@ -243,6 +252,8 @@ def _token_count(
 ) -> None:
     tid = _turn(s, msg, sub_id)
     found = _usage_totals(msg)
+    if found is not None and usage_facts.fork_base(s, line, out, found[0], _last_call_totals(msg), at):
+        found = None  # only the parent's totals, told before the fork's first turn
     if found is not None:
         if tid is not None:
             facts.turn_seen(s, line, out, tid, at)

@@ -6,7 +6,9 @@ Lines that are not JSON are kept too, losslessly where possible:
 - UTF-8 but not JSON (or JSON orjson refuses, e.g. integers beyond 64 bits): method
   `ingestor/invalidJson`, payload `{"text": <the line>}`;
 - longer than the source's limit: method `ingestor/oversize`, payload
-  `{"bytes": <full length>, "headBase64": <the first bytes, at most 64 KiB>}` (the rest never reached us).
+  `{"bytes": <full length>, "headBase64": <the first bytes, at most 64 KiB>}` (the rest never reached us);
+- so dense in values that its parsed form would take too much memory (parse_cost.py): method
+  `ingestor/unparsed`, payload `{"text": <the line>}` (or `{"base64"}`), never parsed.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import orjson
 
 from ingestor.lines import Line
 from ingestor.normalize.detect import BAD, classify
+from ingestor.normalize.parse_cost import too_costly_to_parse
 from ingestor.normalize.state import Thread
 from ingestor.ops import EventArgs, Op
 
@@ -31,15 +34,22 @@ def parse(line: Line) -> tuple[str, str, Any]:
     if line.oversize is not None:
         head = base64.b64encode(data[:OVERSIZE_HEAD]).decode()
         return BAD, "ingestor/oversize", {"bytes": line.oversize, "headBase64": head}
+    if too_costly_to_parse(data):
+        return BAD, "ingestor/unparsed", _text(data)
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError:
-        try:
-            return BAD, "ingestor/invalidJson", {"text": data.decode()}
-        except UnicodeDecodeError:
-            return BAD, "ingestor/invalidJson", {"base64": base64.b64encode(data).decode()}
+        return BAD, "ingestor/invalidJson", _text(data)
     kind, method = classify(obj)
     return kind, method, obj
+
+
+def _text(data: bytes) -> dict[str, str]:
+    """A stand-in payload holding the line exactly: its text, or its base64 when not UTF-8."""
+    try:
+        return {"text": data.decode()}
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(data).decode()}
 
 
 def key_base(scope: str) -> hashlib.blake2b:

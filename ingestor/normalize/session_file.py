@@ -23,6 +23,7 @@ import orjson
 from ingestor.lines import Line
 from ingestor.normalize import facts, legacy, tools
 from ingestor.normalize.app_server import split_command
+from ingestor.normalize.parse_cost import too_costly_to_parse
 from ingestor.normalize.state import SESSION, Ops, State
 
 NO_REPLY: Final = "no reply recorded in the session file"
@@ -40,8 +41,13 @@ def close_inferred_turn(s: State, line: Line, out: Ops, at: int) -> None:
 def _meta(s: State, line: Line, payload: dict[str, Any], at: int, out: Ops) -> None:
     changed = False
     thread = payload.get("id")
+    if type(thread) is str and s.thread_id is not None and thread != s.thread_id:
+        s.copied_from = thread  # another thread's history follows, copied: not this thread's facts
+        return
     if type(thread) is str and s.thread_id is None:
         s.enter_thread(thread)
+        changed = True
+    if facts.forked(s, payload.get("forked_from_id")):
         changed = True
     cwd = payload.get("cwd")
     if type(cwd) is str:
@@ -76,7 +82,7 @@ def _call_started(s: State, line: Line, payload: dict[str, Any], at: int, out: O
         fields = tools.file_fields(tools.patch_changes(patch, s.session_cwd), patch)
     else:
         arguments = payload.get("arguments")
-        args = orjson.loads(arguments) if type(arguments) is str else None
+        args = _loads_text(arguments) if type(arguments) is str else None
         if type(args) is not dict:
             return
         mcp = tools.split_mcp_name(name, payload.get("namespace"))
@@ -151,6 +157,18 @@ _WALL_TIME: Final = "Wall time:"
 _EXIT_CODE: Final = re.compile(r"^(?:Exit code: |Process exited with code )(-?\d+)$", re.MULTILINE)
 
 
+def _loads_text(text: str) -> Any:
+    """The JSON value a string field holds (a call's arguments, a tool's output); None if it holds
+    none, or one too costly to parse (the line is stored whole all the same)."""
+    data = text.encode()
+    if too_costly_to_parse(data):
+        return None
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+
+
 def tool_output(output: Any) -> tuple[str | None, int | None]:
     """(text, exit code) of a tool output as session files keep it: 0.63 writes JSON
     `{"output", "metadata": {"exit_code"}}`, 0.169 text with an `Exit code: N` or `Process exited with
@@ -161,10 +179,7 @@ def tool_output(output: Any) -> tuple[str | None, int | None]:
     if type(output) is not str:
         return None, None
     if output.startswith("{"):
-        try:
-            result = orjson.loads(output)
-        except orjson.JSONDecodeError:
-            result = None
+        result = _loads_text(output)
         if type(result) is dict and type(result.get("output")) is str:
             meta = result.get("metadata")
             return result["output"], facts.integer(meta.get("exit_code") if type(meta) is dict else None)
@@ -204,6 +219,12 @@ def handle(s: State, line: Line, method: str, obj: dict[str, Any], out: Ops) -> 
     payload = obj.get("payload")
     if type(payload) is not dict:
         return
+    if s.copied_from is not None:
+        # Copied lines name no thread; the first line after them names this file's own (0.169:
+        # thread_settings_applied).
+        if payload.get("thread_id") != s.thread_id:
+            return
+        s.copied_from = None
     at = s.last_at  # the line's timestamp (see codex_time)
     if method == "event_msg":
         if payload.get("type") == "user_message" and not s.explicit_turns:
@@ -215,10 +236,7 @@ def handle(s: State, line: Line, method: str, obj: dict[str, Any], out: Ops) -> 
         item_type = payload.get("type")
         handler = _CALLS.get(item_type) if type(item_type) is str else None
         if handler is not None:
-            try:
-                handler(s, line, payload, at, out)
-            except orjson.JSONDecodeError:
-                return  # arguments that aren't JSON: nothing to derive, the raw line stays
+            handler(s, line, payload, at, out)
     elif method == "session_meta":
         _meta(s, line, payload, at, out)
     elif method == "turn_context":

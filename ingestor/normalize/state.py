@@ -63,6 +63,11 @@ class Thread:
     """The current turn produced an assistant message (how an inferred turn's outcome is judged)."""
     model: str | None = None
     service_tier: str | None = None
+    forked_from: str | None = None
+    """The thread this one is a fork of (session_meta.forked_from_id, v2 thread.forkedFromId)."""
+    fork_base_pending: bool = False
+    """The stream saw the fork begin and has not yet heard its usage: the first report tells the
+    totals the fork inherited (usage_facts.fork_base)."""
     key_base: Any = None
     """The raw events' key hasher, primed with `key_scope` (see raw.event_op)."""
     key_scope: str | None = None
@@ -104,6 +109,9 @@ class State:
     """A turn start event was seen; else (Codex 0.63 session files) user messages delimit turns."""
     inferred_turns: bool = False
     """Turns are being inferred from user messages (see session_file.py)."""
+    copied_from: str | None = None
+    """A session file is inside lines copied from this other thread (a sub-agent spawned with its
+    parent's history starts its file with the parent's): raw events only (session_file.handle)."""
     session_cwd: str | None = None
     """A session file's working directory (session_meta, turn_context): what patch paths are relative to."""
     last_at: int = 0

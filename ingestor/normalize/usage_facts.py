@@ -5,7 +5,15 @@ from __future__ import annotations
 from typing import Any, Final
 
 from ingestor.lines import Line
-from ingestor.normalize.facts import file_under_thread, hold_for_turn, integer, number, put, thread_scope
+from ingestor.normalize.facts import (
+    conversation,
+    file_under_thread,
+    hold_for_turn,
+    integer,
+    number,
+    put,
+    thread_scope,
+)
 from ingestor.normalize.state import Ops, State
 from ingestor.ops import Op, make_key
 
@@ -36,6 +44,36 @@ def usage(
     op: Op = {"op": "appendUsageSnapshot", "key": make_key("u", thread_scope(s), *counts[:4]), "args": args}
     file_under_thread(s, op)
     hold_for_turn(s, out, turn_id, op)
+
+
+def fork_base(s: State, line: Line, out: Ops, totals: UsageTotals, last: UsageTotals | None, at: int) -> bool:
+    """A fork's usage totals include its parent's at the fork point (its file does not copy the
+    parent's lines, but its counts go on from the parent's). The first usage a stream hears of a fork
+    it saw begin tells them: reported before the fork's first turn (app-server repeats the parent's
+    totals there, naming the parent's turn), they are the totals as they stand; reported after, the
+    totals less the last call's. Stored as the conversation's `forkedFromUsage`, which a usage reader
+    subtracts (docs/operations.md). True when the report was only the parent's totals: no fact of the
+    fork's own."""
+    cur = s.cur
+    if cur is None or not cur.fork_base_pending:
+        return False
+    cur.fork_base_pending = False
+    inherited = cur.turn_id is None
+    base: list[int | float | None]
+    if inherited:
+        base = [number(value) for value in totals]
+    elif last is not None:
+        base = [_minus(number(total), number(call)) for total, call in zip(totals, last, strict=True)]
+    else:
+        return False
+    fork_usage = {name: value for name, value in zip(_USAGE_COLUMNS, base, strict=True) if value is not None}
+    if fork_usage:
+        conversation(s, line, out, at, fork_usage=fork_usage)
+    return inherited
+
+
+def _minus(total: int | float | None, call: int | float | None) -> int | float | None:
+    return None if total is None or call is None or call > total else total - call
 
 
 def _key_number(value: int | float | None) -> int | float | None:

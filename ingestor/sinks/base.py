@@ -54,6 +54,18 @@ class HistoryReader(Protocol):
 
     async def list_events(self, conversation_id: str, limit: int | None = None) -> list[dict[str, Any]]: ...
 
+    async def list_conversations(
+        self, cursor: str | None, count: int
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of conversation summaries, the most recently active first (`summaries:listConversations`),
+        and the cursor of the next page (None after the last)."""
+        ...
+
+    async def list_usage(self, cursor: str | None, count: int) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of usage snapshots in arrival order, each with its turn's conversation, thread and
+        model (`summaries:listUsage`), and the cursor of the next page (None after the last)."""
+        ...
+
 
 _PLAIN_DIGITS_BELOW: Final = 1e21
 """JavaScript (so Convex) writes integral numbers below this in plain digits, larger ones as `1e+21`."""

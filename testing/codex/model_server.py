@@ -92,6 +92,15 @@ class McpCall:
 
 
 @dataclass(frozen=True)
+class SpawnAgent:
+    """A ``spawn_agent`` call (0.169's ``multi_agent_v1`` tools): a sub-agent thread for ``message``;
+    ``fork_context`` copies the current thread's history into it."""
+
+    message: str
+    fork_context: bool = False
+
+
+@dataclass(frozen=True)
 class UpdatePlan:
     """An ``update_plan`` call: ``plan`` is ``(step, status)`` pairs."""
 
@@ -107,7 +116,7 @@ class WebSearch:
     query: str
 
 
-OutputItem = Reasoning | Shell | Message | ApplyPatch | McpCall | UpdatePlan | WebSearch
+OutputItem = Reasoning | Shell | Message | ApplyPatch | McpCall | UpdatePlan | WebSearch | SpawnAgent
 
 
 @dataclass(frozen=True)
@@ -166,6 +175,10 @@ class Step:
     items: Sequence[OutputItem] | HttpError
     usage: Usage = field(default_factory=Usage)
     rate_limits: RateLimits | None = field(default_factory=RateLimits)
+    thread: int | None = None
+    """Only for a request of this thread: the n-th thread (by the thread id the request names) to
+    call the model. A sub-agent and its parent call it at once, in no fixed
+    order; None: whichever request comes."""
 
 
 @dataclass(frozen=True)
@@ -220,8 +233,12 @@ def _shell_call(command: str, tools: Sequence[str]) -> tuple[str, JSON]:
     return "shell", {"command": ["bash", "-c", command]}
 
 
-def _tool_call(item: Shell | ApplyPatch | McpCall | UpdatePlan, tools: Sequence[str]) -> JSON:
+def _tool_call(item: Shell | ApplyPatch | McpCall | UpdatePlan | SpawnAgent, tools: Sequence[str]) -> JSON:
     """The output item of a tool call, without its ids."""
+    if isinstance(item, SpawnAgent):
+        arguments = {"message": item.message, "fork_context": item.fork_context}
+        return {"type": "function_call", "name": "spawn_agent", "namespace": "multi_agent_v1",
+                "arguments": json.dumps(arguments)}  # fmt: skip
     if isinstance(item, ApplyPatch):
         return {"type": "custom_tool_call", "name": "apply_patch", "input": item.patch}
     if isinstance(item, McpCall):
@@ -236,6 +253,15 @@ def _tool_call(item: Shell | ApplyPatch | McpCall | UpdatePlan, tools: Sequence[
         return {"type": "function_call", "name": "update_plan", "arguments": json.dumps(arguments)}
     name, args = _shell_call(item.command, tools)
     return {"type": "function_call", "name": name, "arguments": json.dumps(args)}
+
+
+def _thread_key(body: JSON) -> Any:
+    """Which thread a request is from: `client_metadata.thread_id` (a sub-agent forked with its
+    parent's history shares the parent's `prompt_cache_key`), else `prompt_cache_key`."""
+    metadata = body.get("client_metadata")
+    if isinstance(metadata, dict) and metadata.get("thread_id") is not None:
+        return metadata["thread_id"]
+    return body.get("prompt_cache_key")
 
 
 def _sse(event: JSON) -> bytes:
@@ -287,9 +313,17 @@ class _Server(ThreadingHTTPServer):
 class ModelServer:
     """Serves ``script`` on 127.0.0.1 (free port) from a background thread."""
 
-    def __init__(self, script: Iterable[Step], *, name: str = "script") -> None:
+    def __init__(
+        self, script: Iterable[Step], *, name: str = "script", side_answer: str | None = None
+    ) -> None:
         self.name = name
         self._steps = list(script)
+        # The interactive TUI asks for a task title on a request of its own, offering no tools: with
+        # `side_answer` set, such requests get this message and leave the script alone.
+        self._side_answer = side_answer
+        self.side_requests = 0
+        self._threads: list[Any] = []
+        """The threads that called, in order (their ``prompt_cache_key``): see ``Step.thread``."""
         self._lock = threading.Lock()
         self._calls = 0
         self.requests: list[RecordedRequest] = []
@@ -346,7 +380,11 @@ class ModelServer:
             self.requests.append(RecordedRequest(path, tools, body))
             self._calls += 1
             call_no = self._calls
-            step = self._steps.pop(0) if self._steps else None
+            if self._side_answer is not None and not tools:
+                self.side_requests += 1
+                step: Step | None = Step([Message(self._side_answer)], Usage(), rate_limits=None)
+            else:
+                step = self._next_step(_thread_key(body))
         log.info("[%s] model call %d, tools offered: %s", self.name, call_no, ", ".join(tools))
         if step is None:
             # Running off the end of the script is a test bug; fail the turn loudly.
@@ -359,6 +397,16 @@ class ModelServer:
             err = {"error": {"message": step.items.message, "type": "server_error"}}
             return step.items.status, "application/json", json.dumps(err).encode(), headers
         return 200, "text/event-stream", self._stream(call_no, step, tools), headers
+
+    def _next_step(self, thread_key: Any) -> Step | None:
+        """The first step this request may take (caller holds the lock)."""
+        if thread_key not in self._threads:
+            self._threads.append(thread_key)
+        thread = self._threads.index(thread_key)
+        for index, step in enumerate(self._steps):
+            if step.thread is None or step.thread == thread:
+                return self._steps.pop(index)
+        return None
 
     def _stream(self, call_no: int, step: Step, tools: Sequence[str]) -> bytes:
         """SSE body in the order the real API uses: created, per item added/deltas/done, completed.

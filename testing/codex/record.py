@@ -7,6 +7,9 @@ runs it offline, in a throwaway cwd and CODEX_HOME, and we keep exactly what it 
   with ``initialize``/``thread/start``/``turn/start``/``turn/interrupt`` (our requests are not recorded);
 * ``exec``: stdout of ``codex exec --json`` for the first turn, then ``codex exec --json resume
   --last`` for each further turn, concatenated (so one file shows ``thread.started`` per process);
+* ``tui``: the interactive terminal UI in a detached ``tmux`` session (prompts typed with
+  ``send-keys``, the screen read with ``capture-pane``); it has no stream of its own to keep, only
+  its session file (and the last screen, in the manifest's ``observed``);
 * ``sessions``: the ``rollout-*.jsonl`` files Codex wrote for each of those runs.
 
 ``fixtures/manifest.json`` lists each file with the facts its scenario is *known* to contain, taken
@@ -36,7 +39,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -55,6 +58,7 @@ from testing.codex.model_server import (
     RateLimits,
     Reasoning,
     Shell,
+    SpawnAgent,
     Step,
     UpdatePlan,
     Usage,
@@ -75,6 +79,8 @@ MANIFEST = FIXTURES / "manifest.json"
 SANDBOX: dict[str, str] = {"0.169.0": "danger-full-access", "0.63.0": "dangerFullAccess"}
 VERSIONS = tuple(NPM_ALIASES)
 MODES = ("app-server", "exec")
+TUI = "tui"
+"""A mode no scenario has unless it names it: needs tmux, and records only a session file."""
 
 TURN_TIMEOUT_S = 180.0
 # After a turn's end marker, keep reading until the server is quiet this long, so trailing events
@@ -103,7 +109,7 @@ class Cmd:
     stderr: bytes = b""
 
 
-ToolCall = ApplyPatch | McpCall | UpdatePlan | Shell
+ToolCall = ApplyPatch | McpCall | UpdatePlan | Shell | SpawnAgent
 """A `Shell` among a turn's tools runs `apply_patch` through the shell: Codex applies it itself and
 reports a file change."""
 
@@ -125,6 +131,12 @@ class Turn:
     interrupt: bool = False
     # app-server only: which thread (in thread/start order) the turn runs on.
     thread: int = 0
+    # app-server only: the turn's thread, new here, is a fork (thread/fork) of this thread as it
+    # stands, instead of a thread/start.
+    fork_of: int | None = None
+    # A sub-agent's turn (its thread new here): Codex runs it itself when the previous turn, on
+    # thread `spawned_by`, calls spawn_agent; nobody types its prompt (the spawn's message).
+    spawned_by: int | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +145,7 @@ class Scenario:
     description: str
     turns: tuple[Turn, ...]
     modes: tuple[str, ...] = MODES
+    versions: tuple[str, ...] = VERSIONS
     # Run with a model from Codex's catalog and the config that offers apply_patch, update_plan, web
     # search and the fixture MCP server (see tool_config).
     all_tools: bool = False
@@ -300,6 +313,57 @@ SCENARIOS: tuple[Scenario, ...] = (
         ),
     ),
     TOOLS_SCENARIO,
+    Scenario(
+        "tui_commands",
+        "The interactive TUI (in tmux): two typed prompts, each running a command, then replying.",
+        (
+            Turn(
+                "Run the greeting command.",
+                reasoning=("Checking the greeting",),
+                commands=(Cmd("echo hello from the tui", stdout=b"hello from the tui\n"),),
+                message="The TUI ran the greeting.",
+            ),
+            Turn(
+                "Now count to two.",
+                commands=(Cmd("printf '1\\n2\\n'", stdout=b"1\n2\n"),),
+                message="Counted to two in the TUI.",
+            ),
+        ),
+        modes=(TUI,),
+        versions=("0.169.0",),  # 0.63's TUI is not driven here
+    ),
+    Scenario(
+        "subagent",
+        "A turn that spawns a sub-agent with the thread's history (spawn_agent, fork_context), which "
+        "replies on a thread of its own; then the parent replies.",
+        (
+            Turn(
+                "Ask a sub-agent to say hi.",
+                tools=(SpawnAgent("Say hi from the sub-agent.", fork_context=True),),
+                message="The sub-agent is on it.",
+            ),
+            Turn("Say hi from the sub-agent.", message="Hi from the sub-agent.", thread=1, spawned_by=0),
+        ),
+        modes=("app-server",),  # exec ends with the parent's turn, cutting the sub-agent's short
+        versions=("0.169.0",),  # 0.63 has no sub-agents
+    ),
+    Scenario(
+        "forked_thread",
+        "A thread's first turn (a command), then a fork of it (thread/fork) with a turn of its own, "
+        "then the parent's second turn.",
+        (
+            Turn(
+                "Before the fork: greet.",
+                reasoning=("Greeting first",),
+                commands=(Cmd("echo before the fork", stdout=b"before the fork\n"),),
+                message="Greeted before the fork.",
+            ),
+            Turn("In the fork: say where you are.", message="This is the fork.", thread=1, fork_of=0),
+            Turn("Back in the parent.", message="The parent goes on."),
+        ),
+        modes=("app-server",),
+        versions=("0.169.0",),  # 0.63's app-server has no thread/fork
+    ),
 )
 
 
@@ -361,10 +425,12 @@ def turn_steps(turn: Turn, first_call_no: int) -> list[Step]:
 def script(scenario: Scenario) -> list[list[Step]]:
     out: list[list[Step]] = []
     call_no = 1
+    # A sub-agent calls the model beside its parent: each step then goes to its own thread's calls.
+    routed = any(turn.spawned_by is not None for turn in scenario.turns)
     for turn in scenario.turns:
         steps = turn_steps(turn, call_no)
         call_no += len(steps)
-        out.append(steps)
+        out.append([replace(step, thread=turn.thread) for step in steps] if routed else steps)
     return out
 
 
@@ -385,9 +451,14 @@ def facts(scenario: Scenario, version: str) -> JSON:
     turns: list[JSON] = []
     thread_count = 1 + max(t.thread for t in scenario.turns)
     keys = ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_output_tokens")
-    # Codex reports cumulative usage per thread; a failed (HTTP 500) call adds nothing.
+    # Codex reports cumulative usage per thread; a failed (HTTP 500) call adds nothing. A fork's
+    # totals start from its parent's at the fork (its file does not copy the parent's lines).
     usage_by_thread = [dict.fromkeys(keys, 0) for _ in range(thread_count)]
+    forked_from: list[int | None] = [None] * thread_count
     for turn, steps in zip(scenario.turns, script(scenario), strict=True):
+        if turn.fork_of is not None:
+            usage_by_thread[turn.thread] = dict(usage_by_thread[turn.fork_of])
+            forked_from[turn.thread] = turn.fork_of
         calls: list[JSON] = []
         for step in steps:
             ok = not isinstance(step.items, HttpError)
@@ -426,6 +497,7 @@ def facts(scenario: Scenario, version: str) -> JSON:
                 # Only in scenarios with other tools, so the older scenarios' facts stay as recorded.
                 **({"tools": [_tool_fact(tool) for tool in turn.tools]} if turn.tools else {}),
                 **({"web_searches": [turn.search]} if turn.search else {}),
+                **({"spawned_by": turn.spawned_by} if turn.spawned_by is not None else {}),
             }
         )
     return {
@@ -435,6 +507,8 @@ def facts(scenario: Scenario, version: str) -> JSON:
         "thread_count": thread_count,
         "usage_total_by_thread": usage_by_thread,
         "turns": turns,
+        # Only in scenarios with forks, so the older scenarios' facts stay as recorded.
+        **({"forked_from_by_thread": forked_from} if any(i is not None for i in forked_from) else {}),
     }
 
 
@@ -464,6 +538,8 @@ def _tool_fact(tool: ToolCall) -> JSON:
             "applies": patch != PATCH_BAD,
             "via_shell": isinstance(tool, Shell),
         }
+    if isinstance(tool, SpawnAgent):
+        return {"kind": "spawn_agent", "message": tool.message, "fork_context": tool.fork_context}
     if isinstance(tool, McpCall):
         fact: JSON = {"kind": "mcp", "server": tool.server, "tool": tool.tool, "arguments": tool.arguments}
         if tool.tool == "lookup":
@@ -522,12 +598,12 @@ class Run:
 
 
 @contextlib.contextmanager
-def prepared_run(version: str, scenario: Scenario, keep: bool) -> Iterator[Run]:
+def prepared_run(version: str, mode: str, scenario: Scenario, keep: bool) -> Iterator[Run]:
     root = Path(tempfile.mkdtemp(prefix=f"codex-rec-{version}-{scenario.name}-"))
     home, cwd = root / "home", root / "cwd"
     home.mkdir()
     cwd.mkdir()
-    server = ModelServer([], name=scenario.name)
+    server = ModelServer([], name=scenario.name, side_answer=TUI_TITLE if mode == TUI else None)
     with server:
         if scenario.all_tools:
             config = codex_config_toml(
@@ -731,6 +807,18 @@ def _command_started(method: str, params: JSON) -> str | None:
     return method if method == "codex/event/exec_command_begin" else None
 
 
+def typed_turns(scenario: Scenario) -> list[tuple[Turn, list[Step]]]:
+    """The turns whose prompt is typed, each with its model-server steps and those of the sub-agents
+    it spawns (which run during it)."""
+    typed: list[tuple[Turn, list[Step]]] = []
+    for turn, steps in zip(scenario.turns, script(scenario), strict=True):
+        if turn.spawned_by is None:
+            typed.append((turn, steps))
+        else:
+            typed[-1][1].extend(steps)
+    return typed
+
+
 def record_app_server(run: Run) -> tuple[bytes, JSON]:
     app = AppServer(run)
     observed: JSON = {"turn_end_markers": []}
@@ -747,16 +835,19 @@ def record_app_server(run: Run) -> tuple[bytes, JSON]:
         )
         app.notify("initialized")
         threads: list[str] = []
-        for turn, steps in zip(run.scenario.turns, script(run.scenario), strict=True):
+        for turn, steps in typed_turns(run.scenario):
             while len(threads) <= turn.thread:
-                thread = app.request(
-                    "thread/start",
-                    {
-                        "cwd": str(run.cwd),
-                        "approvalPolicy": "never",
-                        "sandbox": SANDBOX[run.version],
-                    },
-                )
+                if turn.fork_of is not None and len(threads) == turn.thread:
+                    thread = app.request("thread/fork", {"threadId": threads[turn.fork_of]})
+                else:
+                    thread = app.request(
+                        "thread/start",
+                        {
+                            "cwd": str(run.cwd),
+                            "approvalPolicy": "never",
+                            "sandbox": SANDBOX[run.version],
+                        },
+                    )
                 new_id = (thread.get("thread") or {}).get("id")
                 if not isinstance(new_id, str):
                     raise RecordError(f"thread/start returned no thread id: {thread}")
@@ -775,6 +866,13 @@ def record_app_server(run: Run) -> tuple[bytes, JSON]:
                 app.request("turn/interrupt", {"threadId": thread_id, "turnId": turn_id})
             marker = app.wait_turn_end(thread_id, turn_id, TURN_TIMEOUT_S)
             observed["turn_end_markers"].append(marker)
+            if any(t.spawned_by == turn.thread for t in run.scenario.turns):
+                # Sub-agents tell this connection nothing: wait for their model calls, then quiet.
+                deadline = time.monotonic() + TURN_TIMEOUT_S
+                while run.server.remaining and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                time.sleep(QUIET_S)
+                app.drain_quiet()
             if run.server.remaining:
                 raise RecordError(f"turn ended with {run.server.remaining} scripted steps unused")
     except RecordError as exc:
@@ -785,10 +883,92 @@ def record_app_server(run: Run) -> tuple[bytes, JSON]:
     return b"".join(app.lines), observed
 
 
+TUI_TITLE = "Scripted task"
+"""The TUI's side request for a task title gets this (model_server.ModelServer.side_answer)."""
+TUI_READY = "Ask Codex to do anything"
+TUI_TURN_DONE = "Worked for"
+TUI_SIZE = ("160", "45")
+
+
+class Tui:
+    """``codex`` (the interactive TUI) in a detached tmux session on a server of its own."""
+
+    def __init__(self, run: Run) -> None:
+        if shutil.which("tmux") is None:
+            raise RecordError("the tui mode needs tmux (apt-get install tmux)")
+        self.run = run
+        self.socket = f"codex-rec-{os.getpid()}"
+        env = {**run.env(), "TERM": "xterm-256color"}
+        command = ["env", "-i", *(f"{k}={v}" for k, v in env.items()), *run.argv()]
+        width, height = TUI_SIZE
+        self._tmux(
+            "new-session", "-d", "-s", "codex", "-x", width, "-y", height, "-c", str(run.cwd), *command
+        )
+
+    def _tmux(self, *args: str) -> str:
+        done = subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, timeout=30)
+        if done.returncode != 0:
+            raise RecordError(f"tmux {args[0]} failed: {done.stderr.strip()}")
+        return done.stdout
+
+    def screen(self) -> str:
+        return self._tmux("capture-pane", "-p", "-t", "codex")
+
+    def wait_screen(self, what: str, count: int, timeout: float) -> None:
+        """Until the screen shows `what` at least `count` times."""
+        deadline = time.monotonic() + timeout
+        while self.screen().count(what) < count:
+            if time.monotonic() > deadline:
+                raise RecordError(f"the TUI never showed {what!r} x{count}; screen:\n{self.screen()}")
+            time.sleep(0.5)
+
+    def type(self, text: str) -> None:
+        self._tmux("send-keys", "-t", "codex", "-l", text)
+        time.sleep(0.5)  # a paste-burst guard keeps an Enter that follows typed text too closely
+        self._tmux("send-keys", "-t", "codex", "C-m")
+
+    def close(self) -> None:
+        """End the tmux server and the app-server daemon the TUI leaves running (its binary lives
+        under this run's CODEX_HOME, which is how it is found: only what this run started)."""
+        with contextlib.suppress(RecordError):
+            self._tmux("kill-server")
+        home = str(self.run.home).encode()
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                if home in (proc / "cmdline").read_bytes():
+                    os.kill(int(proc.name), signal.SIGTERM)
+
+
+def record_tui(run: Run) -> tuple[bytes, JSON]:
+    tui = Tui(run)
+    try:
+        tui.wait_screen(TUI_READY, 1, 60)
+        for number, (turn, steps) in enumerate(zip(run.scenario.turns, script(run.scenario), strict=True), 1):
+            run.server.push(*steps)
+            tui.type(turn.prompt)
+            tui.wait_screen(TUI_TURN_DONE, number, TURN_TIMEOUT_S)
+            if run.server.remaining:
+                raise RecordError(f"turn ended with {run.server.remaining} scripted steps unused")
+        screen = tui.screen()
+        tui.type("/quit")  # the session file is written out when the TUI leaves
+        deadline = time.monotonic() + 30
+        while not list((run.home / "sessions").rglob("rollout-*.jsonl")):
+            if time.monotonic() > deadline:
+                raise RecordError("the TUI wrote no session file")
+            time.sleep(0.5)
+        time.sleep(1)
+    finally:
+        tui.close()
+    lines = [line.rstrip() for line in screen.splitlines() if line.strip() and "\u28ff" not in line]
+    return b"", {"side_requests": run.server.side_requests, "screen": lines}
+
+
 def record_exec(run: Run) -> tuple[bytes, JSON]:
     out = bytearray()
     exit_codes: list[int] = []
-    for index, (turn, steps) in enumerate(zip(run.scenario.turns, script(run.scenario), strict=True)):
+    for index, (turn, steps) in enumerate(typed_turns(run.scenario)):
         run.server.push(*steps)
         if index == 0:
             args = ["exec", "--json", "--skip-git-repo-check", "-C", str(run.cwd), turn.prompt]
@@ -847,16 +1027,18 @@ def rel(path: Path) -> str:
 def record_one(version: str, mode: str, scenario: Scenario, keep: bool) -> list[JSON]:
     """Record one (version, mode, scenario); returns its manifest entries."""
     log.info("recording codex %s %s %s", version, mode, scenario.name)
-    with prepared_run(version, scenario, keep) as run:
-        data, observed = record_app_server(run) if mode == "app-server" else record_exec(run)
+    with prepared_run(version, mode, scenario, keep) as run:
+        record = {"app-server": record_app_server, "exec": record_exec, TUI: record_tui}[mode]
+        data, observed = record(run)
         if run.server.errors:
             raise RecordError("; ".join(run.server.errors))
         observed["tools_offered"] = sorted({t for r in run.server.requests for t in r.tool_names})
         observed["model_calls"] = len(run.server.requests)
 
         stream = version_dir(version) / mode / f"{scenario.name}.jsonl"
-        stream.parent.mkdir(parents=True, exist_ok=True)
-        stream.write_bytes(data)
+        if mode != TUI:  # the TUI's output is a screen: only its session file is kept
+            stream.parent.mkdir(parents=True, exist_ok=True)
+            stream.write_bytes(data)
 
         sessions_dir = version_dir(version) / "sessions" / f"{mode}-{scenario.name}"
         shutil.rmtree(sessions_dir, ignore_errors=True)
@@ -874,21 +1056,30 @@ def record_one(version: str, mode: str, scenario: Scenario, keep: bool) -> list[
         "scenario": scenario.name,
         "description": scenario.description,
     }
-    entries: list[JSON] = [
+    entries: list[JSON] = []
+    if mode != TUI:
+        entries.append(
+            {
+                **base,
+                "path": rel(stream),
+                "kind": "stream",
+                "bytes": len(data),
+                "facts": known,
+                "observed": observed,
+            }
+        )
+    entries += [
         {
             **base,
-            "path": rel(stream),
-            "kind": "stream",
-            "bytes": len(data),
+            "path": rel(p),
+            "kind": "session",
+            "bytes": p.stat().st_size,
             "facts": known,
-            "observed": observed,
+            **({"observed": observed} if mode == TUI else {}),
         }
-    ]
-    entries += [
-        {**base, "path": rel(p), "kind": "session", "bytes": p.stat().st_size, "facts": known}
         for p in session_files
     ]
-    log.info("  -> %s (%d bytes, %d session files)", rel(stream), len(data), len(session_files))
+    log.info("  -> %s (%d bytes, %d session files)", mode, len(data), len(session_files))
     return entries
 
 
@@ -920,14 +1111,19 @@ def check_manifest() -> list[str]:
     are not JSON, scenarios without a recording, facts that no longer match the script."""
     problems: list[str] = []
     entries: list[JSON] = json.loads(MANIFEST.read_text())["files"] if MANIFEST.exists() else []
-    streams = {(e["codex_version"], e["mode"], e["scenario"]) for e in entries if e["kind"] == "stream"}
+    # A recording is its stream; the TUI's is its session file.
+    streams = {
+        (e["codex_version"], e["mode"], e["scenario"])
+        for e in entries
+        if e["kind"] == "stream" or e["mode"] == TUI
+    }
     by_name = {s.name: s for s in SCENARIOS}
     for version in VERSIONS:
         for scenario in SCENARIOS:
             problems += [
                 f"no {mode} recording of {scenario.name} for {version}"
                 for mode in scenario.modes
-                if (version, mode, scenario.name) not in streams
+                if version in scenario.versions and (version, mode, scenario.name) not in streams
             ]
     for e in entries:
         path = FIXTURES / e["path"]
@@ -956,7 +1152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="append", choices=sorted(VERSIONS), help="default: all")
-    parser.add_argument("--mode", action="append", choices=MODES, help="default: all")
+    parser.add_argument("--mode", action="append", choices=(*MODES, TUI), help="default: all")
     parser.add_argument(
         "--scenario", action="append", choices=[s.name for s in SCENARIOS], help="default: all"
     )
@@ -978,9 +1174,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     entries: list[JSON] = []
     failures: list[str] = []
     for version in args.version or VERSIONS:
-        for mode in args.mode or MODES:
+        for mode in args.mode or (*MODES, TUI):
             for scenario in SCENARIOS:
-                if (args.scenario and scenario.name not in args.scenario) or mode not in scenario.modes:
+                if (
+                    (args.scenario and scenario.name not in args.scenario)
+                    or mode not in scenario.modes
+                    or version not in scenario.versions
+                ):
                     continue
                 try:
                     entries += record_one(version, mode, scenario, args.keep)

@@ -28,7 +28,7 @@ HOME_VERSION = "0.169.0"
 
 def record(version: str) -> None:
     scenario = next(s for s in SCENARIOS if s.name == "multi_turn")
-    with prepared_run(version, scenario, keep=False) as run:
+    with prepared_run(version, "exec", scenario, keep=False) as run:
         run.server.push(*script(scenario)[0])
         done = subprocess.run(
             run.argv("exec", "--skip-git-repo-check", "-C", str(run.cwd), scenario.turns[0].prompt),

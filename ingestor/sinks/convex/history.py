@@ -49,6 +49,20 @@ class ConvexHistory:
             cursor = page["continueCursor"]
         return events if limit is None else events[:limit]
 
+    async def list_conversations(
+        self, cursor: str | None, count: int
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        return await self._page("summaries:listConversations", cursor, count)
+
+    async def list_usage(self, cursor: str | None, count: int) -> tuple[list[dict[str, Any]], str | None]:
+        return await self._page("summaries:listUsage", cursor, count)
+
+    async def _page(
+        self, name: str, cursor: str | None, count: int
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        page = await self._api.query(name, {"paginationOpts": {"numItems": count, "cursor": cursor}})
+        return json_numbers(page["page"]), None if page["isDone"] else page["continueCursor"]
+
     async def aclose(self) -> None:
         await self._api.aclose()
 

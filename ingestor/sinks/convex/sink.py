@@ -68,6 +68,8 @@ class ConvexSink:
         self._spool = spool
         self._config = config
         self._metrics = metrics
+        self.counts: Counter[str] = Counter()
+        """Delivered operations by result (inserted, updated, duplicate, rejected), for the run's summary."""
         self._health = health
         self._dead_letters = DeadLetters(config.state_dir / DEAD_LETTER_FILE, metrics)
         self._wakeup = anyio.Event()
@@ -386,6 +388,7 @@ class ConvexSink:
     async def _settle_results(self, results: list[dict[str, Any]], body_of: Callable[[int], bytes]) -> None:
         """Count the per-op results; dead-letter the ops the mutation reports `rejected`."""
         counts = Counter(result.get("status", "unknown") for result in results)
+        self.counts.update(counts)
         if "rejected" in counts:
             for index, result in enumerate(results):
                 if result.get("status") == "rejected":

@@ -27,6 +27,7 @@ from ingestor.sinks.base import json_numbers
 from ingestor.sinks.sqlite.rows import loads_json
 from ingestor.sinks.sqlite.schema import TABLES, Table
 from ingestor.sinks.sqlite.sink import connect
+from ingestor.sinks.sqlite.summaries import conversation_page, usage_page
 from ingestor.sinks.wire import is_convex_safe
 
 Row = dict[str, Any]
@@ -49,8 +50,12 @@ def present_any(name: str, text: str) -> tuple[str, Any]:
     return name + "Json", text
 
 
-def _select(table: Table) -> str:
-    return f"SELECT {', '.join(table.column_names)} FROM {table.name}"
+def _select(conn: sqlite3.Connection, table: Table) -> str:
+    """Every column of `table`, as unknown (NULL) where a store made by an earlier version has none
+    yet: `show` opens it read-only, and only a writer adds new columns."""
+    present = {row[1] for row in conn.execute(f"PRAGMA table_info({table.name})")}
+    columns = [name if name in present else f"NULL AS {name}" for name in table.column_names]
+    return f"SELECT {', '.join(columns)} FROM {table.name}"
 
 
 def _document(table: Table, values: tuple[Any, ...]) -> Row:
@@ -72,7 +77,7 @@ def _document(table: Table, values: tuple[Any, ...]) -> Row:
 
 def _rows(conn: sqlite3.Connection, table_name: str, where: str, params: tuple[Any, ...]) -> list[Row]:
     table = TABLES[table_name]
-    cursor = conn.execute(f"{_select(table)} WHERE {where}", params)
+    cursor = conn.execute(f"{_select(conn, table)} WHERE {where}", params)
     return [_document(table, values) for values in cursor]
 
 
@@ -89,6 +94,8 @@ def _decode_chunk(chunk: str) -> bytes:
         return chunk.encode()
 
 
+MERGED_ENCODING: Final = "utf-8-merged"
+"""v2 output deltas: text with stdout and stderr merged (`ingestor.normalize.app_server.V2_ENCODING`)."""
 CALL_FIELDS: Final = ("source", "command", "parsedCmd", "parsedCmdJson")
 
 
@@ -96,27 +103,46 @@ def command_output(call_id: str, command: Row | None, chunks: list[Row]) -> Row 
     """`getCommandOutput`: chunks decoded and joined in seq order per stream (anything but
     `stderr` counts as stdout). Without chunks, the command's own final `stdout`/`stderr`, else its
     merged `aggregatedOutput` as stdout (Codex 0.169 streams nothing for short commands). `call`: the
-    command row's `source`, `command` and `parsedCmd` (or `parsedCmdJson`), when it is stored."""
+    command row's `source`, `command` and `parsedCmd` (or `parsedCmdJson`), when it is stored;
+    `aggregatedOutput` the row's, when it has one; `merged` when stdout is stdout and stderr merged."""
     if command is None and not chunks:
         return None
     # What the output belongs to (source, argv, parsedCmd: a file change's diffs, an MCP call's
     # arguments and result), as history:getCommandOutput gives it.
     call = {} if command is None else {"call": {k: command[k] for k in CALL_FIELDS if k in command}}
+    aggregated = (
+        {}
+        if command is None or "aggregatedOutput" not in command
+        else {"aggregatedOutput": command["aggregatedOutput"]}
+    )
     if not chunks and command is not None:
         stdout, stderr = command.get("stdout"), command.get("stderr")
+        merged = {}
         if stdout is None and stderr is None:
             stdout = command.get("aggregatedOutput")
-        return {"callId": call_id, "chunkCount": 0, "stdout": stdout or "", "stderr": stderr or "", **call}
+            merged = {} if stdout is None else {"merged": True}
+        return {
+            "callId": call_id,
+            "chunkCount": 0,
+            "stdout": stdout or "",
+            "stderr": stderr or "",
+            **call,
+            **aggregated,
+            **merged,
+        }
     out = bytearray()
     err = bytearray()
     for chunk in chunks:
         (err if chunk.get("stream") == "stderr" else out).extend(_decode_chunk(chunk["chunkBase64"]))
+    merged = {"merged": True} if any(c.get("encoding") == MERGED_ENCODING for c in chunks) else {}
     return {
         "callId": call_id,
         "chunkCount": len(chunks),
         "stdout": out.decode("utf-8", "replace"),
         "stderr": err.decode("utf-8", "replace"),
         **call,
+        **aggregated,
+        **merged,
     }
 
 
@@ -138,6 +164,14 @@ class SqliteHistory:
 
     async def list_events(self, conversation_id: str, limit: int | None = None) -> list[Row]:
         return await anyio.to_thread.run_sync(self._events, conversation_id, limit, limiter=self._limiter)
+
+    async def list_conversations(self, cursor: str | None, count: int) -> tuple[list[Row], str | None]:
+        return await anyio.to_thread.run_sync(
+            conversation_page, self._conn, cursor, count, limiter=self._limiter
+        )
+
+    async def list_usage(self, cursor: str | None, count: int) -> tuple[list[Row], str | None]:
+        return await anyio.to_thread.run_sync(usage_page, self._conn, cursor, count, limiter=self._limiter)
 
     async def aclose(self) -> None:
         await anyio.to_thread.run_sync(self._conn.close, limiter=self._limiter)

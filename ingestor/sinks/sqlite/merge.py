@@ -43,6 +43,8 @@ def merge_value(table: str, column: str, stored: Any, incoming: Any) -> Any:
         return max(stored, incoming)
     if column == "status":
         return merge_status(table, stored, incoming)
+    if column == "forkedFromUsage":
+        return stored  # rule 7: the first stream that saw the fork begin told it
     if table == "commands":
         if column == "command":
             return stored if stored else incoming  # rule 4: a known argv is never overwritten

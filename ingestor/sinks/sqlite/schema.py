@@ -14,7 +14,7 @@ Kind = Literal["text", "int", "num", "bool", "strings", "json"]
 
 # Declared SQLite types: readable in `.schema`, and affinities that keep values as given
 # (JSON must be TEXT: a NUMERIC affinity would turn the JSON text `12` into the integer 12).
-_SQL_TYPE: Final[dict[Kind, str]] = {
+SQL_TYPES: Final[dict[Kind, str]] = {
     "text": "TEXT",
     "int": "INTEGER",
     "num": "NUMERIC",
@@ -59,7 +59,7 @@ class Table:
         items: list[tuple[str, str | None]] = [("id INTEGER PRIMARY KEY", None)]
         for column in self.columns:
             not_null = " NOT NULL" if column.required else ""
-            items.append((f"{column.name} {_SQL_TYPE[column.kind]}{not_null}", _SQL_COMMENT.get(column.kind)))
+            items.append((f"{column.name} {SQL_TYPES[column.kind]}{not_null}", _SQL_COMMENT.get(column.kind)))
         lines = []
         for i, (decl, comment) in enumerate(items):
             comma = "," if i < len(items) - 1 else ""
@@ -97,9 +97,12 @@ TABLES: Final[dict[str, Table]] = {
                 _text("clientName"),
                 _int("startedAt", True),
                 _int("lastSeenAt", True),
+                _text("forkedFromThreadId"),
+                Column("forkedFromUsage", "json"),
             ),
             identity="conversationId",
-            indexes=(Index(("conversationId",), unique=True),),
+            # lastSeenAt: `show conversations` lists the most recent first.
+            indexes=(Index(("conversationId",), unique=True), Index(("lastSeenAt",))),
         ),
         Table(
             "turns",

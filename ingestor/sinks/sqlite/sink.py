@@ -41,13 +41,14 @@ from ingestor.sinks.sqlite.rows import (
     plain_row_of,
     with_column,
 )
-from ingestor.sinks.sqlite.schema import TABLES
+from ingestor.sinks.sqlite.schema import SQL_TYPES, TABLES, Table
 from ingestor.sinks.sqlite.threads import Threads
 
 log = get_logger("ingestor.sinks.sqlite")
 
-SCHEMA_VERSION: Final = 2
-"""2: the `threads` table; chunks numbered by the store."""
+SCHEMA_VERSION: Final = 3
+"""2: the `threads` table; chunks numbered by the store. 3: `conversations.forkedFromThreadId` and
+`forkedFromUsage` (added to older stores when opened)."""
 LOCKED_RETRY: Final = 1.0
 """Seconds between attempts while another process holds the store beyond the busy timeout."""
 PAGE_SIZE: Final = 8192
@@ -319,9 +320,20 @@ def connect(path: str | Path, *, read_only: bool = False) -> sqlite3.Connection:
     for table in TABLES.values():
         for statement in table.ddl():
             conn.execute(statement)
+        _add_new_columns(conn, table)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     conn.execute("COMMIT")
     return conn
+
+
+def _add_new_columns(conn: sqlite3.Connection, table: Table) -> None:
+    """A store made by an earlier version gets the columns added since (all optional: old rows keep
+    them unknown)."""
+    present = {row[1] for row in conn.execute(f"PRAGMA table_info({table.name})")}
+    for column in table.columns:
+        if column.name not in present:
+            assert not column.required, f"{table.name}.{column.name}: a new column must be optional"
+            conn.execute(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {SQL_TYPES[column.kind]}")
 
 
 CHECKPOINT_EVERY_BATCHES: Final = 16
@@ -354,6 +366,8 @@ class SqliteSink:
         self._ops = 0
         """Ops since the last checkpoint started."""
         self._checkpointing = False
+        self._checkpoint_failing = False
+        """Whether the last checkpoint failed (logged once per incident)."""
         self.counts: Counter[str] = Counter()
 
     async def write(self, ops: Sequence[Op]) -> None:
@@ -405,6 +419,16 @@ class SqliteSink:
             await anyio.to_thread.run_sync(
                 self._checkpointer.execute, "PRAGMA wal_checkpoint(PASSIVE)", limiter=self._checkpoint_limiter
             )
+        except sqlite3.OperationalError as error:
+            # E.g. every file descriptor taken by producers (its first checkpoint opens the WAL): a
+            # skipped checkpoint only lets the WAL grow until the next one or the writer's backstop.
+            if not self._checkpoint_failing:
+                self._checkpoint_failing = True
+                log.warning("background checkpoint failed: retried with the next ones", error=str(error))
+        else:
+            if self._checkpoint_failing:
+                self._checkpoint_failing = False
+                log.info("background checkpoints work again")
         finally:
             self._checkpointing = False
 
