@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Final, Protocol
 
@@ -36,6 +36,8 @@ class StreamNormalizer(Protocol):
 
     derive_errors: int
     """Lines stored raw only because their facts could not be read (a Codex format change?)."""
+    bad_lines: dict[str, int]
+    """Lines stored raw only (not JSON, too long, or JSON no Codex stream kind explains), by method."""
 
     def feed_into(self, line: Line, out: list[Op]) -> None: ...
 
@@ -237,7 +239,7 @@ class Pipeline:
                         problems.derive_failed(
                             normalizer.derive_errors, lines[-1] if lines else None, finished, 0
                         )
-                    problems.count_bad_lines(finished)
+                    problems.count_bad_lines(normalizer.bad_lines)
                     ops.extend(finished)
                 failures.summarize()
                 self._count_not_codex(name, problems, splitter.ordinal)
@@ -246,10 +248,9 @@ class Pipeline:
                 stats.ops += len(ops)
                 stats.streams_closed += 1
                 # If the batcher died (sink failure), its error is the one reported; not this.
-                with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    if ops:
+                if ops:
+                    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                         await send(ops)
-                    await send(None)
 
     def _count_not_codex(self, source: str, problems: _LineProblems, lines: int) -> None:
         if not (problems.not_json or problems.unknown):
@@ -275,7 +276,7 @@ class Pipeline:
                 failures.record(ordinal=line.ordinal)
             if normalizer.derive_errors != problems.derive_errors:
                 problems.derive_failed(normalizer.derive_errors, line, ops, start)
-        problems.count_bad_lines(ops)
+        problems.count_bad_lines(normalizer.bad_lines)
         return ops
 
 
@@ -319,11 +320,12 @@ class _LineProblems:
     Counted in metrics; the first of each kind is logged with its method, so a Codex format change
     is noticed the day it ships, without a log line per line."""
 
-    __slots__ = ("bad_logged", "derive_errors", "not_json", "source", "unknown")
+    __slots__ = ("bad_counted", "bad_logged", "derive_errors", "not_json", "source", "unknown")
 
     def __init__(self, source: str) -> None:
         self.source = source
         self.derive_errors = 0
+        self.bad_counted: dict[str, int] = {}
         self.bad_logged = False
         self.not_json = 0
         self.unknown = 0
@@ -343,23 +345,30 @@ class _LineProblems:
             )
         self.derive_errors = total
 
-    def count_bad_lines(self, ops: list[Op]) -> None:
-        for op in ops:
-            if op["op"] == "appendEvent":
-                method = op["args"].get("method")
-                if method == UNKNOWN:
-                    self.unknown += 1
-                    continue
-                reason = BAD_LINE_METHODS.get(method) if type(method) is str else None
-                if reason is not None:
-                    if method == INVALID_JSON:
-                        self.not_json += 1
-                    METRICS.bad_lines.labels(reason=reason).inc()
-                    if not self.bad_logged:
-                        self.bad_logged = True
-                        log.warning(
-                            "input line stored raw: not JSON or too long; further ones in this stream "
-                            "are only counted",
-                            source=self.source,
-                            method=method,
-                        )
+    def count_bad_lines(self, counts: Mapping[str, int]) -> None:
+        """The normalizer's count of raw-only lines by method is now `counts` (compared once per read,
+        not looked for among every operation)."""
+        if counts == self.bad_counted:
+            return
+        for method, total in counts.items():
+            new = total - self.bad_counted.get(method, 0)
+            if not new:
+                continue
+            if method == UNKNOWN:
+                self.unknown += new
+                continue
+            if method == INVALID_JSON:
+                self.not_json += new
+            reason = BAD_LINE_METHODS.get(method)
+            if reason is None:
+                continue
+            METRICS.bad_lines.labels(reason=reason).inc(new)
+            if not self.bad_logged:
+                self.bad_logged = True
+                log.warning(
+                    "input line stored raw: not JSON or too long; further ones in this stream "
+                    "are only counted",
+                    source=self.source,
+                    method=method,
+                )
+        self.bad_counted = dict(counts)

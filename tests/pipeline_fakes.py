@@ -16,6 +16,7 @@ class EchoNormalizer:
     def __init__(self, source: str) -> None:
         self.source = source
         self.derive_errors = 0
+        self.bad_lines: dict[str, int] = {}
 
     def feed_into(self, line: Line, out: list[Op]) -> None:
         out.append(

@@ -28,6 +28,7 @@ class StreamNormalizer(Protocol):
     own protocol, `ingestor.pipeline.StreamNormalizer`, is a layer above the sources)."""
 
     derive_errors: int
+    bad_lines: dict[str, int]
 
     def feed_into(self, line: Line, out: list[Op]) -> None: ...
 
@@ -38,7 +39,7 @@ NormalizerFactory = Callable[[str], StreamNormalizer]
 
 
 class FollowedNormalizer:
-    __slots__ = ("_inner", "_scratch", "_skipped_errors", "_tail", "derive_errors")
+    __slots__ = ("_inner", "_scratch", "_skipped_errors", "_tail", "bad_lines", "derive_errors")
 
     def __init__(self, inner: StreamNormalizer, tail: Tail) -> None:
         self._inner = inner
@@ -46,6 +47,8 @@ class FollowedNormalizer:
         self._scratch: list[Op] = []
         self._skipped_errors = 0
         self.derive_errors = 0
+        self.bad_lines = inner.bad_lines
+        """The inner normalizer's counts (lines read again after a restart are counted again)."""
         """The inner normalizer's count, less what lines stored already counted (not counted twice)."""
 
     def feed_into(self, line: Line, out: list[Op]) -> None:
