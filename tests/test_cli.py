@@ -18,13 +18,15 @@ import zstandard
 from daemon_helpers import connect_when_listening
 from sqlite_ops import conversation_ops
 
-from ingestor.cli.commands import build_parser, main
+from ingestor.cli.commands import main
 from ingestor.cli.options import convex_options
+from ingestor.cli.parser import build_parser
 from ingestor.errors import MissingPathError, SinkError
 from ingestor.sinks.convex.config import ConvexSinkConfig, sink_config
 from ingestor.sinks.convex.deployment import ConvexOptions
 from ingestor.sinks.factory import SinkSpec, parse_sink, resolve_sink
-from ingestor.sinks.sqlite.sink import apply_ops, connect
+from ingestor.sinks.sqlite.apply import apply_ops
+from ingestor.sinks.sqlite.sink import connect
 from ingestor.sources.files import expand_paths
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ from typing import Final
 
 import yaml
 
-from ingestor.cli.commands import build_parser
+from ingestor.cli.parser import build_parser
 
 DEPLOY: Final = Path(__file__).resolve().parents[1] / "deploy"
 

@@ -26,7 +26,8 @@ from ingestor.lines import Line
 from ingestor.normalize import Normalizer, codex_time, revealed_thread
 from ingestor.normalize.detect import classify
 from ingestor.ops import Op
-from ingestor.sinks.sqlite.sink import apply_ops, connect
+from ingestor.sinks.sqlite.apply import apply_ops
+from ingestor.sinks.sqlite.sink import connect
 
 
 def normalized(lines: Sequence[Line], source: str, conversation_id: str | None = None) -> list[Op]:

@@ -24,9 +24,10 @@ from ingestor.lines import Line
 from ingestor.normalize import Normalizer
 from ingestor.normalize.state import V2
 from ingestor.ops import Op
-from ingestor.sinks.sqlite import sink as sqlite_sink
+from ingestor.sinks.sqlite import apply as sqlite_apply
+from ingestor.sinks.sqlite.apply import apply_ops
 from ingestor.sinks.sqlite.schema import TABLES
-from ingestor.sinks.sqlite.sink import apply_ops, connect
+from ingestor.sinks.sqlite.sink import connect
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 RECORDINGS = sorted(FIXTURES.rglob("*.jsonl"))
@@ -156,7 +157,7 @@ def test_the_stores_fast_rows_are_the_general_rows(tmp_path: Path, monkeypatch: 
     fast_outcome = apply_ops(fast, ops)
 
     fast_paths_taken = 0
-    real_event_row, real_plain_row_of = sqlite_sink.event_row, sqlite_sink.plain_row_of
+    real_event_row, real_plain_row_of = sqlite_apply.event_row, sqlite_apply.plain_row_of
 
     def general_only(*args: Any) -> None:
         nonlocal fast_paths_taken
@@ -164,8 +165,8 @@ def test_the_stores_fast_rows_are_the_general_rows(tmp_path: Path, monkeypatch: 
             fast_paths_taken += 1
         return None  # the op takes the general path (`coerce_args`)
 
-    monkeypatch.setattr(sqlite_sink, "event_row", general_only)
-    monkeypatch.setattr(sqlite_sink, "plain_row_of", general_only)
+    monkeypatch.setattr(sqlite_apply, "event_row", general_only)
+    monkeypatch.setattr(sqlite_apply, "plain_row_of", general_only)
     general = connect(tmp_path / "general.db")
     general_outcome = apply_ops(general, ops)
 

@@ -13,10 +13,11 @@ import pytest
 from golden.store import FIXTURES, fixture_lines, normalize_fixture, table_rows
 
 from ingestor.ops import Op
+from ingestor.sinks.sqlite.apply import apply_ops
 from ingestor.sinks.sqlite.history import open_sqlite_history
 from ingestor.sinks.sqlite.merge import merge_value
 from ingestor.sinks.sqlite.schema import TABLES
-from ingestor.sinks.sqlite.sink import apply_ops, connect
+from ingestor.sinks.sqlite.sink import connect
 
 SCENARIO = "forked_thread"
 LIVE = FIXTURES / f"codex-0.169.0/app-server/{SCENARIO}.jsonl"

@@ -26,7 +26,7 @@ from golden.store import (
     table_rows,
 )
 
-from ingestor.sinks.sqlite.sink import apply_ops
+from ingestor.sinks.sqlite.apply import apply_ops
 
 
 def _entries() -> list[dict[str, Any]]:

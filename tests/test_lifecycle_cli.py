@@ -20,7 +20,8 @@ from golden.store import FIXTURES, exec_run_streams
 
 from ingestor.lines import Line
 from ingestor.normalize import Normalizer
-from ingestor.sinks.sqlite.sink import apply_ops, connect
+from ingestor.sinks.sqlite.apply import apply_ops
+from ingestor.sinks.sqlite.sink import connect
 
 INGESTOR = [sys.executable, "-m", "ingestor"]
 LARGE = FIXTURES / "codex-0.63.0/app-server/large_output.jsonl"

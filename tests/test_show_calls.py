@@ -11,7 +11,8 @@ import structlog
 from golden.store import FIXTURES, normalize_fixture
 
 from ingestor.cli.commands import main
-from ingestor.sinks.sqlite.sink import apply_ops, connect
+from ingestor.sinks.sqlite.apply import apply_ops
+from ingestor.sinks.sqlite.sink import connect
 
 TOOLS_STREAM = FIXTURES / "codex-0.169.0/app-server/tools.jsonl"
 OLD_SESSION = next((FIXTURES / "codex-0.63.0/sessions/exec-tools").glob("rollout-*.jsonl"))

@@ -17,14 +17,9 @@ from sqlite_ops import T0, conversation_ops, op
 
 from ingestor.lines import Line
 from ingestor.normalize import Normalizer
+from ingestor.sinks.sqlite.apply import apply_batches, apply_ops
 from ingestor.sinks.sqlite.history import command_output, open_sqlite_history
-from ingestor.sinks.sqlite.sink import (
-    CHECKPOINT_EVERY_BATCHES,
-    apply_batches,
-    apply_ops,
-    connect,
-    open_sqlite_sink,
-)
+from ingestor.sinks.sqlite.sink import CHECKPOINT_EVERY_BATCHES, connect, open_sqlite_sink
 
 TABLES = (
     "conversations",

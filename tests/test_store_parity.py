@@ -432,7 +432,7 @@ def test_any_values_convex_cannot_hold_come_back_as_their_json_text() -> None:
 
 
 def test_the_sqlite_reader_presents_stored_rows_like_history_queries(tmp_path: Path) -> None:
-    from ingestor.sinks.sqlite.sink import apply_ops
+    from ingestor.sinks.sqlite.apply import apply_ops
 
     path = tmp_path / "store.db"
     conn = connect(path)
@@ -505,7 +505,7 @@ def test_listings_usage_and_exports_read_the_same_from_both_stores(parity: dict[
             return await _listings(reader, ids)
 
     async def convex_side() -> dict[str, Any]:
-        async with open_history_from_env(parity["env"], {"convex_url": parity["url"]}) as reader:
+        async with open_history_from_env(parity["env"], ConvexOptions(url=parity["url"])) as reader:
             return await _listings(reader, ids)
 
     from_sqlite, from_convex = anyio.run(sqlite_side), anyio.run(convex_side)

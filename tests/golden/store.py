@@ -14,7 +14,8 @@ import orjson
 from ingestor.lines import Line
 from ingestor.normalize import Normalizer
 from ingestor.ops import Op
-from ingestor.sinks.sqlite.sink import apply_ops, connect
+from ingestor.sinks.sqlite.apply import apply_ops
+from ingestor.sinks.sqlite.sink import connect
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "fixtures"

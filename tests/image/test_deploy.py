@@ -27,7 +27,7 @@ from sidecar import (
     wait_until_listening,
 )
 
-from ingestor.cli.commands import build_parser
+from ingestor.cli.parser import build_parser
 
 pytestmark = [needs_image, pytest.mark.e2e]
 
