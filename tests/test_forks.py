@@ -12,6 +12,8 @@ import orjson
 import pytest
 from golden.store import FIXTURES, fixture_lines, normalize_fixture, table_rows
 
+from ingestor.lines import Line
+from ingestor.normalize import Normalizer
 from ingestor.ops import Op
 from ingestor.sinks.sqlite.apply import apply_ops
 from ingestor.sinks.sqlite.history import open_sqlite_history
@@ -205,3 +207,26 @@ def test_a_sub_agent_spawned_with_its_parents_history_copies_none_of_its_facts(o
     assert conversations[child]["forkedFromThreadId"] == parent
     inherited = orjson.loads(conversations[child]["forkedFromUsage"])
     assert set(inherited.values()) == {0}  # a sub-agent's usage starts from zero
+
+
+def test_a_sub_agent_spawned_without_its_parents_history_is_linked_by_its_spawn() -> None:
+    """Without fork_context Codex writes no `forked_from_id`, only the spawn's `parent_thread_id`: the
+    real sub-agent file, its session_meta without `forked_from_id`, is linked all the same, its usage
+    counted from zero."""
+    parent_file, child_file = SUBAGENT_FILES
+    parent = orjson.loads(fixture_lines(parent_file)[0].data)["payload"]["id"]
+    meta, *rest = fixture_lines(child_file)
+    record = orjson.loads(meta.data)
+    assert record["payload"].pop("forked_from_id") == parent
+    assert record["payload"]["source"]["subagent"]["thread_spawn"]["parent_thread_id"] == parent
+    normalizer = Normalizer(meta.source)
+    ops = [
+        op
+        for line in (Line(meta.source, 0, meta.received_at, orjson.dumps(record)), *rest)
+        for op in normalizer.feed(line)
+    ]
+    conn = stored([parent_file])
+    apply_ops(conn, [*ops, *normalizer.finish()])
+    child = next(c for c in table_rows(conn, "conversations") if c["conversationId"] != parent)
+    assert child["forkedFromThreadId"] == parent
+    assert set(orjson.loads(child["forkedFromUsage"]).values()) == {0}

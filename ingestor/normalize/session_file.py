@@ -47,7 +47,7 @@ def _meta(s: State, line: Line, payload: dict[str, Any], at: int, out: Ops) -> N
     if type(thread) is str and s.thread_id is None:
         s.enter_thread(thread)
         changed = True
-    if facts.forked(s, payload.get("forked_from_id")):
+    if facts.forked(s, payload.get("forked_from_id", _spawned_by(payload))):
         changed = True
     cwd = payload.get("cwd")
     if type(cwd) is str:
@@ -59,6 +59,15 @@ def _meta(s: State, line: Line, payload: dict[str, Any], at: int, out: Ops) -> N
             changed = True
     if changed:
         facts.conversation(s, line, out, at)
+
+
+def _spawned_by(payload: dict[str, Any]) -> Any:
+    """A sub-agent's parent thread (`source.subagent.thread_spawn.parent_thread_id`): a sub-agent
+    spawned without its parent's history names no `forked_from_id`, but is linked the same way."""
+    source = payload.get("source")
+    subagent = source.get("subagent") if type(source) is dict else None
+    spawn = subagent.get("thread_spawn") if type(subagent) is dict else None
+    return spawn.get("parent_thread_id") if type(spawn) is dict else None
 
 
 def _call_started(s: State, line: Line, payload: dict[str, Any], at: int, out: Ops) -> None:
