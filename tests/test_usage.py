@@ -40,16 +40,14 @@ def _truth(entry: dict[str, Any]) -> list[tuple[int, ...]]:
     facts = entry["facts"]
     spent = [[0, 0, 0, 0] for _ in facts["usage_total_by_thread"]]
     for turn in facts["turns"]:
+        thread = spent[turn["thread_index"]]
         for call in turn["model_calls"]:
-            usage_ = call.get("usage")
-            if usage_ is not None:
-                counts = (
-                    usage_["input_tokens"],
-                    usage_["input_tokens_details"]["cached_tokens"],
-                    usage_["output_tokens"],
-                    usage_["output_tokens_details"]["reasoning_tokens"],
-                )
-                spent[turn["thread_index"]] = [a + b for a, b in zip(spent[turn["thread_index"]], counts, strict=True)]
+            reported = call.get("usage")
+            if reported is not None:
+                thread[0] += reported["input_tokens"]
+                thread[1] += reported["input_tokens_details"]["cached_tokens"]
+                thread[2] += reported["output_tokens"]
+                thread[3] += reported["output_tokens_details"]["reasoning_tokens"]
     return [tuple(thread) for thread in spent]
 
 

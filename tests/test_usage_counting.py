@@ -28,6 +28,11 @@ def snap(
     return row
 
 
+def totals(i: int, c: int, o: int, r: int) -> dict[str, int]:
+    """A conversation's `forkedFromUsage`, as the readers give it."""
+    return {"totalInputTokens": i, "cachedInputTokens": c, "outputTokens": o, "reasoningOutputTokens": r}
+
+
 def tokens(rows: list[dict[str, Any]]) -> list[tuple[int, ...]]:
     return [inc.tokens for inc in usage.increments(rows)]
 
@@ -65,7 +70,7 @@ def test_conversations_are_counted_apart() -> None:
 
 def test_a_fork_counts_from_what_it_inherited() -> None:
     """A fork's totals go on from its parent's: its first snapshot adds only the tokens beyond them."""
-    inherited = {"totalInputTokens": 2300, "cachedInputTokens": 200, "outputTokens": 55, "reasoningOutputTokens": 9}
+    inherited = totals(2300, 200, 55, 9)
     parent = [snap(T0, 1100, 0, 25, 3, "p"), snap(T0 + 1, 2300, 200, 55, 9, "p")]
     fork = [
         snap(T0 + 7, 3600, 400, 90, 18, "f", forkedFromUsage=inherited),
@@ -85,14 +90,14 @@ def test_a_fork_counts_from_what_it_inherited() -> None:
 def test_a_forks_link_on_any_of_its_rows_is_its_baseline() -> None:
     """A reader gives the link on every row of the conversation; a row read before the link was
     stored (a store still filling) has none, and the link on the others still applies."""
-    inherited = {"totalInputTokens": 1000, "cachedInputTokens": 0, "outputTokens": 10, "reasoningOutputTokens": 0}
+    inherited = totals(1000, 0, 10, 0)
     rows = [snap(T0, 1500, 0, 15, 0, "f"), snap(T0 + 1, 2000, 0, 20, 0, "f", forkedFromUsage=inherited)]
     assert tokens(rows) == [(500, 0, 5, 0), (500, 0, 5, 0)]
 
 
 def test_a_fork_that_inherited_nothing_counts_from_zero() -> None:
     """A sub-agent is linked as a fork but starts from zero (`forkedFromUsage` all 0)."""
-    zero = dict.fromkeys(("totalInputTokens", "cachedInputTokens", "outputTokens", "reasoningOutputTokens"), 0)
+    zero = totals(0, 0, 0, 0)
     assert tokens([snap(T0, 1300, 200, 35, 9, "s", forkedFromUsage=zero)]) == [(1300, 200, 35, 9)]
 
 
