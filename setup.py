@@ -1,14 +1,17 @@
 """The build, beside pyproject.toml: compiles the per-line hot path with mypyc.
 
 `ingestor/normalize/`, the framing, the `Line` type and the Convex encoding run once per input line or
-op; compiled, a line costs 15-25% less CPU (docs/benchmarks.md). Everything else stays Python. Set
-`INGESTOR_COMPILE=0` to build pure Python: scripts/bootstrap does, for the editable development
-install, where a compiled module next to its source would shadow every edit of that source.
+op; compiled, a line costs 15-25% less CPU (docs/benchmarks.md). Everything else stays Python.
+
+Compiled: a wheel (`pip install .`, the Docker image). Never an editable install (`pip install -e .`),
+whose compiled modules would sit beside the sources and shadow every edit of them.
+`INGESTOR_COMPILE=1` or `0` overrides either way.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 from setuptools import setup
 
@@ -29,7 +32,16 @@ COMPILED = [
     "ingestor/sinks/wire.py",
 ]
 
-if os.environ.get("INGESTOR_COMPILE", "1") == "1":
+
+def _compile() -> bool:
+    setting = os.environ.get("INGESTOR_COMPILE")
+    if setting is not None:
+        return setting == "1"
+    # setuptools runs this file once per build step, the step's command in argv.
+    return not any(command in sys.argv for command in ("editable_wheel", "develop"))
+
+
+if _compile():
     from mypyc.build import mypycify
 
     setup(ext_modules=mypycify(COMPILED, opt_level="3"))

@@ -3,6 +3,7 @@
 python -m bench                 # the full suite: five runs each, 10k..1M events, soak (~40 min)
 python -m bench --smoke         # everything tiny (10k events, one run): checks the harness only
 python -m bench --only throughput,sqlite --runs 3
+python -m bench --only archive --archives 2000 --runs 3
 python -m bench --render-only   # re-render docs/benchmarks.md from bench-results/latest.json
 """
 
@@ -21,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from bench import delivery, live, machine, report, soak, throughput
+from bench import archive, delivery, live, machine, report, soak, throughput
 from bench.plan import FULL, SECTIONS, SMOKE, Plan
 from bench.procs import RESULTS, pin_self, pinned
 from bench.profiling import profile
@@ -122,8 +123,26 @@ class Suite:
                         variant, threads, step
                     ),
                 )
+        if "archive" in self.only:
+            self._archives()
         if "profile" in self.only:
             self._profiles()
+
+    def _archives(self) -> None:
+        for number, files in enumerate(self.plan.archives):
+            started = time.perf_counter()
+            root, meta = archive.ensure(files)
+            self.workloads[meta["name"]] = meta
+            took = time.perf_counter() - started
+            self.log(f"workload {meta['name']}: {meta['bytes'] / 2**20:.1f} MiB ({took:.1f} s)")
+            self._archive(root, meta, first=number == 0)
+
+    def _archive(self, root: Path, meta: dict[str, Any], *, first: bool) -> None:
+        # A larger archive takes minutes per run (20,000 files: ~1 GB, five commands): three runs.
+        runs = self.plan.runs if first else min(self.plan.runs, 3)
+        self.attempt("archive", meta["name"], lambda: archive.measure(root, meta, runs))
+        if first:
+            self.attempt("archive-convex", meta["name"], lambda: archive.convex(root, meta, runs))
 
     def _convex(self, w: Workload, delay_ms: float) -> Measurement:
         path, meta = self.workload(w)
@@ -172,6 +191,12 @@ class Suite:
             large, _ = self.workload(self.plan.profile_large)
             self.profiles["replay-null-large"] = profile(commands.replay(large, "null"))
             self.profiles["replay-null-large"]["workload"] = self.plan.profile_large.name
+        if self.plan.archives:
+            root, meta = archive.ensure(self.plan.archives[0])
+            for suffix in ("", "-wal", "-shm"):
+                Path(str(db) + suffix).unlink(missing_ok=True)
+            self.profiles["archive-sqlite"] = profile(commands.replay(root / "sessions", f"sqlite:{db}"))
+            self.profiles["archive-sqlite"]["workload"] = meta["name"]
         for name, prof in self.profiles.items():
             self.log(f"profile {name}: {prof.get('samples', prof.get('error', '')[:200])}")
 
@@ -183,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="tiny workloads, one run; targets not asserted")
     ap.add_argument("--runs", type=int, help="runs per measurement (default: 5, smoke: 1)")
     ap.add_argument("--only", help=f"comma-separated sections: {','.join(SECTIONS)}")
+    ap.add_argument(
+        "--archives", help="comma-separated file counts of the sessions archives (default: the plan's)"
+    )
     ap.add_argument("--render-only", action="store_true", help="only re-render from latest.json")
     ap.add_argument("--no-render", action="store_true", help="do not write docs/benchmarks.md")
     args = ap.parse_args(argv)
@@ -195,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = SMOKE if args.smoke else FULL
     if args.runs:
         plan = replace(plan, runs=args.runs, memory_runs=min(plan.memory_runs, args.runs))
+    if args.archives:
+        plan = replace(plan, archives=tuple(int(n) for n in args.archives.split(",")))
     only = set(args.only.split(",")) if args.only else set(SECTIONS)
     if unknown := only - set(SECTIONS):
         ap.error(f"unknown sections: {', '.join(sorted(unknown))}")
@@ -230,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     out = RESULTS / f"results-{plan.name}-{stamp}.json"
     blob = orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
     out.write_bytes(blob)
-    complete = plan.name == "full" and only == set(SECTIONS)
+    complete = plan.name == "full" and only == set(SECTIONS) and not args.archives
     kind = "latest" if complete else f"latest-{plan.name}{'' if only == set(SECTIONS) else '-partial'}"
     (RESULTS / f"{kind}.json").write_bytes(blob)
     suite.log(f"results: {out}")

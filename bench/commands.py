@@ -13,12 +13,13 @@ DRAIN_TIMEOUT_S = 900
 
 
 @functools.cache
-def _help(command: str) -> str:
+def help_of(command: str) -> str:
+    """`ingestor COMMAND --help` (empty when this build has no such command)."""
     return subprocess.run(ingestor_cmd(command, "--help"), capture_output=True, text=True, check=False).stdout
 
 
 def _supported(command: str, flag: str) -> bool:
-    return flag in _help(command)
+    return flag in help_of(command)
 
 
 def replay(path: Path, sink: str, *extra: str) -> list[str]:

@@ -32,6 +32,8 @@ class Plan:
     """Also profile `replay --sink null` on this one: where per-event cost grows with N, if it does."""
     soak: tuple[tuple[str, int, int], ...]
     """(variant, threads, step) of each soak run (bench/soak.py)."""
+    archives: tuple[int, ...]
+    """Session files in each sessions archive (bench/archive.py); the first also goes into Convex."""
 
 
 CODEX_10K = Workload("codex", 10_000)
@@ -58,6 +60,7 @@ FULL = Plan(
     profile=CODEX_100K,
     profile_large=CODEX_1M,
     soak=(("short", 100_000, 2000), ("long", 200, 10)),
+    archives=(2000, 20_000),
 )
 
 SMOKE = Plan(
@@ -78,6 +81,7 @@ SMOKE = Plan(
     profile=CODEX_10K,
     profile_large=None,
     soak=(("short", 200, 20), ("long", 4, 1)),
+    archives=(50,),
 )
 
-SECTIONS = ("throughput", "sqlite", "convex", "batching", "latency", "memory", "soak", "profile")
+SECTIONS = ("throughput", "sqlite", "convex", "batching", "latency", "memory", "soak", "archive", "profile")

@@ -166,7 +166,10 @@ def proc_status(pid: int) -> dict[str, int]:
 
 
 def warm_cache(path: Path) -> None:
-    """Read `path` once so that every measured run starts with it in the page cache."""
-    with path.open("rb") as f:
-        while f.read(1 << 24):
-            pass
+    """Read `path` (a directory: every file in it) once, so that every measured run starts with it in
+    the page cache."""
+    for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
+        if file.is_file():
+            with file.open("rb") as f:
+                while f.read(1 << 24):
+                    pass

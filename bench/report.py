@@ -279,8 +279,75 @@ def _details(data: dict[str, Any], soak_chart: str | None) -> list[str]:
     lines += _table(["what", "workload", "events/s", "peak RSS (MiB)", "notes"], rows)
     lines += _live(data)
     lines += _soak(data, soak_chart)
+    lines += _archives(data)
     lines += _scaling(data)
     return [*lines, ""]
+
+
+def _archives(data: dict[str, Any]) -> list[str]:
+    ms = find(data, "archive")
+    if not ms:
+        return []
+    lines = [
+        "",
+        "### Sessions archive",
+        "",
+        "`python -m bench.archive_gen`: session files copied from the recorded ones in `fixtures/` (0.169 "
+        "and 0.63), each made a session of its own (new ids, times moved to spread over a year), laid out "
+        "as `~/.codex/sessions/YYYY/MM/DD/`; and the same lines as one file. Per run, back to back, all on "
+        "core 0: `replay DIR` into null and into a new store, the same lines as one file into both, "
+        "ccusage (`@ccusage/codex daily --offline --json`) over the same files; in the first run, a "
+        "second replay of DIR into the filled store, and `ingestor usage` if the build has it. Seconds "
+        "of wall time.",
+        "",
+    ]
+    rows = []
+    for m in ms:
+        w = data["workloads"].get(m["workload"], {})
+        if m.get("error"):
+            rows.append([f"`{m['workload']}`", "error: " + m["error"].splitlines()[0][:120]] + [""] * 9)
+            continue
+        rows.append(
+            [
+                f"`{m['workload']}`",
+                f"{w.get('files', 0):,} / {w.get('events', 0):,} / {w.get('bytes', 0) / 2**20:,.0f}",
+                fmt_range(m, "null_dir_s", 2),
+                fmt_range(m, "sqlite_dir_s", 2),
+                fmt_range(m, "null_one_s", 2),
+                fmt_range(m, "sqlite_one_s", 2),
+                fmt_range(m, "ccusage_s", 2),
+                fmt_range(m, "usage_s", 3) if med(m, "usage_s") is not None else "-",
+                f"{fmt_range(m, 'eps')} / {fmt_range(m, 'mibs', 1)}",
+                f"{fmt_range(m, 'null_per_file_ms', 2)} / {fmt_range(m, 'per_file_ms', 2)}",
+                fmt_range(m, "store_mib", 0),
+            ]
+        )
+    lines += _table(
+        [
+            "archive",
+            "files / lines / MiB",
+            "DIR → null",
+            "DIR → SQLite",
+            "one file → null",
+            "one file → SQLite",
+            "ccusage",
+            "`usage`",
+            "DIR → SQLite lines/s / MiB/s",
+            "per-file ms (null / SQLite)",
+            "store MiB",
+        ],
+        rows,
+    )
+    for m in find(data, "archive-convex"):
+        if not m.get("error"):
+            lines += [
+                "",
+                f"Into Convex (`replay DIR --sink convex` → blackhole, `{m['workload']}`): "
+                f"{fmt_range(m, 'wall_s', 2)} s, {fmt_range(m, 'eps')} lines/s, "
+                f"{fmt_range(m, 'us_per_line', 1)} µs per line; {med(m, 'requests') or 0:,.0f} requests, "
+                f"{med(m, 'ops') or 0:,.0f} ops.",
+            ]
+    return lines
 
 
 def _live(data: dict[str, Any]) -> list[str]:

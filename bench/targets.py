@@ -16,6 +16,10 @@ LATENCY_SLACK_MS = 50.0
 RSS_TARGET_BYTES = 150_000_000  # 150 MB; compared in bytes, shown in MiB too
 SOAK_GROWTH_TARGET = 1.25
 FLAT_PER_DECADE = 0.10
+ARCHIVE_VS_NULL_TARGET = 2.0
+ARCHIVE_PER_FILE_MS_TARGET = 1.0
+ARCHIVE_VS_ONE_TARGET = 1.2
+USAGE_VS_CCUSAGE_TARGET = 100
 """Scaling counts as flat when the fitted change of µs/event per decade of N is within 10% of the mean."""
 
 
@@ -161,6 +165,116 @@ def evaluate(data: dict[str, Any]) -> list[dict[str, Any]]:
     rows.extend(_memory(data))
     rows.extend(_soak(data))
     rows.append(_scaling_row(data))
+    rows.extend(_archive(data))
+    return rows
+
+
+def _archive(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Sessions archives (bench/archive.py): the store keeps up with the null sink, a file costs little
+    more than its lines, the import beats ccusage's scan, and a second replay stores nothing."""
+    rows = []
+    for m in find(data, "archive"):
+        w = m["workload"]
+        checks: list[tuple[str, str, str, float | None, str, bool | None]] = []
+        ratio, per_file, vs_one = med(m, "sqlite_vs_null"), med(m, "per_file_ms"), med(m, "archive_vs_one")
+        sqlite_s, null_s = fmt_range(m, "sqlite_dir_s", 2), fmt_range(m, "null_dir_s", 2)
+        one_s = fmt_range(m, "sqlite_one_s", 2)
+        checks.append(
+            (
+                f"archive {w}: replay DIR --sink sqlite vs --sink null",
+                f"≤ {ARCHIVE_VS_NULL_TARGET:g}x the null sink's time",
+                "sqlite_vs_null",
+                ratio,
+                f"{ratio or 0:.2f}x ({sqlite_s} s vs {null_s} s)",
+                None if ratio is None else ratio <= ARCHIVE_VS_NULL_TARGET,
+            )
+        )
+        checks.append(
+            (
+                f"archive {w}: per-file overhead into SQLite (DIR vs the same lines as one file)",
+                f"< {ARCHIVE_PER_FILE_MS_TARGET:g} ms per file",
+                "per_file_ms",
+                per_file,
+                f"{fmt_range(m, 'per_file_ms', 2)} ms",
+                None if per_file is None else per_file < ARCHIVE_PER_FILE_MS_TARGET,
+            )
+        )
+        checks.append(
+            (
+                f"archive {w}: DIR vs one file, into SQLite",
+                f"≤ {ARCHIVE_VS_ONE_TARGET:g}x",
+                "archive_vs_one",
+                vs_one,
+                f"{vs_one or 0:.2f}x ({sqlite_s} s vs {one_s} s)",
+                None if vs_one is None else vs_one <= ARCHIVE_VS_ONE_TARGET,
+            )
+        )
+        vs_cc = med(m, "import_vs_ccusage")
+        checks.append(
+            (
+                f"archive {w}: import into SQLite vs ccusage scanning the files",
+                "faster (< 1x ccusage's time)",
+                "import_vs_ccusage",
+                vs_cc,
+                f"{vs_cc or 0:.2f}x ({sqlite_s} s vs {fmt_range(m, 'ccusage_s', 2)} s)",
+                None if vs_cc is None else vs_cc < 1.0,
+            )
+        )
+        new_rows = med(m, "second_replay_new_rows")
+        checks.append(
+            (
+                f"archive {w}: a second replay into the same store",
+                "adds no row",
+                "second_replay_new_rows",
+                new_rows,
+                f"{new_rows or 0:,.0f} new rows of {med(m, 'rows') or 0:,.0f} "
+                f"({fmt_range(m, 'second_replay_s', 2)} s)",
+                None if new_rows is None else new_rows == 0,
+            )
+        )
+        factor = med(m, "ccusage_vs_usage")
+        checks.append(
+            (
+                f"archive {w}: `ingestor usage` on the store vs ccusage's scan",
+                f"≥ {USAGE_VS_CCUSAGE_TARGET}x faster",
+                "ccusage_vs_usage",
+                factor,
+                f"{factor or 0:,.0f}x ({fmt_range(m, 'usage_s', 3)} s vs {fmt_range(m, 'ccusage_s', 2)} s)",
+                None if factor is None else factor >= USAGE_VS_CCUSAGE_TARGET,
+            )
+        )
+        for label, target, _key, value, text, ok in checks:
+            if m.get("error") or value is None:
+                row = _pending(label, target, [m], "archive")
+                if not m.get("error") and _key == "ccusage_vs_usage":
+                    row["note"] = "this build has no `ingestor usage` (issue 14)"
+                rows.append(row)
+            else:
+                rows.append(_row(label, target, value, text, ok, "archive"))
+    rows.extend(_archive_convex(data))
+    return rows
+
+
+def _archive_convex(data: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    app_server = [m for m in find(data, "replay-convex") if not m.get("error")]
+    for m in find(data, "archive-convex"):
+        label = f"archive {m['workload']}: replay DIR --sink convex → blackhole, µs per line"
+        target = "≤ the app-server workload's (replay --sink convex, codex-100k)"
+        mine = med(m, "us_per_line")
+        if m.get("error") or mine is None:
+            rows.append(_pending(label, target, [m], "archive-convex"))
+            continue
+        text = f"{fmt_range(m, 'us_per_line', 1)} µs ({fmt_range(m, 'eps')} lines/s)"
+        ok: bool | None = None
+        if app_server:
+            other = app_server[-1]
+            theirs = 1e6 / (med(other, "eps") or math.inf)
+            text += f" vs {theirs:.1f} µs on {other['workload']}"
+            ok = mine <= theirs
+        share = med(m, "confirmed_share")
+        note = "" if share is None or share >= 1.0 else f"only {share:.1%} of the ops reached the blackhole"
+        rows.append(_row(label, target, mine, text, False if note else ok, "archive-convex", note))
     return rows
 
 

@@ -1,6 +1,6 @@
 """Real line shapes from the recorded fixtures, used as the base of every generated line.
 
-The generator builds each line from what docs say (see /work/shared/notes/codex-streams.md); when a
+The generator builds each line from what docs say (see docs/notes/codex-streams.md); when a
 recorded app-server line of the same kind exists in fixtures/, the generated fields are laid over a
 copy of it, so the fields the real CLI sends and the generator does not know about are kept too.
 """

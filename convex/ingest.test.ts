@@ -12,16 +12,27 @@ const conversation = {
 const turn = {
   op: "upsertTurn",
   key: "t:1",
-  args: { turnId: "t1", conversationId: "conv", startedAt: 2, status: "running" },
+  args: {
+    turnId: "t1",
+    conversationId: "conv",
+    startedAt: 2,
+    status: "running",
+  },
 };
 const message = {
   op: "appendMessage",
   key: "m:1",
   args: { turnId: "t1", role: "user", content: "hello", createdAt: 3 },
 };
-const turnDone = { op: "upsertTurn", key: "t:2", args: { turnId: "t1", status: "succeeded", endedAt: 9 } };
+const turnDone = {
+  op: "upsertTurn",
+  key: "t:2",
+  args: { turnId: "t1", status: "succeeded", endedAt: 9 },
+};
 
-async function batchError(promise: Promise<unknown>): Promise<Record<string, unknown>> {
+async function batchError(
+  promise: Promise<unknown>,
+): Promise<Record<string, unknown>> {
   const error = await promise.then(
     () => {
       throw new Error("batch was accepted");
@@ -54,8 +65,16 @@ describe("ingest:applyBatch", () => {
       { status: "updated" },
     ]);
     const tables = await dump(t);
-    expect(tables.turns[0]).toMatchObject({ status: "succeeded", endedAt: 9, startedAt: 2 });
-    expect(tables.messages[0]).toMatchObject({ key: "m:1", content: "hello" });
+    expect(tables.turns[0]).toMatchObject({
+      status: "succeeded",
+      endedAt: 9,
+      startedAt: 2,
+    });
+    // The daemon's message keys are their identity within the turn, scoped by the turn they landed in.
+    expect(tables.messages[0]).toMatchObject({
+      key: "m:1@t1",
+      content: "hello",
+    });
   });
 
   test("replaying a batch changes nothing and reports duplicates", async () => {
@@ -65,7 +84,12 @@ describe("ingest:applyBatch", () => {
     const before = await dump(t);
     const results = await t.mutation(internal.ingest.applyBatch, { ops });
     // The second `turn` op meets a succeeded turn: its `running` cannot undo it.
-    expect(results.map((r) => r.status)).toEqual(["duplicate", "duplicate", "duplicate", "duplicate"]);
+    expect(results.map((r) => r.status)).toEqual([
+      "duplicate",
+      "duplicate",
+      "duplicate",
+      "duplicate",
+    ]);
     expect(await dump(t)).toEqual(before);
   });
 
@@ -74,7 +98,11 @@ describe("ingest:applyBatch", () => {
     const results = await t.mutation(internal.ingest.applyBatch, {
       ops: [
         { op: "dropTables", key: "x", args: {} },
-        { op: "appendMessage", key: "m:bad", args: { turnId: "t1", role: "user", createdAt: 3 } },
+        {
+          op: "appendMessage",
+          key: "m:bad",
+          args: { turnId: "t1", role: "user", createdAt: 3 },
+        },
         {
           op: "appendMessage",
           key: "m:bad2",
@@ -87,7 +115,10 @@ describe("ingest:applyBatch", () => {
     expect(results).toEqual([
       { status: "rejected", reason: 'unknown op "dropTables"' },
       { status: "rejected", reason: "args.content is required" },
-      { status: "rejected", reason: "args.content must be a string, got number" },
+      {
+        status: "rejected",
+        reason: "args.content must be a string, got number",
+      },
       { status: "rejected", reason: "args must be an object" },
       { status: "inserted" },
     ]);
@@ -99,13 +130,18 @@ describe("ingest:applyBatch", () => {
     await t.mutation(internal.ingest.applyBatch, {
       ops: [{ ...message, args: { ...message.args, key: "other" } }],
     });
-    expect((await dump(t)).messages[0].key).toBe("m:1");
+    expect((await dump(t)).messages[0].key).toBe("m:1@t1");
   });
 
   test(`a batch over ${MAX_BATCH_OPS} ops is refused whole`, async () => {
     const t = setup();
-    const ops = Array.from({ length: MAX_BATCH_OPS + 1 }, (_, i) => ({ ...message, key: `m:${i}` }));
-    const data = await batchError(t.mutation(internal.ingest.applyBatch, { ops }));
+    const ops = Array.from({ length: MAX_BATCH_OPS + 1 }, (_, i) => ({
+      ...message,
+      key: `m:${i}`,
+    }));
+    const data = await batchError(
+      t.mutation(internal.ingest.applyBatch, { ops }),
+    );
     expect(data).toMatchObject({
       code: "BatchTooLarge",
       limit: "MAX_BATCH_OPS",
@@ -120,10 +156,20 @@ describe("ingest:applyBatch", () => {
     const content = "x".repeat(3 * MiB);
     const ops = [
       conversation,
-      ...[1, 2, 3].map((i) => ({ ...message, key: `m:${i}`, args: { ...message.args, content } })),
+      ...[1, 2, 3].map((i) => ({
+        ...message,
+        key: `m:${i}`,
+        args: { ...message.args, content },
+      })),
     ];
-    const data = await batchError(t.mutation(internal.ingest.applyBatch, { ops }));
-    expect(data).toMatchObject({ code: "BatchTooLarge", limit: "MAX_BATCH_BYTES", max: MAX_BATCH_BYTES });
+    const data = await batchError(
+      t.mutation(internal.ingest.applyBatch, { ops }),
+    );
+    expect(data).toMatchObject({
+      code: "BatchTooLarge",
+      limit: "MAX_BATCH_BYTES",
+      max: MAX_BATCH_BYTES,
+    });
     expect(data.actual).toBeGreaterThan(MAX_BATCH_BYTES);
     const tables = await dump(t);
     expect(tables.conversations).toEqual([]);
@@ -135,7 +181,13 @@ describe("ingest:applyBatch", () => {
     const ops = Array.from({ length: MAX_BATCH_OPS }, (_, seq) => ({
       op: "appendCommandChunk",
       key: `ch:${seq}`,
-      args: { callId: "c", stream: "stdout", seq, chunkBase64: "aGkK", createdAt: seq },
+      args: {
+        callId: "c",
+        stream: "stdout",
+        seq,
+        chunkBase64: "aGkK",
+        createdAt: seq,
+      },
     }));
     const results = await t.mutation(internal.ingest.applyBatch, { ops });
     expect(results.every((r) => r.status === "inserted")).toBe(true);
@@ -151,12 +203,25 @@ describe("ingest:applyBatch", () => {
       {
         op: "upsertCommand",
         key: "cmd",
-        args: { callId: "c", turnId: "t1", startedAt: 1, aggregatedOutput: output },
+        args: {
+          callId: "c",
+          turnId: "t1",
+          startedAt: 1,
+          aggregatedOutput: output,
+        },
       },
-      { op: "upsertCommand", key: "cmd2", args: { callId: "c", stdout: output, status: "completed" } },
+      {
+        op: "upsertCommand",
+        key: "cmd2",
+        args: { callId: "c", stdout: output, status: "completed" },
+      },
     ];
     const results = await t.mutation(internal.ingest.applyBatch, { ops });
-    expect(results).toEqual([{ status: "inserted" }, { status: "inserted" }, { status: "updated" }]);
+    expect(results).toEqual([
+      { status: "inserted" },
+      { status: "inserted" },
+      { status: "updated" },
+    ]);
     expect(await largestDocumentBytes(t)).toBeLessThan(MiB);
     expect((await dump(t)).blobs).toHaveLength(6 + 4 + 4);
   }, 60_000);
@@ -166,18 +231,33 @@ describe("one call's chunks, one thread's conversation, across batches (docs/ope
   const chunk = (key: string, text: string, encoding = "raw") => ({
     op: "appendCommandChunk",
     key,
-    args: { callId: "call", stream: "stdout", chunkBase64: btoa(text), encoding, createdAt: 1 },
+    args: {
+      callId: "call",
+      stream: "stdout",
+      chunkBase64: btoa(text),
+      encoding,
+      createdAt: 1,
+    },
   });
 
   test("chunks without a seq are numbered after the stored ones, in arrival order", async () => {
     const t = setup();
-    await t.mutation(internal.ingest.applyBatch, { ops: [chunk("k:a", "a"), chunk("k:b", "b")] });
+    await t.mutation(internal.ingest.applyBatch, {
+      ops: [chunk("k:a", "a"), chunk("k:b", "b")],
+    });
     // A second process continues the call: its chunks go on from seq 2; a replay adds nothing.
     const results = await t.mutation(internal.ingest.applyBatch, {
       ops: [chunk("k:b", "b"), chunk("k:c", "c"), chunk("k:d", "d")],
     });
-    expect(results.map((r) => r.status)).toEqual(["duplicate", "inserted", "inserted"]);
-    const rows = (await dump(t)).command_chunks as Array<{ seq: number; chunkBase64: string }>;
+    expect(results.map((r) => r.status)).toEqual([
+      "duplicate",
+      "inserted",
+      "inserted",
+    ]);
+    const rows = (await dump(t)).command_chunks as Array<{
+      seq: number;
+      chunkBase64: string;
+    }>;
     expect(rows.map((r) => [r.seq, atob(r.chunkBase64)])).toEqual([
       [0, "a"],
       [1, "b"],
@@ -189,9 +269,17 @@ describe("one call's chunks, one thread's conversation, across batches (docs/ope
   test("a call keeps the chunks of its first chunk's encoding", async () => {
     const t = setup();
     const results = await t.mutation(internal.ingest.applyBatch, {
-      ops: [chunk("k:raw", "x"), chunk("k:text", "x", "utf-8-merged"), chunk("k:raw2", "y")],
+      ops: [
+        chunk("k:raw", "x"),
+        chunk("k:text", "x", "utf-8-merged"),
+        chunk("k:raw2", "y"),
+      ],
     });
-    expect(results.map((r) => r.status)).toEqual(["inserted", "duplicate", "inserted"]);
+    expect(results.map((r) => r.status)).toEqual([
+      "inserted",
+      "duplicate",
+      "inserted",
+    ]);
     const rows = (await dump(t)).command_chunks as Array<{ seq: number }>;
     expect(rows.map((r) => r.seq)).toEqual([0, 1]);
   });
@@ -205,7 +293,12 @@ describe("one call's chunks, one thread's conversation, across batches (docs/ope
         thread: "th",
         args: { conversationId, threadId: "th", startedAt: 5, lastSeenAt: 5 },
       },
-      { op: "upsertTurn", key: `t:${key}`, thread: "th", args: { turnId: "tu", conversationId, startedAt: 5 } },
+      {
+        op: "upsertTurn",
+        key: `t:${key}`,
+        thread: "th",
+        args: { turnId: "tu", conversationId, startedAt: 5 },
+      },
       {
         op: "appendEvent",
         key: `e:${key}`,
@@ -213,11 +306,17 @@ describe("one call's chunks, one thread's conversation, across batches (docs/ope
         args: { conversationId, method: "m", payload: key, receivedAt: 5 },
       },
     ];
-    await t.mutation(internal.ingest.applyBatch, { ops: filed("chat-42", "live") });
-    await t.mutation(internal.ingest.applyBatch, { ops: filed("th", "session-file") });
+    await t.mutation(internal.ingest.applyBatch, {
+      ops: filed("chat-42", "live"),
+    });
+    await t.mutation(internal.ingest.applyBatch, {
+      ops: filed("th", "session-file"),
+    });
     const tables = await dump(t);
     const conversations = (table: string) =>
-      (tables[table] as Array<{ conversationId: string }>).map((row) => row.conversationId);
+      (tables[table] as Array<{ conversationId: string }>).map(
+        (row) => row.conversationId,
+      );
     expect(conversations("conversations")).toEqual(["chat-42"]);
     expect(conversations("turns")).toEqual(["chat-42"]);
     expect(conversations("events_raw")).toEqual(["chat-42", "chat-42"]);
@@ -239,6 +338,212 @@ describe("one call's chunks, one thread's conversation, across batches (docs/ope
         limit("l:3", "session-file", 41.5),
       ],
     });
-    expect(results.map((r) => r.status)).toEqual(["inserted", "duplicate", "inserted"]);
+    expect(results.map((r) => r.status)).toEqual([
+      "inserted",
+      "duplicate",
+      "inserted",
+    ]);
+  });
+});
+
+describe("an exec run and its session file meet in the store (docs/operations.md)", () => {
+  // exec names no turns: the daemon names each run (`th/run:<hash>`) and marks its ops `run`; the
+  // session file tells the same turn with Codex's id and the call with the model's call id.
+  const execRun = (run: string, text: string) => [
+    {
+      op: "upsertTurn",
+      key: `t:${run}`,
+      thread: "th",
+      run: true,
+      args: {
+        turnId: `th/${run}`,
+        conversationId: "th",
+        startedAt: 1,
+        status: "running",
+      },
+    },
+    {
+      op: "upsertCommand",
+      key: `x:${run}`,
+      thread: "th",
+      run: true,
+      call: `cc:${text}`,
+      args: {
+        callId: `th/${run}/item_1`,
+        turnId: `th/${run}`,
+        command: ["echo", text],
+        status: "completed",
+        startedAt: 2,
+      },
+    },
+    {
+      op: "appendMessage",
+      key: `m:${text}`,
+      thread: "th",
+      args: {
+        turnId: `th/${run}`,
+        role: "assistant",
+        content: text,
+        createdAt: 3,
+      },
+    },
+    {
+      op: "appendReasoningSection",
+      key: `r:${text}`,
+      thread: "th",
+      run: true,
+      args: {
+        turnId: `th/${run}`,
+        itemId: `th/${run}/item_0`,
+        summaryText: [text],
+        position: 0,
+        createdAt: 2,
+      },
+    },
+    {
+      op: "upsertTurn",
+      key: `t:${run}:end`,
+      thread: "th",
+      run: true,
+      args: { turnId: `th/${run}`, status: "succeeded", endedAt: 4 },
+    },
+  ];
+  const sessionTurn = (turn: string, call: string, text: string) => [
+    {
+      op: "upsertTurn",
+      key: `t:${turn}`,
+      thread: "th",
+      args: {
+        turnId: turn,
+        conversationId: "th",
+        startedAt: 1,
+        status: "running",
+      },
+    },
+    {
+      op: "appendMessage",
+      key: `m:u:${text}`,
+      thread: "th",
+      args: { turnId: turn, role: "user", content: `do ${text}`, createdAt: 1 },
+    },
+    {
+      op: "upsertCommand",
+      key: `x:${call}`,
+      thread: "th",
+      call: `cc:${text}`,
+      args: {
+        callId: call,
+        turnId: turn,
+        command: ["echo", text],
+        status: "completed",
+        startedAt: 2,
+      },
+    },
+    {
+      op: "appendMessage",
+      key: `m:${text}`,
+      thread: "th",
+      args: { turnId: turn, role: "assistant", content: text, createdAt: 3 },
+    },
+    {
+      op: "appendReasoningSection",
+      key: `r:${text}`,
+      thread: "th",
+      args: {
+        turnId: turn,
+        itemId: `rs_${text}`,
+        summaryText: [text],
+        position: 0,
+        createdAt: 2,
+      },
+    },
+    {
+      op: "upsertTurn",
+      key: `t:${turn}:end`,
+      thread: "th",
+      args: { turnId: turn, status: "succeeded", endedAt: 4 },
+    },
+  ];
+  const session = [
+    ...sessionTurn("T1", "call_1", "one"),
+    ...sessionTurn("T2", "call_2", "two"),
+  ];
+  const exec = [...execRun("run:a", "one"), ...execRun("run:b", "two")];
+
+  type Rows = Record<string, Array<Record<string, unknown>>>;
+  const shape = (tables: Rows) => ({
+    turns: tables.turns.map((r) => [r.turnId, r.turnNumber]),
+    commands: tables.commands.map((r) => [r.callId, r.turnId]),
+    messages: tables.messages.map((r) => [r.role, r.content, r.turnId]),
+    reasoning: tables.reasoning_sections.map((r) => [r.itemId, r.turnId]),
+  });
+
+  test("exec first: the session file's turns and calls join the runs' rows", async () => {
+    const t = setup();
+    for (const ops of [exec, session, exec, session])
+      await t.mutation(internal.ingest.applyBatch, { ops });
+    expect(shape((await dump(t)) as Rows)).toEqual({
+      turns: [
+        ["th/turn-1", 1],
+        ["th/turn-2", 2],
+      ],
+      commands: [
+        ["th/turn-1/item_1", "th/turn-1"],
+        ["th/turn-2/item_1", "th/turn-2"],
+      ],
+      messages: [
+        ["assistant", "one", "th/turn-1"],
+        ["assistant", "two", "th/turn-2"],
+        ["user", "do one", "th/turn-1"],
+        ["user", "do two", "th/turn-2"],
+      ],
+      reasoning: [
+        ["th/turn-1/item_0", "th/turn-1"],
+        ["th/turn-2/item_0", "th/turn-2"],
+      ],
+    });
+  });
+
+  test("session file first: the runs land in Codex's turns and calls", async () => {
+    const t = setup();
+    for (const ops of [session, exec, session, exec])
+      await t.mutation(internal.ingest.applyBatch, { ops });
+    expect(shape((await dump(t)) as Rows)).toEqual({
+      turns: [
+        ["T1", 1],
+        ["T2", 2],
+      ],
+      commands: [
+        ["call_1", "T1"],
+        ["call_2", "T2"],
+      ],
+      messages: [
+        ["user", "do one", "T1"],
+        ["assistant", "one", "T1"],
+        ["user", "do two", "T2"],
+        ["assistant", "two", "T2"],
+      ],
+      reasoning: [
+        ["rs_one", "T1"],
+        ["rs_two", "T2"],
+      ],
+    });
+  });
+
+  test("a resumed run in its own batch continues the thread; a replayed run keeps its turn", async () => {
+    const t = setup();
+    for (const ops of [
+      execRun("run:a", "one"),
+      execRun("run:b", "two"),
+      execRun("run:a", "one"),
+    ]) {
+      await t.mutation(internal.ingest.applyBatch, { ops });
+    }
+    const tables = (await dump(t)) as Rows;
+    expect(shape(tables).messages).toEqual([
+      ["assistant", "one", "th/turn-1"],
+      ["assistant", "two", "th/turn-2"],
+    ]);
+    expect(tables.threads).toMatchObject([{ threadId: "th", execTurns: 2 }]);
   });
 });

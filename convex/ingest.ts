@@ -8,7 +8,12 @@ import { internal } from "./_generated/api.js";
 import { internalMutation } from "./_generated/server.js";
 import { MAX_BATCH_BYTES, MAX_BATCH_OPS } from "./lib/limits.js";
 import { applyOp, BatchState } from "./lib/ops.js";
-import { dropStageArgs, dropStagePage, stagePart, stagePartArgs } from "./lib/stages.js";
+import {
+  dropStageArgs,
+  dropStagePage,
+  stagePart,
+  stagePartArgs,
+} from "./lib/stages.js";
 import { opResult } from "./lib/validators.js";
 
 const op = v.object({
@@ -22,6 +27,10 @@ const op = v.object({
   model: v.optional(v.string()),
   // appendEvent: the stream knew no turn of the thread yet (lib/threads.ts: runningTurn).
   unknown_turn: v.optional(v.boolean()),
+  // The op's turnId names an exec run, not a Codex turn (lib/threads.ts: place).
+  run: v.optional(v.boolean()),
+  // upsertCommand: the call's identity in its turn (lib/threads.ts: place).
+  call: v.optional(v.string()),
 });
 
 /** Throws when a batch could exceed Convex's per-transaction limits (lib/limits.ts says why). */
@@ -53,10 +62,10 @@ export const applyBatch = internalMutation({
   handler: async (ctx, { ops }) => {
     checkBatchLimits(ops);
     const results = [];
-    const batch = new BatchState();
+    const batch = new BatchState(true);
     // In order: a later op may update the row an earlier one inserted.
-    for (const { op: name, key, args, thread, channel, model, unknown_turn } of ops) {
-      results.push(await applyOp(ctx, name, key, args, batch, { thread, channel, model, unknown_turn }));
+    for (const { op: name, key, args, ...hints } of ops) {
+      results.push(await applyOp(ctx, name, key, args, batch, hints));
     }
     return results;
   },
@@ -64,7 +73,9 @@ export const applyBatch = internalMutation({
 
 export const stageBlobPart = internalMutation({
   args: stagePartArgs,
-  returns: v.object({ status: v.union(v.literal("inserted"), v.literal("duplicate")) }),
+  returns: v.object({
+    status: v.union(v.literal("inserted"), v.literal("duplicate")),
+  }),
   handler: async (ctx, args) => ({ status: await stagePart(ctx, args) }),
 });
 
@@ -73,7 +84,8 @@ export const dropStage = internalMutation({
   returns: v.null(),
   handler: async (ctx, args) => {
     // A staged value may be larger than one transaction can read: one page per run.
-    if (await dropStagePage(ctx, args)) await ctx.scheduler.runAfter(0, internal.ingest.dropStage, args);
+    if (await dropStagePage(ctx, args))
+      await ctx.scheduler.runAfter(0, internal.ingest.dropStage, args);
     return null;
   },
 });

@@ -1,4 +1,5 @@
-// The ten tables of docs/spec (persistence + work orders) plus `threads`, `blobs` and `stages`.
+// The ten tables of docs/spec (persistence + work orders) plus `threads`, `thread_turns`,
+// `thread_calls`, `blobs` and `stages`.
 //
 // Foreign-key columns (conversationId, turnId, callId, sessionId) hold the external ids as Codex or
 // the UI gives them: writers never look a parent up first, so rows may arrive in any order.
@@ -20,7 +21,12 @@ export const usageTotals = v.object({
 
 const spilled = v.optional(
   v.array(
-    v.object({ field: v.string(), json: v.boolean(), parts: v.number(), stage: v.optional(v.string()) }),
+    v.object({
+      field: v.string(),
+      json: v.boolean(),
+      parts: v.number(),
+      stage: v.optional(v.string()),
+    }),
   ),
 );
 
@@ -34,7 +40,31 @@ export default defineSchema({
     rateLimitSource: v.optional(v.string()),
     model: v.optional(v.string()),
     lastTurnId: v.optional(v.string()),
+    // How many turns the thread has of each kind: Codex's own turn ids, and `exec --json` runs.
+    codexTurns: v.optional(v.number()),
+    execTurns: v.optional(v.number()),
   }).index("by_threadId", ["threadId"]),
+  // Every id a thread's turn is known by (Codex's turn id, an exec run's name) with the turn's
+  // ordinal in the thread and the turn it is stored as: how an exec run and the session file of the
+  // same thread meet (docs/operations.md, "Across processes and channels").
+  thread_turns: defineTable({
+    alias: v.string(),
+    threadId: v.string(),
+    turnNumber: v.number(),
+    turnId: v.string(),
+  })
+    .index("by_alias", ["alias"])
+    .index("by_threadId_turnNumber", ["threadId", "turnNumber"]),
+  // Every call id a turn's call is known by, with the call's identity in its turn (the op's `call`)
+  // and the call id it is stored as.
+  thread_calls: defineTable({
+    alias: v.string(),
+    turnId: v.string(),
+    identity: v.string(),
+    callId: v.string(),
+  })
+    .index("by_alias", ["alias"])
+    .index("by_turnId_identity", ["turnId", "identity"]),
 
   conversations: defineTable({
     conversationId: v.string(),

@@ -4,8 +4,10 @@ A batch is written as soon as the readers have nothing more to hand over ("flush
 channel is empty even after every ready task had its turn), so a lone line on a live pipe reaches
 the sink at once, while a burst is still written in few, large batches. `max_ops` and `max_age` are
 caps on top of that: a batch is also written when it reaches `max_ops` operations, when its oldest
-operation is `max_age` seconds old (input that never pauses), or when a stream ends; whichever comes
-first. Sinks that need larger batches for the network (Convex) batch again on their own.
+operation is `max_age` seconds old (input that never pauses); whichever comes first. The end of a
+stream is not a cut: a replay of thousands of small session files would otherwise commit once per
+file, and the end of a stream's input is covered by the idle flush (or the age) like any pause. Sinks
+that need larger batches for the network (Convex) batch again on their own.
 
 Writes are awaited one at a time, so a slow sink stops the batcher from receiving, which fills the
 bounded channel, which blocks the stream readers: backpressure all the way to the producers, nothing
@@ -29,8 +31,8 @@ from ingestor.sinks.base import Sink
 DEFAULT_MAX_OPS: Final = 1000
 DEFAULT_MAX_AGE: Final = 0.050
 
-BatchItem = list[Op] | None
-"""What streams send to the batcher: the operations of one read, or None when a stream ended."""
+BatchItem = list[Op]
+"""What streams send to the batcher: the operations of one read."""
 
 _FLUSH: Final = object()
 """Write what is pending now: its age is up, or the readers are idle."""
@@ -69,7 +71,7 @@ class Batcher:
                     item = await self._next(receive, pending, deadline)
                 except anyio.EndOfStream:
                     break
-                if item is _FLUSH or item is None:
+                if item is _FLUSH:
                     await self._write(pending)
                     pending = []
                     continue
@@ -79,18 +81,12 @@ class Batcher:
                 pending.extend(item)
                 if len(pending) >= max_ops:
                     # A burst: what is already buffered joins this write (one sink call for all).
-                    cut = -1
                     while True:
                         try:
-                            more = receive.receive_nowait()
+                            pending.extend(receive.receive_nowait())
                         except (anyio.WouldBlock, anyio.EndOfStream):
                             break
-                        if more is None:
-                            cut = len(pending)  # a stream ended: everything goes
-                            break
-                        pending.extend(more)
-                    if cut < 0:
-                        cut = len(pending) - len(pending) % max_ops
+                    cut = len(pending) - len(pending) % max_ops
                     await self._write(pending[:cut])
                     pending = pending[cut:]
                     deadline = anyio.current_time() + self._max_age
@@ -122,18 +118,16 @@ class Batcher:
         return _FLUSH
 
     async def _write(self, ops: Sequence[Op]) -> None:
-        """Write `ops` in batches of at most `max_ops`; a sink that can commit several batches at once
-        (`write_batches`, e.g. one SQLite transaction) gets them all in one call."""
+        """Write `ops` in batches of at most `max_ops`, several in one `write_batches` call (which a
+        sink that can commits at once: one SQLite transaction)."""
         if not ops:
             return
         batches = [ops[start : start + self._max_ops] for start in range(0, len(ops), self._max_ops)]
-        write_batches = getattr(self._sink, "write_batches", None)
         began = time.perf_counter()
-        if write_batches is not None and len(batches) > 1:
-            await write_batches(batches)
+        if len(batches) > 1:
+            await self._sink.write_batches(batches)
         else:
-            for batch in batches:
-                await self._sink.write(batch)
+            await self._sink.write(batches[0])
         self.write_seconds += time.perf_counter() - began
         self.batches += len(batches)
         self.ops_written += len(ops)

@@ -58,6 +58,13 @@ class Op(TypedDict):
     model: NotRequired[str]
     """Conversations: the thread's model as its stream told it, for the thread's turns whose stream
     did not (one that began in the middle of the thread)."""
+    run: NotRequired[bool]
+    """The op's `turnId` names an `exec --json` run, not a Codex turn: the store files the run as the
+    thread's next turn by its ordinal among the thread's runs (or the turn another channel stored in
+    that place), and ids under `<turnId>/` (calls, reasoning items) are stored under that turn."""
+    call: NotRequired[str]
+    """Commands: the call's identity in its turn (argv and its occurrence), by which the store
+    matches the same call told by two channels under different call ids (exec and its session file)."""
 
 
 class EventArgs(dict[str, Any]):

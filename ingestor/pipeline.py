@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Final, Protocol
 
@@ -23,7 +23,7 @@ from ingestor.batch import DEFAULT_MAX_AGE, DEFAULT_MAX_OPS, Batcher, BatchItem
 from ingestor.framing import DEFAULT_MAX_LINE_BYTES, LineSplitter
 from ingestor.lines import Line
 from ingestor.logging import get_logger
-from ingestor.metrics import METRICS
+from ingestor.metrics import METRICS, Metrics
 from ingestor.ops import Op
 from ingestor.sinks.base import Sink, Spooling
 from ingestor.sources import Source
@@ -36,6 +36,8 @@ class StreamNormalizer(Protocol):
 
     derive_errors: int
     """Lines stored raw only because their facts could not be read (a Codex format change?)."""
+    bad_lines: dict[str, int]
+    """Lines stored raw only (not JSON, too long, or JSON no Codex stream kind explains), by method."""
 
     def feed_into(self, line: Line, out: list[Op]) -> None: ...
 
@@ -110,9 +112,15 @@ def _throughput_gc() -> Iterator[None]:
 
 class Pipeline:
     def __init__(
-        self, sink: Sink, normalizer_factory: NormalizerFactory, config: PipelineConfig | None = None
+        self,
+        sink: Sink,
+        normalizer_factory: NormalizerFactory,
+        config: PipelineConfig | None = None,
+        *,
+        metrics: Metrics = METRICS,
     ) -> None:
         self._config = config or PipelineConfig()
+        self._metrics = metrics
         self._sink = sink
         self._normalizer_factory = normalizer_factory
         self._send, self._receive = anyio.create_memory_object_stream[BatchItem](self._config.queue_chunks)
@@ -186,7 +194,7 @@ class Pipeline:
         splitter = LineSplitter(name, self._config.max_line_bytes)
         normalizer = self._normalizer_factory(name)
         failures = _Failures(name)
-        problems = _LineProblems(name)
+        problems = _LineProblems(name, self._metrics)
         send = self._send.send
         ended = False
         try:
@@ -199,7 +207,7 @@ class Pipeline:
                         ops = self._normalize(normalizer, lines, failures, problems)
                         stats.bytes_read += len(chunk)
                         stats.lines += len(lines)
-                        METRICS.events_read.inc(len(lines))
+                        self._metrics.events_read.inc(len(lines))
                         stats.ops += len(ops)
                         if ops:
                             with anyio.CancelScope(shield=True):
@@ -237,19 +245,18 @@ class Pipeline:
                         problems.derive_failed(
                             normalizer.derive_errors, lines[-1] if lines else None, finished, 0
                         )
-                    problems.count_bad_lines(finished)
+                    problems.count_bad_lines(normalizer.bad_lines)
                     ops.extend(finished)
                 failures.summarize()
                 self._count_not_codex(name, problems, splitter.ordinal)
                 stats.lines += len(lines)
-                METRICS.events_read.inc(len(lines))
+                self._metrics.events_read.inc(len(lines))
                 stats.ops += len(ops)
                 stats.streams_closed += 1
                 # If the batcher died (sink failure), its error is the one reported; not this.
-                with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    if ops:
+                if ops:
+                    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                         await send(ops)
-                    await send(None)
 
     def _count_not_codex(self, source: str, problems: _LineProblems, lines: int) -> None:
         if not (problems.not_json or problems.unknown):
@@ -275,7 +282,7 @@ class Pipeline:
                 failures.record(ordinal=line.ordinal)
             if normalizer.derive_errors != problems.derive_errors:
                 problems.derive_failed(normalizer.derive_errors, line, ops, start)
-        problems.count_bad_lines(ops)
+        problems.count_bad_lines(normalizer.bad_lines)
         return ops
 
 
@@ -319,11 +326,13 @@ class _LineProblems:
     Counted in metrics; the first of each kind is logged with its method, so a Codex format change
     is noticed the day it ships, without a log line per line."""
 
-    __slots__ = ("bad_logged", "derive_errors", "not_json", "source", "unknown")
+    __slots__ = ("bad_counted", "bad_logged", "derive_errors", "metrics", "not_json", "source", "unknown")
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, metrics: Metrics) -> None:
         self.source = source
+        self.metrics = metrics
         self.derive_errors = 0
+        self.bad_counted: dict[str, int] = {}
         self.bad_logged = False
         self.not_json = 0
         self.unknown = 0
@@ -331,7 +340,7 @@ class _LineProblems:
     def derive_failed(self, total: int, line: Line | None, ops: list[Op], start: int) -> None:
         """The normalizer's count of derive errors moved to `total` while it read `line`, whose ops
         are `ops[start:]` (its raw event last among them: the facts of a failed line are dropped)."""
-        METRICS.derive_errors.inc(total - self.derive_errors)
+        self.metrics.derive_errors.inc(total - self.derive_errors)
         if self.derive_errors == 0:
             events = [op for op in ops[start:] if op["op"] == "appendEvent"]
             log.warning(
@@ -343,23 +352,30 @@ class _LineProblems:
             )
         self.derive_errors = total
 
-    def count_bad_lines(self, ops: list[Op]) -> None:
-        for op in ops:
-            if op["op"] == "appendEvent":
-                method = op["args"].get("method")
-                if method == UNKNOWN:
-                    self.unknown += 1
-                    continue
-                reason = BAD_LINE_METHODS.get(method) if type(method) is str else None
-                if reason is not None:
-                    if method == INVALID_JSON:
-                        self.not_json += 1
-                    METRICS.bad_lines.labels(reason=reason).inc()
-                    if not self.bad_logged:
-                        self.bad_logged = True
-                        log.warning(
-                            "input line stored raw: not JSON or too long; further ones in this stream "
-                            "are only counted",
-                            source=self.source,
-                            method=method,
-                        )
+    def count_bad_lines(self, counts: Mapping[str, int]) -> None:
+        """The normalizer's count of raw-only lines by method is now `counts` (compared once per read,
+        not looked for among every operation)."""
+        if counts == self.bad_counted:
+            return
+        for method, total in counts.items():
+            new = total - self.bad_counted.get(method, 0)
+            if not new:
+                continue
+            if method == UNKNOWN:
+                self.unknown += new
+                continue
+            if method == INVALID_JSON:
+                self.not_json += new
+            reason = BAD_LINE_METHODS.get(method)
+            if reason is None:
+                continue
+            self.metrics.bad_lines.labels(reason=reason).inc(new)
+            if not self.bad_logged:
+                self.bad_logged = True
+                log.warning(
+                    "input line stored raw: not JSON or too long; further ones in this stream "
+                    "are only counted",
+                    source=self.source,
+                    method=method,
+                )
+        self.bad_counted = dict(counts)

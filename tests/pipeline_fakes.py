@@ -16,6 +16,7 @@ class EchoNormalizer:
     def __init__(self, source: str) -> None:
         self.source = source
         self.derive_errors = 0
+        self.bad_lines: dict[str, int] = {}
 
     def feed_into(self, line: Line, out: list[Op]) -> None:
         out.append(
@@ -58,6 +59,10 @@ class MemorySink:
         self.batches.append(list(ops))
         self.arrived.set()
         self.arrived = anyio.Event()
+
+    async def write_batches(self, batches: Sequence[Sequence[Op]]) -> None:
+        for ops in batches:
+            await self.write(ops)
 
     async def aclose(self) -> None:
         self.closed = True

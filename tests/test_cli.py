@@ -18,8 +18,11 @@ import zstandard
 from daemon_helpers import connect_when_listening
 from sqlite_ops import conversation_ops
 
-from ingestor.cli.commands import main
+from ingestor.cli.commands import build_parser, main
+from ingestor.cli.options import convex_options
 from ingestor.errors import MissingPathError, SinkError
+from ingestor.sinks.convex.config import ConvexSinkConfig, sink_config
+from ingestor.sinks.convex.deployment import ConvexOptions
 from ingestor.sinks.factory import SinkSpec, parse_sink, resolve_sink
 from ingestor.sinks.sqlite.sink import apply_ops, connect
 from ingestor.sources.files import expand_paths
@@ -399,3 +402,46 @@ def test_replay_stopped_by_a_signal_stores_what_was_read_and_says_so(tmp_path: P
             daemon.kill()
             daemon.wait()
     assert events(db) == ["thread.started", "turn.started", "item.completed"]
+
+
+def test_convex_options_carry_every_delivery_flag_into_the_sink_config() -> None:
+    args = build_parser().parse_args(
+        ["replay", "x.jsonl", "--convex-url", "http://127.0.0.1:9", "--convex-key-file", "key",
+         "--state-dir", "state", "--batch-max-ops", "7", "--batch-max-bytes", "1MiB",
+         "--batch-max-age-ms", "250", "--spool-max-bytes", "2MiB", "--flush-timeout", "3",
+         "--unready-after", "4"]
+    )  # fmt: skip
+    options = convex_options(args, delivery=True)
+    assert options == ConvexOptions(
+        url="http://127.0.0.1:9",
+        key_file=Path("key"),
+        state_dir=Path("state"),
+        batch_max_ops=7,
+        batch_max_bytes=1024**2,
+        batch_max_age=0.25,
+        spool_max_bytes=2 * 1024**2,
+        flush_timeout=3.0,
+        unready_after=4.0,
+    )
+    assert sink_config({}, options) == ConvexSinkConfig(
+        state_dir=Path("state"),
+        batch_max_ops=7,
+        batch_max_bytes=1024**2,
+        batch_max_age=0.25,
+        spool_max_bytes=2 * 1024**2,
+        flush_timeout=3.0,
+        unready_after=4.0,
+    )
+
+
+def test_convex_options_not_given_take_the_sink_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    show_args = build_parser().parse_args(["show", "turn", "t1", "--convex-url", "http://127.0.0.1:9"])
+    assert convex_options(show_args, delivery=False) == ConvexOptions(url="http://127.0.0.1:9")
+    state = Path("/var/state")
+    monkeypatch.setenv("XDG_STATE_HOME", str(state))  # platformdirs reads the process's environment
+    assert sink_config(os.environ, ConvexOptions()) == ConvexSinkConfig(state_dir=state / "codex-ingestor")
+
+
+def test_convex_options_out_of_range_are_a_usage_error() -> None:
+    with pytest.raises(SinkError, match="convex sink: batch max ops must be between 1 and 2000"):
+        sink_config({}, ConvexOptions(batch_max_ops=2001))

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 import pytest
-from golden.store import FIXTURES, T0, TABLES, fixture_lines, summarize, table_rows
+from golden.store import FIXTURES, T0, TABLES, exec_run_streams, fixture_lines, summarize, table_rows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -223,17 +223,103 @@ def test_a_thread_stays_in_the_conversation_it_was_first_filed_under(scenario: s
     assert _counts(conn) == _counts(alone)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="exec --json names no turns and restarts its item ids in every run: its derived turn and "
-    "call ids never meet the session file's (docs/operations.md, 'Not yet: exec --json')",
-)
-def test_a_thread_through_exec_and_its_session_file_is_stored_once() -> None:
-    channels = _channels("exec", "multi_turn")
+EXEC = ["multi_turn", "command_outputs", "failed_turn", "streamed_output", "large_output", "resumed_run"]
+
+
+def _same_thread_rows(conn: sqlite3.Connection) -> None:
+    """Every turn of the thread is in its one conversation, every fact in one of its turns."""
+    filed = dict(conn.execute("SELECT threadId, conversationId FROM threads").fetchall())
+    turns = {turn for (turn,) in conn.execute("SELECT turnId FROM turns")}
+    assert {c for (c,) in conn.execute("SELECT DISTINCT conversationId FROM turns")} <= set(filed.values())
+    for table in ("messages", "reasoning_sections", "commands", "usage_snapshots"):
+        assert {t for (t,) in conn.execute(f"SELECT DISTINCT turnId FROM {table}")} <= turns, table
+
+
+@pytest.mark.parametrize("scenario", EXEC)
+def test_a_thread_through_exec_and_its_session_file_is_stored_once(scenario: str) -> None:
+    """exec names no turns and restarts its item ids in every run: the store files each run as the
+    thread's turn of the same ordinal and matches its calls by argv, so exec and the session file,
+    in any order and twice, store no more rows than the session file alone (the richer channel)."""
+    channels = _channels("exec", scenario)
     alone = {name: _counts(store(*ops)) for name, ops in channels.items()}
-    conn = store(*channels["live"], *channels["file"])
-    counts = _counts(conn)
-    assert all(counts[t] <= max(c[t] for c in alone.values()) for t in FACT_TABLES)
+    assert alone["live"]["turns"] == alone["file"]["turns"] > 0
+    for order in ORDERS:
+        conn = store(*(ops for name in order for ops in channels[name]))
+        counts = _counts(conn)
+        assert {t: counts[t] for t in FACT_TABLES} == {t: alone["file"][t] for t in FACT_TABLES}, order
+        _same_thread_rows(conn)
+        # exec's item ids never reached the store as a turn or call of their own.
+        assert not conn.execute("SELECT 1 FROM turns WHERE turnId LIKE '%/run:%'").fetchall()
+
+
+def test_a_thread_through_exec_and_its_session_file_keeps_the_richer_facts() -> None:
+    """The session file tells the user's prompts and the model's call ids, which exec does not:
+    whichever channel came first, the thread has them (an exec call keeps the id it was stored under)."""
+    channels = _channels("exec", "multi_turn")
+    exec_first = store(*channels["live"], *channels["file"])
+    file_first = store(*channels["file"], *channels["live"])
+    for conn in (exec_first, file_first):
+        users = conn.execute("SELECT content FROM messages WHERE role = 'user' ORDER BY createdAt").fetchall()
+        assert [u for (u,) in users] == [
+            "List the greeting file.",
+            "Count to three.",
+            "Say goodbye without using tools.",
+        ]
+        numbers = conn.execute("SELECT turnNumber FROM turns ORDER BY startedAt").fetchall()
+        assert numbers == [(1,), (2,), (3,)]
+    file_turns = [t for (t,) in file_first.execute("SELECT turnId FROM turns ORDER BY turnNumber")]
+    assert all("/turn-" not in t for t in file_turns)  # Codex's own turn ids
+    assert [c for (c,) in file_first.execute("SELECT callId FROM commands ORDER BY callId")] == [
+        "call_multi_turn_001_1",
+        "call_multi_turn_003_1",
+    ]
+
+
+def exec_runs(path: Path) -> list[list[Line]]:
+    """An exec recording as each `codex exec` process printed it, each its own stream, read when
+    `live_lines` reads them (exec lines carry no time)."""
+    return [
+        [Line(f"run-{n}", i, T0, line) for i, line in enumerate(run.splitlines())]
+        for n, run in enumerate(exec_run_streams(path))
+    ]
+
+
+RESUMED = sorted(FIXTURES.glob("codex-*/exec/resumed_run.jsonl"))
+
+
+@pytest.mark.parametrize("path", RESUMED, ids=[p.parent.parent.name for p in RESUMED])
+def test_a_resumed_exec_run_piped_into_its_own_process_continues_the_thread(path: Path) -> None:
+    """`codex exec --json` | ingestor run, then `codex exec resume <id> --json` | another ingestor
+    run: the resumed run is the thread's second turn; either run replayed, in any order, lands in
+    the turn it landed in before; the whole recording in one process makes the same store."""
+    first, second = (normalized(run, run[0].source) for run in exec_runs(path))
+    whole = rows(store(normalized(live_lines(path), "whole")))
+    for order in ([first, second], [first, second, first], [first, second, second, first]):
+        conn = store(*order)
+        assert rows(conn) == whole
+    turns = whole["turns"]
+    assert [(t["turnNumber"], t["turnId"].rsplit("/", 1)[1]) for t in turns] == [(1, "turn-1"), (2, "turn-2")]
+    by_turn = {m["turnId"].rsplit("/", 1)[1]: m["content"] for m in whole["messages"]}
+    assert by_turn == {
+        "turn-1": "The first run printed its marker.",
+        "turn-2": "The resumed run printed its marker.",
+    }
+
+
+def test_a_resumed_exec_run_and_its_session_file_are_stored_once() -> None:
+    """The two runs in their own processes, and the session file both runs appended to, in every
+    order: no more rows than the session file alone, in its two turns."""
+    path = FIXTURES / "codex-0.169.0/exec/resumed_run.jsonl"
+    first, second = (normalized(run, run[0].source) for run in exec_runs(path))
+    (session,) = sorted((FIXTURES / "codex-0.169.0/sessions/exec-resumed_run").glob("*.jsonl"))
+    file = normalized(live_lines(session), "file")
+    alone = _counts(store(file))
+    for order in itertools.permutations([first, second, file]):
+        if order.index(first) > order.index(second):
+            continue  # a run met before the run that preceded it cannot know its place (documented)
+        conn = store(*order)
+        assert {t: _counts(conn)[t] for t in FACT_TABLES} == {t: alone[t] for t in FACT_TABLES}
+        _same_thread_rows(conn)
 
 
 @pytest.mark.parametrize("path", sorted(FIXTURES.glob("codex-0.63.0/sessions/*/*.jsonl"))[:6])
@@ -250,3 +336,34 @@ def test_a_repeated_cumulative_total_is_one_snapshot_wherever_it_falls(path: Pat
     snapshots = table_rows(store(normalized(lines, "file")), "usage_snapshots")
     assert len(snapshots) == len({orjson.dumps(t, option=orjson.OPT_SORT_KEYS) for t in totals})
     assert len(snapshots) < len(totals) or len(totals) <= 1
+
+
+SESSION_FILES = sorted(FIXTURES.glob("codex-*/sessions/*/*.jsonl"))
+
+
+def _as_sets(conn: sqlite3.Connection) -> dict[str, list[bytes]]:
+    """Every table's rows, ids left out, in no particular order (transactions write upserts first)."""
+    return {
+        table: sorted(orjson.dumps(row, option=orjson.OPT_SORT_KEYS) for row in table_rows(conn, table))
+        for table in TABLES
+    }
+
+
+def test_a_sessions_archive_cut_into_transactions_anywhere_is_the_store_of_one_per_file() -> None:
+    """A replay of many files commits transactions that begin and end anywhere: inside a file, or
+    holding the ends and starts of several (a file's end is no batch cut: ingestor/batch.py)."""
+    per_file = [normalized(live_lines(path), f"file:{path}") for path in SESSION_FILES]
+    expected = _as_sets(store(*per_file))
+    everything = [op for ops in per_file for op in ops]
+    assert _as_sets(store(everything)) == expected
+
+    @settings(max_examples=max(5, EXAMPLES // 3), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(st.integers(1, len(everything) - 1), max_size=12))
+    def check(cuts: list[int]) -> None:
+        bounds = [0, *sorted(set(cuts)), len(everything)]
+        conn = store(*(everything[start:end] for start, end in itertools.pairwise(bounds)))
+        assert _as_sets(conn) == expected
+        apply_ops(conn, everything)  # and a second replay stores nothing new
+        assert _as_sets(conn) == expected
+
+    check()

@@ -16,7 +16,7 @@ import orjson
 import pytest
 from convex_e2e import daemon_env, dump_history, ingestor_argv, log_events, row_count
 from convex_local import ConvexLocal
-from golden.store import FIXTURES
+from golden.store import FIXTURES, exec_run_streams
 
 from ingestor.lines import Line
 from ingestor.normalize import Normalizer
@@ -285,3 +285,89 @@ def test_convex_a_thread_through_app_server_and_its_session_file_is_stored_once(
         t: richest[t] for t in rows if t != "rateLimits"
     }
     assert rows["rateLimits"] == alone["live"]["rateLimits"]
+
+
+RESUMED = FIXTURES / "codex-0.169.0/exec/resumed_run.jsonl"
+"""`codex exec --json` (run 1) then `codex exec --json resume <thread id>` (run 2), and below the
+session file both runs appended to."""
+
+
+def _exec_thread() -> tuple[bytes, bytes, bytes, str]:
+    first, second = exec_run_streams(RESUMED)
+    (session,) = (FIXTURES / "codex-0.169.0/sessions/exec-resumed_run").glob("*.jsonl")
+    thread = orjson.loads(first.splitlines()[0])["thread_id"]
+    return first, second, session.read_bytes(), thread
+
+
+def test_exec_runs_piped_into_their_own_daemons_and_the_session_file_are_one_thread(tmp_path: Path) -> None:
+    """As a user runs it: each `codex exec` piped into its own `ingestor run`, the first run's saved
+    stream again, then `ingestor replay` of the session file: two turns in order, each fact once."""
+    first, second, session, thread = _exec_thread()
+    db = tmp_path / "store.db"
+    for data in (first, second, first):
+        result = subprocess.run(
+            [*INGESTOR, "run", "--sink", f"sqlite:{db}"], input=data, capture_output=True, check=False
+        )
+        assert result.returncode == 0, result.stderr.decode()[-3000:]
+    with sqlite3.connect(db) as conn:
+        turns = conn.execute("SELECT turnId, turnNumber FROM turns ORDER BY turnNumber").fetchall()
+        assert turns == [(f"{thread}/turn-1", 1), (f"{thread}/turn-2", 2)]
+        said = conn.execute("SELECT turnId, content FROM messages ORDER BY turnId").fetchall()
+        assert said == [
+            (f"{thread}/turn-1", "The first run printed its marker."),
+            (f"{thread}/turn-2", "The resumed run printed its marker."),
+        ]
+    session_file = tmp_path / "rollout.jsonl"
+    session_file.write_bytes(session)
+    _replay(db, session_file)
+    alone = tmp_path / "session-alone.db"
+    _replay(alone, session_file)
+    with sqlite3.connect(db) as both, sqlite3.connect(alone) as only:
+        for table in (
+            "conversations",
+            "turns",
+            "commands",
+            "messages",
+            "reasoning_sections",
+            "usage_snapshots",
+        ):
+            count = f"SELECT count(*) FROM {table}"
+            assert both.execute(count).fetchone() == only.execute(count).fetchone(), table
+        # The session file's prompts joined the runs' turns (exec never tells them).
+        users = both.execute(
+            "SELECT turnId, content FROM messages WHERE role = 'user' ORDER BY turnId"
+        ).fetchall()
+        assert users == [(f"{thread}/turn-1", "Start the work."), (f"{thread}/turn-2", "Continue the work.")]
+
+
+def test_convex_exec_runs_and_their_session_file_are_one_thread(
+    convex_local: ConvexLocal, tmp_path: Path
+) -> None:
+    """The same through the Convex stand-in: the history equals the session file's alone, whichever
+    channel came first; the runs piped alone make the thread's two turns in order."""
+    first, second, session, thread = _exec_thread()
+    env = daemon_env(CONVEX_ADMIN_KEY=convex_local.admin_key)
+
+    def run(data: bytes, state: str) -> None:
+        argv = ingestor_argv("run", convex_local.url, tmp_path / state)
+        result = subprocess.run(argv, input=data, capture_output=True, env=env, check=False)
+        assert result.returncode == 0, result.stderr.decode()[-3000:]
+
+    convex_local.reset()
+    run(session, "alone")
+    alone = _fact_rows(dump_history(convex_local.url, [thread], convex_local.admin_key))
+    assert alone["turns"] == 2
+    for order in ((first, second, session, first), (session, first, second)):
+        convex_local.reset()
+        for n, data in enumerate(order):
+            run(data, f"{len(order)}-{n}")
+        together = dump_history(convex_local.url, [thread], convex_local.admin_key)
+        assert _fact_rows(together) == alone
+    convex_local.reset()
+    run(first, "first")
+    run(second, "second")
+    turns = dump_history(convex_local.url, [thread], convex_local.admin_key)[thread]["turns"]
+    assert [(t, turn["turn"]["turnNumber"]) for t, turn in turns.items()] == [
+        (f"{thread}/turn-1", 1),
+        (f"{thread}/turn-2", 2),
+    ]

@@ -110,12 +110,13 @@ def test_show_without_a_store_says_how_to_make_one(home: Path) -> None:
 
 def test_the_convex_sink_uses_an_old_spool_and_says_so(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from ingestor.sinks.convex.config import sink_config
+    from ingestor.sinks.convex.deployment import ConvexOptions
 
-    assert sink_config({}, {}).state_dir == home / "state/codex-ingestor"
+    assert sink_config({}, ConvexOptions()).state_dir == home / "state/codex-ingestor"
     Path(".ingestor-state").mkdir()
     monkeypatch.delenv("XDG_STATE_HOME")
     with structlog.testing.capture_logs() as logs:
-        assert sink_config({}, {}).state_dir == Path(".ingestor-state")
-        assert sink_config({}, {"state_dir": Path("/given")}).state_dir == Path("/given")
+        assert sink_config({}, ConvexOptions()).state_dir == Path(".ingestor-state")
+        assert sink_config({}, ConvexOptions(state_dir=Path("/given"))).state_dir == Path("/given")
     assert [log["log_level"] for log in logs] == ["warning"]
     assert logs[0]["event"].startswith("using the spool in ./.ingestor-state: found in the current directory")

@@ -176,6 +176,29 @@ def test_fallback_conversation_at_finish_and_at_the_bound() -> None:
     assert sum(len(events(o)) for o in outs[: bound - 2]) == 0
 
 
+@pytest.mark.skipif(
+    not normalize_module.__file__.endswith(".py"), reason="compiled: module globals are bound at build time"
+)
+def test_a_line_that_names_its_thread_is_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A session file's first line (0.169's session_meta: the whole system prompt) names its thread and
+    releases itself at once: its parse is reused, not repeated (once per file of an archive)."""
+    parsed: list[bytes] = []
+    real_parse = normalize_module.parse
+
+    def counting_parse(line: Line) -> Any:
+        parsed.append(line.data)
+        return real_parse(line)
+
+    monkeypatch.setattr(normalize_module, "parse", counting_parse)
+    meta = {"timestamp": "2026-11-22T03:29:09.121Z", "type": "session_meta", "payload": {"id": "th1"}}
+    ops = normalize([meta, STARTED, turn_started()])
+    assert parsed == []
+    assert [e["args"]["method"] for e in events(ops)] == ["session_meta", "thread/started", "turn/started"]
+    # Lines held before the thread is known are still parsed when released (they are kept as bytes).
+    normalize([{"id": 1, "result": {}}, STARTED])
+    assert parsed == [orjson.dumps({"id": 1, "result": {}})]
+
+
 def test_each_thread_is_its_own_conversation() -> None:
     other = v2("thread/started", thread={"id": "th2"})
     ops = normalize([STARTED, turn_started(), other, v2("turn/started", threadId="th2", turn={"id": "tu2"})])
@@ -229,20 +252,48 @@ def test_legacy_and_v2_copies_make_one_turn_with_counter_ids_scoped_by_thread() 
     assert (turn["turnId"], turn["status"]) == ("th1/0", "succeeded")
 
 
-def test_exec_turns_are_numbered_per_thread_across_resumes() -> None:
+def test_exec_runs_are_the_threads_turns_in_order_across_resumes() -> None:
+    """exec names no turns: each run is named by its first line after `turn.started`, and the store
+    numbers runs per thread (`<thread>/turn-<n>`), ids under the run (`item_0`) under that turn."""
     run = [{"type": "thread.started", "thread_id": "th1"}, {"type": "turn.started"}]
-    item = {"type": "item.completed", "item": {"id": "item_0", "type": "command_execution", "command": "ls"}}
+
+    def item(command: str) -> dict[str, Any]:
+        return {
+            "type": "item.completed",
+            "item": {"id": "item_0", "type": "command_execution", "command": command},
+        }
+
     done = {
         "type": "turn.completed",
         "usage": {"input_tokens": 5, "cached_input_tokens": 1, "output_tokens": 2},
     }
     failed = {"type": "turn.failed", "error": {"message": "500"}}
-    ops = normalize([*run, item, done, *run, item, failed])
-    turns = [(t["turnId"], t["status"], t.get("error")) for t in rows(ops, "turns")]
-    assert turns == [("th1/turn-1", "succeeded", None), ("th1/turn-2", "failed", "500")]
+    ops = normalize([*run, item("ls"), done, *run, item("pwd"), failed])
+    turns = [(t["turnId"], t["turnNumber"], t["status"], t.get("error")) for t in rows(ops, "turns")]
+    assert turns == [("th1/turn-1", 1, "succeeded", None), ("th1/turn-2", 2, "failed", "500")]
     assert [c["callId"] for c in rows(ops, "commands")] == ["th1/turn-1/item_0", "th1/turn-2/item_0"]
     (usage,) = rows(ops, "usage_snapshots")
-    assert (usage["totalInputTokens"], usage["source"]) == (5, "exec-json")
+    assert (usage["totalInputTokens"], usage["source"], usage["turnId"]) == (5, "exec-json", "th1/turn-1")
+    # The `turn.started` line, the same bytes in every run, is one raw event of the thread, in no turn.
+    started = [e for e in rows(ops, "events_raw") if e["method"] == "turn.started"]
+    assert [e.get("turnId") for e in started] == [None]
+
+
+def test_a_resumed_exec_run_in_its_own_process_continues_the_thread() -> None:
+    """`codex exec resume` piped into its own `ingestor run`: the run is the thread's second turn,
+    and the first run's stream replayed after it still lands in the first."""
+    first = [{"type": "thread.started", "thread_id": "th1"}, {"type": "turn.started"}]
+    first.append({"type": "item.completed", "item": {"id": "item_0", "type": "agent_message", "text": "one"}})
+    second = [
+        *first[:2],
+        {"type": "item.completed", "item": {"id": "item_0", "type": "agent_message", "text": "two"}},
+    ]
+    store = store_of(normalize(first, source="run-1"))
+    store.apply(normalize(second, source="run-2"))
+    store.apply(normalize(first, source="run-1-again"))
+    messages = {m["content"]: m["turnId"] for m in store.tables["messages"].values()}
+    assert messages == {"one": "th1/turn-1", "two": "th1/turn-2"}
+    assert sorted(store.tables["turns"]) == ["th1/turn-1", "th1/turn-2"]
 
 
 # --- commands and chunks -------------------------------------------------------------------------

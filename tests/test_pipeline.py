@@ -286,10 +286,41 @@ async def test_batcher_without_flush_on_idle_waits_for_the_age() -> None:
             assert [len(b) for b in sink.batches] == [1]
 
 
-async def test_batcher_flushes_at_end_of_a_stream() -> None:
+async def test_a_replay_of_many_small_files_is_written_in_few_batches(tmp_path: Path) -> None:
+    """A sessions archive: a file's end is not a batch cut (it cost one store transaction per file).
+    While the sink writes, the following files queue up and go in the next write."""
+    paths = []
+    for i in range(40):
+        path = tmp_path / f"f{i:02}.jsonl"
+        path.write_bytes(b"".join(b"%d-%d\n" % (i, n) for n in range(5)))
+        paths.append(str(path))
+    sink = MemorySink(delay=0.2)  # a store's transaction takes a while (long enough on a busy machine)
+    async with anyio.create_task_group() as tg:
+        await start(make_pipeline(sink, batch_max_age=60.0, queue_chunks=128), [FilesSource(paths)], tg)
+    assert texts(sink.ops) == [f"{i}-{n}" for i in range(40) for n in range(5)]
+    assert len(sink.batches) <= 5
+
+
+async def test_a_stream_that_ends_is_written_at_once_while_another_stays_open() -> None:
+    """Its last lines wait for no stream end marker and no age: the idle flush writes them."""
+    ending_read, ending_write = os.pipe()
+    open_read, open_write = os.pipe()
     sink = MemorySink()
-    await _feed([_ops(2), None, _ops(1)], Batcher(sink, max_ops=1000, max_age=60), pause=0.01)  # type: ignore[arg-type]
-    assert [len(b) for b in sink.batches] == [2, 1]
+    pipeline = make_pipeline(sink, batch_max_age=60.0)
+    try:
+        async with anyio.create_task_group() as tg:
+            await start(pipeline, [StdinSource(ending_read), StdinSource(open_read)], tg)
+            os.write(ending_write, b"last")  # no newline: a line only at the end of its input
+            os.close(ending_write)
+            ending_write = -1
+            ops = await sink.wait_for(1, timeout=2)
+            assert texts(ops) == ["last"]
+            os.close(open_write)
+            open_write = -1
+    finally:
+        for fd in (ending_read, ending_write, open_read, open_write):
+            if fd >= 0:
+                os.close(fd)
 
 
 async def chunks(*parts: bytes) -> AsyncIterator[bytes]:

@@ -30,6 +30,10 @@ class GatedSink:
         await self.gate.wait()
         self.ops.extend(ops)
 
+    async def write_batches(self, batches: Sequence[Sequence[Op]]) -> None:
+        for ops in batches:
+            await self.write(ops)
+
     async def aclose(self) -> None:
         pass
 

@@ -13,7 +13,7 @@ import structlog
 from pipeline_fakes import EchoNormalizer, MemorySink
 
 from ingestor.lines import Line
-from ingestor.metrics import METRICS
+from ingestor.metrics import Metrics
 from ingestor.normalize import Normalizer
 from ingestor.ops import Op
 from ingestor.pipeline import Pipeline, PipelineConfig
@@ -41,26 +41,30 @@ class _Once:
             yield part
 
 
-def counter(name: str, **labels: str) -> float:
-    return METRICS.registry.get_sample_value(name, labels or None) or 0.0
+def counter(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels or None) or 0.0
 
 
-async def test_invalid_and_oversize_lines_are_counted_and_the_first_per_stream_logged() -> None:
+async def test_invalid_and_oversize_lines_are_counted_and_the_first_per_stream_logged(
+    metrics: Metrics,
+) -> None:
     lines = RECORDING.splitlines(keepends=True)
     truncated = lines[3][: len(lines[3]) // 2] + b"\n"  # a line cut short, as a killed producer leaves it
     oversize = lines[4].rstrip(b"\n") + b" " * 5000 + b"\n"
     stream = b"".join([*lines[:3], truncated, truncated, oversize, *lines[5:]])
-    before = {
-        reason: counter("ingestor_invalid_lines_total", reason=reason)
-        for reason in ("invalid_json", "oversize")
-    }
     sink = MemorySink()
-    pipeline = Pipeline(sink, Normalizer, PipelineConfig(max_line_bytes=4096))  # type: ignore[arg-type]
+    pipeline = Pipeline(
+        sink,  # type: ignore[arg-type]
+        Normalizer,
+        PipelineConfig(max_line_bytes=4096),
+        metrics=metrics,
+    )
     with structlog.testing.capture_logs() as logs:
         await pipeline.run([_Once("a", stream), _Once("b", truncated)])  # type: ignore[list-item]
 
-    assert counter("ingestor_invalid_lines_total", reason="invalid_json") - before["invalid_json"] == 3
-    assert counter("ingestor_invalid_lines_total", reason="oversize") - before["oversize"] == 1
+    assert counter(metrics, "ingestor_invalid_lines_total", reason="invalid_json") == 3
+    assert counter(metrics, "ingestor_invalid_lines_total", reason="oversize") == 1
+    assert counter(metrics, "ingestor_events_read_total") == len(lines) + 2
     first = [
         (entry["source"], entry["method"])
         for entry in logs
@@ -81,16 +85,17 @@ class _FactsFailOnTurns(EchoNormalizer):
             self.derive_errors += 1
 
 
-async def test_derive_errors_are_counted_and_the_first_per_stream_logged_with_its_method() -> None:
+async def test_derive_errors_are_counted_and_the_first_per_stream_logged_with_its_method(
+    metrics: Metrics,
+) -> None:
     turn_lines = RECORDING.count(b'"method":"turn/')
     assert turn_lines > 1
-    before = counter("ingestor_derive_errors_total")
     sink = MemorySink()
-    pipeline = Pipeline(sink, _FactsFailOnTurns, PipelineConfig())  # type: ignore[arg-type]
+    pipeline = Pipeline(sink, _FactsFailOnTurns, PipelineConfig(), metrics=metrics)  # type: ignore[arg-type]
     with structlog.testing.capture_logs() as logs:
         await pipeline.run([_Once("a", RECORDING)])  # type: ignore[list-item]
 
-    assert counter("ingestor_derive_errors_total") - before == turn_lines
+    assert counter(metrics, "ingestor_derive_errors_total") == turn_lines
     [logged] = [entry for entry in logs if entry["event"].startswith("line stored raw only")]
     assert logged["source"] == "a"
     assert logged["method"].startswith("turn/")

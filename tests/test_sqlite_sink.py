@@ -76,7 +76,7 @@ def test_a_conversation_is_stored_with_the_merge_rules(conn: sqlite3.Connection)
         (T0, T0 + 11, "th-1")
     ]
     # `<column>Json` text lands in the column itself, exactly as sent (a 30-digit integer survives).
-    raw = conn.execute("SELECT rawContent FROM messages WHERE key = 'm2'").fetchone()[0]
+    raw = conn.execute("SELECT rawContent FROM messages WHERE key LIKE 'm2@%'").fetchone()[0]
     assert raw == '{"n":123456789012345678901234567890}'
     assert conn.execute("SELECT payload FROM events_raw").fetchone()[0] == '{"params":{"n":1}}'
 
@@ -128,7 +128,7 @@ def test_rejected_ops_do_not_stop_the_batch(conn: sqlite3.Connection) -> None:
         "receivedAt: integer beyond 64 bits",
         "unknown operation 'dropTable'",
     ]
-    assert conn.execute("SELECT key FROM messages").fetchall() == [("ok",)]
+    assert conn.execute("SELECT key FROM messages").fetchall() == [("ok@t",)]  # scoped by its turn
 
 
 def test_json_null_payload_is_kept(conn: sqlite3.Connection) -> None:

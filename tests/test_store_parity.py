@@ -36,6 +36,7 @@ from ingestor.cli.conversations import Filters, list_conversations
 from ingestor.cli.export import gather
 from ingestor.sinks.base import HistoryReader, json_numbers
 from ingestor.sinks.convex.dead_letter import DEAD_LETTER_FILE
+from ingestor.sinks.convex.deployment import ConvexOptions
 from ingestor.sinks.convex.factory import open_history_from_env
 from ingestor.sinks.sqlite.history import open_sqlite_history, present_any
 from ingestor.sinks.sqlite.schema import TABLES
@@ -195,9 +196,23 @@ def _ids(files: list[Path], env: dict[str, str]) -> dict[str, set[str]]:
     for line in result.stdout.splitlines():
         args = json.loads(line)["args"]
         for name, found in ids.items():
-            if isinstance(args.get(name), str):
+            # An exec run's ids (`<thread>/run:<hash>...`) are the daemon's names for the turn and
+            # calls the store files the run in (docs/operations.md): `_stored_ids` adds those.
+            if isinstance(args.get(name), str) and "/run:" not in args[name]:
                 found.add(args[name])
     return ids
+
+
+def _stored_ids(database: Path) -> dict[str, set[str]]:
+    """The turn and call ids the store chose (an exec run's `<thread>/turn-<n>` and its calls)."""
+    conn = connect(database, read_only=True)
+    try:
+        return {
+            "turnId": {t for (t,) in conn.execute("SELECT turnId FROM turns")},
+            "callId": {c for (c,) in conn.execute("SELECT callId FROM commands")},
+        }
+    finally:
+        conn.close()
 
 
 async def _read_all(reader: HistoryReader, ids: dict[str, set[str]]) -> dict[str, Any]:
@@ -223,7 +238,7 @@ def read_sqlite(path: Path, ids: dict[str, set[str]]) -> dict[str, Any]:
 
 def read_convex(url: str, env: dict[str, str], ids: dict[str, set[str]]) -> dict[str, Any]:
     async def main() -> dict[str, Any]:
-        async with open_history_from_env(env, {"convex_url": url}) as reader:
+        async with open_history_from_env(env, ConvexOptions(url=url)) as reader:
             return await _read_all(reader, ids)
 
     return anyio.run(main)
@@ -301,6 +316,8 @@ def parity(convex_local: ConvexLocal, tmp_path_factory: pytest.TempPathFactory) 
     passes = []
     for _ in range(2):
         _replay(files, sqlite_sink, env)
+        for name, stored in _stored_ids(database).items():
+            ids[name] |= stored
         _replay(files, convex_sink, env)
         assert not (state_dir / DEAD_LETTER_FILE).exists(), (state_dir / DEAD_LETTER_FILE).read_text()
         passes.append(

@@ -1,5 +1,5 @@
 // Sizes and counts our functions keep to. Convex's own ceilings (docs.convex.dev/production/state/limits,
-// /work/shared/notes/convex.md) are quoted beside the margin we take from them.
+// docs/notes/convex.md) are quoted beside the margin we take from them.
 
 const KiB = 1024;
 const MiB = 1024 * KiB;

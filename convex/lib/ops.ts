@@ -1,7 +1,12 @@
 // The one implementation of the nine ops (docs/operations.md), used by `app:*` and
 // `ingest:applyBatch`. Each op returns {status: inserted|updated|duplicate|rejected, reason?};
 // rejections are deterministic (a value the table cannot hold), everything else throws.
-import { v, type GenericValidator, type Infer, type PropertyValidators } from "convex/values";
+import {
+  v,
+  type GenericValidator,
+  type Infer,
+  type PropertyValidators,
+} from "convex/values";
 import type { TableNames } from "../_generated/dataModel.js";
 import type { MutationCtx } from "../_generated/server.js";
 import { isSpillable, type Row, type SpillEntry } from "./blobs.js";
@@ -15,7 +20,13 @@ import {
   UPSERT_TABLES,
   type UpsertTable,
 } from "./merge.js";
-import { insertRow, loadRow, replaceRow, sameRow, type StoredDoc } from "./rows.js";
+import {
+  insertRow,
+  loadRow,
+  replaceRow,
+  sameRow,
+  type StoredDoc,
+} from "./rows.js";
 import { requireStaged, stagedRef, type StagedRef } from "./stages.js";
 import { Threads } from "./threads.js";
 import { isOpName, opArgs, type OpName, opResult } from "./validators.js";
@@ -26,7 +37,12 @@ const inserted: OpResult = { status: "inserted" };
 const rejected = (reason: string): OpResult => ({ status: "rejected", reason });
 
 type AppendTable =
-  "messages" | "reasoning_sections" | "command_chunks" | "usage_snapshots" | "rate_limits" | "events_raw";
+  | "messages"
+  | "reasoning_sections"
+  | "command_chunks"
+  | "usage_snapshots"
+  | "rate_limits"
+  | "events_raw";
 
 const APPEND_TABLE: Partial<Record<OpName, AppendTable>> = {
   appendMessage: "messages",
@@ -37,7 +53,9 @@ const APPEND_TABLE: Partial<Record<OpName, AppendTable>> = {
   appendEvent: "events_raw",
 };
 
-const UPSERT_TABLE: Partial<Record<OpName, { table: UpsertTable; id: string }>> = {
+const UPSERT_TABLE: Partial<
+  Record<OpName, { table: UpsertTable; id: string }>
+> = {
   upsertConversation: { table: "conversations", id: "conversationId" },
   upsertTurn: { table: "turns", id: "turnId" },
   upsertCommand: { table: "commands", id: "callId" },
@@ -66,7 +84,11 @@ function admitsStaged(validator: GenericValidator, json: boolean): boolean {
  * A column with a merge rule of its own (`command`) cannot be staged: the rule would need the
  * value. The daemon never needs to: argv is bounded by the OS (2 MiB) below what a batch carries.
  */
-function parseStaged(table: TableNames, fields: PropertyValidators, columns: Row): SpillEntry[] | string {
+function parseStaged(
+  table: TableNames,
+  fields: PropertyValidators,
+  columns: Row,
+): SpillEntry[] | string {
   const staged = columns.staged;
   if (staged === undefined) return [];
   const problem = checkValue(v.array(stagedRef), staged, "args.staged");
@@ -74,12 +96,15 @@ function parseStaged(table: TableNames, fields: PropertyValidators, columns: Row
   const entries: SpillEntry[] = [];
   for (const { field, json, parts, stageKey } of staged as StagedRef[]) {
     const sent = (name: string | null) =>
-      name !== null && (columns[name] !== undefined || entries.some((entry) => entry.field === name));
+      name !== null &&
+      (columns[name] !== undefined ||
+        entries.some((entry) => entry.field === name));
     const rules: Record<string, unknown> =
       table in UPSERT_TABLES ? UPSERT_TABLES[table as UpsertTable].rules : {};
     if (!isSpillable(table, field) || !(field in fields) || field in rules)
       return `${field} cannot be staged`;
-    if (!admitsStaged(fields[field], json)) return `staged ${field} cannot be ${json ? "JSON" : "a string"}`;
+    if (!admitsStaged(fields[field], json))
+      return `staged ${field} cannot be ${json ? "JSON" : "a string"}`;
     if (!Number.isInteger(parts) || parts < 1 || stageKey.length === 0) {
       return `staged ${field} needs a stageKey and a positive number of parts`;
     }
@@ -90,14 +115,16 @@ function parseStaged(table: TableNames, fields: PropertyValidators, columns: Row
   return entries;
 }
 
-const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+const BASE64 =
+  /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
 /** Checks the contract places on values beyond their types; a reason, or null. */
 function invalidValues(row: Row): string | null {
   for (const column of ANY_COLUMNS) {
     const text = row[`${column}Json`];
     if (text === undefined) continue;
-    if (row[column] !== undefined) return `${column} and ${column}Json are two forms of one value: send one`;
+    if (row[column] !== undefined)
+      return `${column} and ${column}Json are two forms of one value: send one`;
     try {
       JSON.parse(text as string);
     } catch {
@@ -105,7 +132,8 @@ function invalidValues(row: Row): string | null {
     }
   }
   const chunk = row.chunkBase64;
-  if (typeof chunk === "string" && !BASE64.test(chunk)) return "chunkBase64 is not valid base64";
+  if (typeof chunk === "string" && !BASE64.test(chunk))
+    return "chunkBase64 is not valid base64";
   return null;
 }
 
@@ -123,7 +151,10 @@ function withoutNulls(args: Row, keepAnyNull: boolean): Row {
  * Merge rule 6: a turn that has ended ends its calls still running, `canceled` at the turn's end
  * (Codex sends no end for a call its turn cut short), whichever process saw the call start.
  */
-async function closeCallsOfEndedTurn(ctx: MutationCtx, turnId: string): Promise<void> {
+async function closeCallsOfEndedTurn(
+  ctx: MutationCtx,
+  turnId: string,
+): Promise<void> {
   const turn = await ctx.db
     .query("turns")
     .withIndex("by_turnId", (q) => q.eq("turnId", turnId))
@@ -135,19 +166,43 @@ async function closeCallsOfEndedTurn(ctx: MutationCtx, turnId: string): Promise<
     .filter((q) => q.eq(q.field("status"), "running"))
     .collect();
   for (const command of running) {
-    await ctx.db.patch(command._id, { status: "canceled", endedAt: command.endedAt ?? turn.endedAt });
+    await ctx.db.patch(command._id, {
+      status: "canceled",
+      endedAt: command.endedAt ?? turn.endedAt,
+    });
   }
 }
 
 /** What the ops of one transaction share: the threads they touched, the calls whose chunks they number. */
 export class BatchState {
+  /**
+   * The daemon's ops (`ingest:applyBatch`): a message's or reasoning section's key is its identity
+   * within its turn, scoped by the turn the store files it in. `app:*` callers' keys are kept as sent.
+   */
+  constructor(readonly turnScopedKeys = false) {}
   readonly threads = new Threads();
   /** callId -> the next `seq` and the encoding the call's chunks have. */
   readonly calls = new Map<string, { next: number; encoding: unknown }>();
 }
 
 /** Where an op comes from, beside its columns (`ingest:applyBatch` ops carry them). */
-export type OpHints = { thread?: string; channel?: string; model?: string; unknown_turn?: boolean };
+export type OpHints = {
+  thread?: string;
+  channel?: string;
+  model?: string;
+  unknown_turn?: boolean;
+  run?: boolean;
+  call?: string;
+};
+
+/**
+ * Appends whose key is their identity within their turn: stored as `<key>@<turnId>`, the turn the
+ * store filed them in (an exec run's turn is the store's decision).
+ */
+const TURN_SCOPED: ReadonlySet<string> = new Set([
+  "appendMessage",
+  "appendReasoningSection",
+]);
 
 /**
  * Numbers a chunk sent without `seq`: after the highest the call has, in the transaction that checked
@@ -155,12 +210,18 @@ export type OpHints = { thread?: string; channel?: string; model?: string; unkno
  * A call keeps the chunks of one encoding, its first chunk's (app-server 0.63 streamed each delta
  * twice: v2 text, legacy bytes). Null: the chunk is the call's output as another channel sent it.
  */
-async function numberChunk(ctx: MutationCtx, batch: BatchState, row: Row): Promise<number | null> {
+async function numberChunk(
+  ctx: MutationCtx,
+  batch: BatchState,
+  row: Row,
+): Promise<number | null> {
   const callId = row.callId as string;
   let call = batch.calls.get(callId);
   if (call === undefined) {
     const chunks = () =>
-      ctx.db.query("command_chunks").withIndex("by_callId_seq", (q) => q.eq("callId", callId));
+      ctx.db
+        .query("command_chunks")
+        .withIndex("by_callId_seq", (q) => q.eq("callId", callId));
     const last = await chunks().order("desc").first();
     const first = last === null ? null : await chunks().order("asc").first();
     call = {
@@ -190,17 +251,29 @@ async function append(
   if (table === "command_chunks" && row.seq === undefined) {
     const seq = await numberChunk(ctx, batch, row);
     if (seq === null) {
-      return { status: "duplicate", reason: `chunk of ${row.callId as string} in another encoding` };
+      return {
+        status: "duplicate",
+        reason: `chunk of ${row.callId as string} in another encoding`,
+      };
     }
     row.seq = seq;
   } else if (table === "command_chunks") {
-    const { callId, stream, seq } = row as { callId: string; stream: string; seq: number };
+    const { callId, stream, seq } = row as {
+      callId: string;
+      stream: string;
+      seq: number;
+    };
     const atPosition = await ctx.db
       .query("command_chunks")
-      .withIndex("by_callId_stream_seq", (q) => q.eq("callId", callId).eq("stream", stream).eq("seq", seq))
+      .withIndex("by_callId_stream_seq", (q) =>
+        q.eq("callId", callId).eq("stream", stream).eq("seq", seq),
+      )
       .first();
     if (atPosition !== null) {
-      return { status: "duplicate", reason: `chunk ${callId}/${stream}/${seq} is already stored` };
+      return {
+        status: "duplicate",
+        reason: `chunk ${callId}/${stream}/${seq} is already stored`,
+      };
     }
   }
   const problem = await insertRow(ctx, table, { ...row, key }, staged);
@@ -218,12 +291,15 @@ async function upsert(
   // Each upsert table is indexed `by_<idField>`; the casts name one for the generic index types.
   const doc = await ctx.db
     .query(table as "conversations")
-    .withIndex(`by_${idField}` as "by_conversationId", (q) => q.eq(idField as "conversationId", id))
+    .withIndex(`by_${idField}` as "by_conversationId", (q) =>
+      q.eq(idField as "conversationId", id),
+    )
     .first();
   if (doc === null) {
     const created = mergeRow(table, null, row);
     const missing = missingColumns(table, created);
-    if (missing.length > 0) return rejected(`a new ${table} row needs ${missing.join(", ")}`);
+    if (missing.length > 0)
+      return rejected(`a new ${table} row needs ${missing.join(", ")}`);
     const problem = await insertRow(ctx, table, created, staged);
     return problem === null ? inserted : rejected(problem);
   }
@@ -231,17 +307,21 @@ async function upsert(
   // rules). A stage the row already holds is the same value (a stage key names one op's value).
   const stored = (doc as StoredDoc).spilled ?? [];
   const fresh = staged.filter(
-    (entry) => !stored.some((s) => s.field === entry.field && s.stage === entry.stage),
+    (entry) =>
+      !stored.some((s) => s.field === entry.field && s.stage === entry.stage),
   );
   const incoming = [...Object.keys(row), ...fresh.map((entry) => entry.field)];
-  const touched = new Set(incoming.flatMap((field) => [field, anySibling(field) ?? field]));
+  const touched = new Set(
+    incoming.flatMap((field) => [field, anySibling(field) ?? field]),
+  );
   const loaded = await loadRow(ctx, doc, touched);
   const merged = mergeRow(table, loaded.row, row);
   for (const { field } of fresh) {
     delete merged[field];
     delete merged[anySibling(field) ?? field];
   }
-  if (fresh.length === 0 && sameRow(loaded.row, merged)) return { status: "duplicate" };
+  if (fresh.length === 0 && sameRow(loaded.row, merged))
+    return { status: "duplicate" };
   const problem = await replaceRow(ctx, table, loaded, merged, fresh);
   return problem === null ? { status: "updated" } : rejected(problem);
 }
@@ -273,21 +353,33 @@ export async function applyOp(
   for (const { field } of staged) delete unstaged[field];
   const problem = checkFields(unstaged, { ...columns, key }, "args");
   if (problem !== null) return rejected(problem);
-  if (upsertTable === undefined && key.length === 0) return rejected("appends need a non-empty key");
+  if (upsertTable === undefined && key.length === 0)
+    return rejected("appends need a non-empty key");
   const row = withoutNulls(columns, upsertTable === undefined);
   const invalid = invalidValues(row);
   if (invalid !== null) return rejected(invalid);
   await requireStaged(ctx, staged);
   if (hints.thread !== undefined) {
     if (typeof row.conversationId === "string") {
-      row.conversationId = await batch.threads.resolve(ctx, hints.thread, row.conversationId);
+      row.conversationId = await batch.threads.resolve(
+        ctx,
+        hints.thread,
+        row.conversationId,
+      );
     }
     if (op === "upsertConversation" && hints.model !== undefined) {
       await batch.threads.rememberModel(ctx, hints.thread, hints.model);
-    } else if (op === "appendEvent" && hints.unknown_turn === true && row.turnId === undefined) {
+    } else if (
+      op === "appendEvent" &&
+      hints.unknown_turn === true &&
+      row.turnId === undefined
+    ) {
       const running = await batch.threads.runningTurn(ctx, hints.thread);
       if (running !== undefined) row.turnId = running;
-    } else if (op === "upsertTurn") {
+    } else {
+      await batch.threads.place(ctx, hints.thread, op, row, hints);
+    }
+    if (op === "upsertTurn") {
       const turnId = row.turnId as string;
       const stored = await ctx.db
         .query("turns")
@@ -296,25 +388,47 @@ export async function applyOp(
       await batch.threads.turn(ctx, hints.thread, row, stored === null);
     } else if (op === "appendRateLimit" || op === "appendUsageSnapshot") {
       const channel = hints.channel;
-      if (channel !== undefined && !(await batch.threads.keepsRateLimits(ctx, hints.thread, channel))) {
-        return { status: "duplicate", reason: "the thread's rate limits come from another channel" };
+      if (
+        channel !== undefined &&
+        !(await batch.threads.keepsRateLimits(ctx, hints.thread, channel))
+      ) {
+        return {
+          status: "duplicate",
+          reason: "the thread's rate limits come from another channel",
+        };
       }
-      if (row.turnId === undefined) row.turnId = await batch.threads.latestTurn(ctx, hints.thread);
+      if (row.turnId === undefined)
+        row.turnId = await batch.threads.latestTurn(ctx, hints.thread);
     }
   }
-  if ((op === "appendRateLimit" || op === "appendUsageSnapshot") && row.turnId === undefined) {
+  if (
+    (op === "appendRateLimit" || op === "appendUsageSnapshot") &&
+    row.turnId === undefined
+  ) {
     return rejected("told without a turn, and no turn of its thread is stored");
   }
   if (upsertTable !== undefined) {
-    const result = await upsert(ctx, upsertTable.table, upsertTable.id, row, staged);
+    const result = await upsert(
+      ctx,
+      upsertTable.table,
+      upsertTable.id,
+      row,
+      staged,
+    );
     if (op === "upsertTurn" && result.status !== "rejected") {
       await closeCallsOfEndedTurn(ctx, row.turnId as string);
     }
     return result;
   }
   const hasPayload = ["payload", "payloadJson"].some(
-    (field) => row[field] !== undefined || staged.some((entry) => entry.field === field),
+    (field) =>
+      row[field] !== undefined || staged.some((entry) => entry.field === field),
   );
-  if (table === "events_raw" && !hasPayload) return rejected("an event needs payload or payloadJson");
-  return await append(ctx, table as AppendTable, key, row, staged, batch);
+  if (table === "events_raw" && !hasPayload)
+    return rejected("an event needs payload or payloadJson");
+  const stored =
+    batch.turnScopedKeys && TURN_SCOPED.has(op)
+      ? `${key}@${row.turnId as string}`
+      : key;
+  return await append(ctx, table as AppendTable, stored, row, staged, batch);
 }

@@ -19,7 +19,7 @@ import signal
 import ssl
 import sys
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -28,6 +28,7 @@ import anyio
 from ingestor.batch import DEFAULT_MAX_AGE, DEFAULT_MAX_OPS
 from ingestor.cli import readback
 from ingestor.cli.input_report import report
+from ingestor.cli.options import convex_options
 from ingestor.errors import (
     HistoryUnavailableError,
     MissingPathError,
@@ -40,7 +41,7 @@ from ingestor.logging import configure_logging, get_logger
 from ingestor.normalize import Normalizer
 from ingestor.pipeline import NormalizerFactory, Pipeline, PipelineConfig
 from ingestor.sinks.base import Leftover, Spooling
-from ingestor.sinks.convex.deployment import add_convex_arguments
+from ingestor.sinks.convex.deployment import ConvexOptions, add_convex_arguments
 from ingestor.sinks.factory import SINK_SYNTAX, SinkSpec, open_sink, resolve_sink
 from ingestor.sources import Source
 from ingestor.sources.accept import (
@@ -281,13 +282,13 @@ async def run_pipeline(
     sources: Sequence[Source],
     config: PipelineConfig,
     factory: NormalizerFactory,
-    sink_options: Mapping[str, Any],
+    convex: ConvexOptions,
     watch: Callable[[Pipeline], Coroutine[Any, Any, None]] | None = None,
 ) -> tuple[Pipeline, Leftover | None]:
     """Open the sink, run the pipeline until its sources end or a signal stops it, close the sink.
     `watch` runs beside it (the progress bar), cancelled at the end. Also returns what the sink
     could not deliver before it closed."""
-    async with open_sink(spec, os.environ, sink_options) as sink:
+    async with open_sink(spec, os.environ, convex) as sink:
         pipeline = Pipeline(sink, factory, config)
         async with anyio.create_task_group() as tg:
             tg.start_soon(_stop_on_signal, pipeline)
@@ -351,7 +352,11 @@ async def _run(args: argparse.Namespace, spec: SinkSpec) -> int:
     sources = run_sources(args)
     with serving(args.metrics):
         _, leftover = await run_pipeline(
-            spec, sources, pipeline_config(args), normalizer_factory(args.conversation_id), vars(args)
+            spec,
+            sources,
+            pipeline_config(args),
+            normalizer_factory(args.conversation_id),
+            convex_options(args, delivery=True),
         )
     one_shot = all(isinstance(source, StdinSource) for source in sources)
     # A daemon stopped by a signal leaves its spool to its next start, as documented: that is no failure.
@@ -372,7 +377,7 @@ async def _replay(args: argparse.Namespace, spec: SinkSpec) -> int:
         [files],
         dataclasses.replace(pipeline_config(args), queue_chunks=REPLAY_QUEUE_CHUNKS),
         normalizer_factory(args.conversation_id),
-        vars(args),
+        convex_options(args, delivery=True),
         watch=progress_bar if sys.stderr.isatty() else None,
     )
     seconds = time.perf_counter() - began

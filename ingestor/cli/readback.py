@@ -16,6 +16,7 @@ from ingestor.cli import conversations, usage
 from ingestor.cli.export import FORMATS, gather
 from ingestor.cli.export import html as export_html
 from ingestor.cli.export import markdown as export_markdown
+from ingestor.cli.options import convex_options
 from ingestor.cli.show import WHAT, EventFilter, escape_controls, show
 from ingestor.sinks.factory import SinkSpec, open_history
 
@@ -92,7 +93,7 @@ def _json(value: Any, out: TextIO) -> None:
 
 
 async def show_command(args: argparse.Namespace, spec: SinkSpec) -> int:
-    async with open_history(spec, os.environ, vars(args)) as reader:
+    async with open_history(spec, os.environ, convex_options(args, delivery=False)) as reader:
         if args.what == CONVERSATIONS:
             filters = conversations.Filters(
                 since=None if args.since is None else _ms(args.since),
@@ -113,7 +114,7 @@ async def show_command(args: argparse.Namespace, spec: SinkSpec) -> int:
 
 
 async def usage_command(args: argparse.Namespace, spec: SinkSpec) -> int:
-    async with open_history(spec, os.environ, vars(args)) as reader:
+    async with open_history(spec, os.environ, convex_options(args, delivery=False)) as reader:
         snapshots = await usage.read_snapshots(reader)
     rows = usage.report(usage.increments(snapshots), args.by, args.since, args.until, with_cost=args.cost)
     if args.json:
@@ -124,7 +125,7 @@ async def usage_command(args: argparse.Namespace, spec: SinkSpec) -> int:
 
 
 async def export_command(args: argparse.Namespace, spec: SinkSpec) -> int:
-    async with open_history(spec, os.environ, vars(args)) as reader:
+    async with open_history(spec, os.environ, convex_options(args, delivery=False)) as reader:
         data = await gather(reader, args.id)
     if args.format == "json":
         text = json.dumps(data, ensure_ascii=False, indent=2) + "\n"

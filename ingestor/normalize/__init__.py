@@ -41,7 +41,7 @@ import orjson
 
 from ingestor.lines import Line
 from ingestor.normalize import app_server, exec_json, legacy, session_file
-from ingestor.normalize.detect import BAD, HELLO, IDMSG, LEGACY_PREFIX, RPC, classify
+from ingestor.normalize.detect import BAD, HELLO, IDMSG, LEGACY_PREFIX, RPC, UNKNOWN, classify
 from ingestor.normalize.facts import (
     _MAX_NUMBER,
     _MS_THRESHOLD,
@@ -133,6 +133,8 @@ class Normalizer:
         self._last_line: Line | None = None
         self.derive_errors = 0
         """Lines whose facts could not be read (kept raw only): a number worth a metric."""
+        self.bad_lines: dict[str, int] = {}
+        """Lines stored raw only (not JSON, too long, or JSON no Codex stream kind explains), by method."""
         if conversation_id is not None:
             self._s.fixed_conversation = conversation_id
 
@@ -184,12 +186,12 @@ class Normalizer:
                 self.derive_errors += 1  # refused: the line is kept raw, the id multiplied nowhere
         thread = revealed_thread(kind, method, obj)
         if thread is not None:
-            out.extend(self._release(s.fixed_conversation or thread, thread))
+            out.extend(self._release(s.fixed_conversation or thread, thread, (kind, method, obj)))
         elif s.fixed_conversation is None:
             if len(s.pending) >= MAX_PENDING_LINES or s.pending_bytes >= MAX_PENDING_BYTES:
-                out.extend(self._release(self._threadless_conversation(), None))
+                out.extend(self._release(self._threadless_conversation(), None, (kind, method, obj)))
         elif len(s.pending) >= MAX_PENDING_LINES_CHOSEN or s.pending_bytes >= MAX_PENDING_BYTES_CHOSEN:
-            out.extend(self._release(s.fixed_conversation, None))
+            out.extend(self._release(s.fixed_conversation, None, (kind, method, obj)))
 
     def finish(self) -> list[Op]:
         s = self._s
@@ -209,15 +211,20 @@ class Normalizer:
         s = self._s
         return s.fixed_conversation or f"source:{s.source}"
 
-    def _release(self, conversation_id: str, thread: str | None) -> Ops:
+    def _release(
+        self, conversation_id: str, thread: str | None, last_parsed: tuple[str, str, Any] | None = None
+    ) -> Ops:
+        """Process the held lines; `last_parsed` is the parse of the last one when it is the line just
+        read (a session file's first line names its thread: each file would parse it twice)."""
         s = self._s
         s.start(conversation_id)
         if thread is not None:
             s.enter_thread(thread)
         held, s.pending, s.pending_bytes = s.pending, [], 0
         out: Ops = []
+        last = len(held) - 1
         for i, line in enumerate(held):
-            kind, method, obj = parse(line)
+            kind, method, obj = last_parsed if i == last and last_parsed is not None else parse(line)
             if i == 0:
                 conversation(s, line, out, codex_time(kind, obj) or line.received_at, first=True)
             self._process(line, kind, method, obj, out)
@@ -243,9 +250,18 @@ class Normalizer:
             self.derive_errors += 1
             derived = []
         # The raw event goes first; its turn is only known once the line's facts are read (which may
-        # also have switched threads).
-        out.append(event_op(s.cur or cur, line, method, obj, s.line_turn, kind != BAD))
-        out.extend(derived)
+        # also have switched threads). After them when the line named an exec run: the run's turn op
+        # must reach the store before anything filed in it.
+        if kind in (BAD, UNKNOWN):
+            self.bad_lines[method] = self.bad_lines.get(method, 0) + 1
+        event = event_op(s.cur or cur, line, method, obj, s.line_turn, kind != BAD)
+        if s.run_named:
+            s.run_named = False
+            out.extend(derived)
+            out.append(event)
+        else:
+            out.append(event)
+            out.extend(derived)
 
     def _process_v2(self, line: Line, method: str, obj: dict[str, Any], out: Ops) -> None:
         """`_process` for an app-server v2 line (most lines), with `codex_time`, `line_thread` and the

@@ -1,12 +1,19 @@
 """`codex exec --json` lines (`{"type": "thread.started" | "turn.started" | "item.completed" | ...}`).
 
 This stream names no turns and restarts its item ids (`item_0`, ...) in every process, while
-`codex exec resume` appends to the same thread: turns get derived ids (`facts.next_derived_turn`) and
-commands the call id `<turn id>/<item id>`, unique within the thread.
+`codex exec resume` appends to the same thread. Each run (one `codex exec` process: one turn) is named
+by what it said first: its turn is `<thread>/run:<hash of its first line after turn.started>`, its
+items `<run>/<item id>`, and the ops that name the run carry `run` so that the store files the run as
+the thread's next turn (or the turn another channel already stored in that place) and stores ids
+under the run as under that turn (docs/operations.md, "Across processes and channels"). So a replay
+of a run lands in the turn it landed in before, and a resumed run piped into its own process
+continues the thread's turns. The `turn.started` line itself (the same bytes in every run) has no
+turn.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -33,13 +40,39 @@ def _thread_started(s: State, line: Line, obj: dict[str, Any], at: int, out: Ops
 
 
 def _turn_started(s: State, line: Line, obj: dict[str, Any], at: int, out: Ops) -> None:
-    facts.turn_started(s, line, out, facts.next_derived_turn(s), at)
+    # The run is named by its next line (_run_turn): until then, only when it began is known.
+    s.exec_run_started_at = at
+    s.turn_active = False
+    s.line_turn = None
+
+
+def _run_turn(s: State, line: Line, at: int, out: Ops) -> str | None:
+    """The current run's turn; the first line after `turn.started` names and starts it."""
+    started = s.exec_run_started_at
+    if started is None:
+        return s.turn_id
+    s.exec_run_started_at = None
+    run = hashlib.blake2b(line.data, digest_size=12).hexdigest()
+    tid = f"{s.thread_id or s.conversation_id}/run:{run}"
+    first = len(out)
+    facts.turn_started(s, line, out, tid, started)
+    _mark_run(out, first, tid)
+    s.run_named = True
+    return tid
+
+
+def _mark_run(out: Ops, first: int, run: str) -> None:
+    """Tag the ops from `out[first:]` that name the run: the store resolves the run to its turn."""
+    for op in out[first:]:
+        if op["args"].get("turnId") == run:
+            op["run"] = True
 
 
 def _turn_completed(s: State, line: Line, obj: dict[str, Any], at: int, out: Ops) -> None:
-    tid = s.turn_id
+    tid = _run_turn(s, line, at, out)
     if tid is None:
         return
+    first = len(out)
     usage = obj.get("usage")
     if type(usage) is dict:
         totals = (
@@ -51,26 +84,40 @@ def _turn_completed(s: State, line: Line, obj: dict[str, Any], at: int, out: Ops
         )
         usage_facts.usage(s, line, out, EXEC, tid, totals, usage.get("model_context_window"), at)
     facts.turn_ended(s, line, out, tid, "succeeded", at, None)
+    _mark_run(out, first, tid)
 
 
 def _failed(s: State, line: Line, obj: dict[str, Any], at: int, out: Ops) -> None:
     # `turn.failed {error: {message}}` and the stream's fatal `error {message}` both end the turn.
-    tid = s.turn_id
-    if tid is None or (obj.get("type") == "error" and not s.turn_active):
+    if obj.get("type") == "error" and not s.turn_active and s.exec_run_started_at is None:
         return
+    tid = _run_turn(s, line, at, out)
+    if tid is None:
+        return
+    first = len(out)
     error = obj.get("error") if obj.get("type") == "turn.failed" else obj
     message = error.get("message") if type(error) is dict else None
     facts.turn_ended(s, line, out, tid, "failed", at, message if type(message) is str else None)
+    _mark_run(out, first, tid)
 
 
 def _item(s: State, line: Line, obj: dict[str, Any], at: int, out: Ops) -> None:
     item = obj.get("item")
-    tid = s.turn_id
-    if type(item) is not dict or tid is None:
+    if type(item) is not dict:
         return
+    tid = _run_turn(s, line, at, out)
+    if tid is None:
+        return
+    first = len(out)
+    _item_facts(s, line, item, obj.get("type") == "item.completed", tid, at, out)
+    _mark_run(out, first, tid)
+
+
+def _item_facts(
+    s: State, line: Line, item: dict[str, Any], completed: bool, tid: str, at: int, out: Ops
+) -> None:
     item_id = item.get("id")
     kind = item.get("type")
-    completed = obj.get("type") == "item.completed"
     if kind == "command_execution" and type(item_id) is str:
         output = item.get("aggregated_output")
         exit_code = item.get("exit_code")

@@ -12,6 +12,8 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any, Final
 
+import orjson
+
 from ingestor.lines import Line
 from ingestor.normalize.state import MAX_ID_CHARS, Command, Ops, State
 from ingestor.ops import Op, make_key
@@ -279,7 +281,17 @@ def command(
         if not owner and name in ("command", "parsedCmd", "source"):
             continue
         args[name] = value
-    out.append({"op": "upsertCommand", "key": make_key("x", call_id, line.ordinal, kind), "args": args})
+    op: Op = {"op": "upsertCommand", "key": make_key("x", call_id, line.ordinal, kind), "args": args}
+    argv = args.get("command")
+    if cmd.identity is None and argv:
+        # What the call is, whichever channel tells it: its argv and how many calls of the turn had
+        # the same argv before it (exec and its session file name the same call differently).
+        same = s.occurrence(cmd.turn_id, "call", text_hash(orjson.dumps(argv).decode()))
+        cmd.identity = make_key("cc", argv, same)
+    if cmd.identity is not None:
+        op["call"] = cmd.identity
+    file_under_thread(s, op)
+    out.append(op)
 
 
 _CALL_TERMINAL: Final = frozenset({"completed", "failed", "declined", "canceled"})
@@ -371,13 +383,11 @@ def message(
     h = text_hash(content)
     n = s.occurrence(turn_id, family, role, h)
     args = {"turnId": turn_id, "role": role, "content": content, "rawContent": raw, "createdAt": at}
-    out.append(
-        {
-            "op": "appendMessage",
-            "key": make_key("m", turn_id, role, h, n),
-            "args": args,
-        }
-    )
+    # The key is the message's identity within its turn: the store scopes it by the turn it files
+    # the message in (docs/operations.md), which for an exec run is not known here.
+    op: Op = {"op": "appendMessage", "key": make_key("m", role, h, n), "args": args}
+    file_under_thread(s, op)
+    out.append(op)
 
 
 def reasoning(
@@ -391,9 +401,10 @@ def reasoning(
     raw: Any,
     at: int,
 ) -> None:
-    """One reasoning item, keyed like `message` (on its summary text); `position` is its index among
-    the family's reasoning items of the turn."""
-    h = text_hash("\n\n".join(summary))
+    """One reasoning item, keyed like `message` (on its summary text, whitespace aside: exec joins a
+    summary's parts with one line break, other channels keep them apart); `position` is its index
+    among the family's reasoning items of the turn."""
+    h = text_hash(" ".join(" ".join(summary).split()))
     n = s.occurrence(turn_id, family, "reasoning", h)
     position = s.occurrence(turn_id, family, "reasoning#")
     args: dict[str, Any] = {
@@ -404,18 +415,14 @@ def reasoning(
         "position": position,
         "createdAt": at,
     }
-    out.append(
-        {
-            "op": "appendReasoningSection",
-            "key": make_key("r", turn_id, h, n),
-            "args": args,
-        }
-    )
+    op: Op = {"op": "appendReasoningSection", "key": make_key("r", h, n), "args": args}
+    file_under_thread(s, op)
+    out.append(op)
 
 
 def next_derived_turn(s: State) -> str:
-    """A turn id for streams that give none (exec --json, old session files): the thread id and the
-    turn's ordinal in that thread, counted across resumed runs of the same thread in one stream."""
+    """A turn id for session files that give none (Codex 0.63): the thread id and the turn's ordinal
+    in the file."""
     thread = s.thread_id or s.conversation_id or ""
     n = s.derived_turns.get(thread, 0) + 1
     s.derived_turns[thread] = n

@@ -44,6 +44,8 @@ class Command:
     tool: str = "command"
     """What the call is (the `source` column: command | file | mcp | search): how a session file's
     tool output is read."""
+    identity: str | None = None
+    """The call's identity in its turn (`call` on its ops), once its argv is known."""
     held_description: Any = None
     """A session file's `parsedCmd` of a call, from its start, held for the op that ends the call
     (see session_file.py)."""
@@ -86,7 +88,11 @@ class State:
 
     turn_started_at: dict[str, int] = field(default_factory=dict)
     derived_turns: dict[str, int] = field(default_factory=dict)
-    """Turns counted per thread id, for streams without turn ids: resumed runs continue the count."""
+    """Turns counted per thread id, for session files without turn ids."""
+    exec_run_started_at: int | None = None
+    """An exec run's `turn.started` time, until its next line names the run (exec_json._run_turn)."""
+    run_named: bool = False
+    """The line being normalized named an exec run (its raw event then follows the run's turn op)."""
 
     commands: dict[str, Command] = field(default_factory=dict)
     turn_commands: dict[str, list[str]] = field(default_factory=dict)

@@ -25,7 +25,7 @@ from typing import Any, Final
 from ingestor.lines import Line
 from ingestor.normalize import facts
 from ingestor.normalize.state import Ops, State
-from ingestor.ops import make_key
+from ingestor.ops import Op, make_key
 
 FILE: Final = "file"
 MCP: Final = "mcp"
@@ -274,16 +274,16 @@ def plan_message(
     raw: dict[str, Any] = {"type": "plan", "steps": steps}
     if type(explanation) is str:
         raw["explanation"] = explanation
-    out.append(
-        {
-            "op": "appendMessage",
-            "key": make_key("m", turn_id, PLAN_ROLE, "plan", facts.text_hash(content)),
-            "args": {
-                "turnId": turn_id,
-                "role": PLAN_ROLE,
-                "content": content,
-                "rawContent": raw,
-                "createdAt": at,
-            },
-        }
-    )
+    op: Op = {
+        "op": "appendMessage",
+        "key": make_key("m", PLAN_ROLE, "plan", facts.text_hash(content)),  # the store scopes it by turn
+        "args": {
+            "turnId": turn_id,
+            "role": PLAN_ROLE,
+            "content": content,
+            "rawContent": raw,
+            "createdAt": at,
+        },
+    }
+    facts.file_under_thread(s, op)
+    out.append(op)

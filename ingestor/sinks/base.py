@@ -11,8 +11,14 @@ from ingestor.ops import Op
 
 
 class Sink(Protocol):
+    """What the pipeline calls on every sink (a sink that spools is also `Spooling`)."""
+
     async def write(self, ops: Sequence[Op]) -> None:
         """Accept `ops` in order. Returns once they are durable: stored, or safe in the spool."""
+
+    async def write_batches(self, batches: Sequence[Sequence[Op]]) -> None:
+        """`write` each batch, in order: the batcher's way to hand over a burst. A store that can
+        commit them at once does (SQLite: one transaction); the others write them one by one."""
 
     async def aclose(self) -> None:
         """Flush what can be flushed and release resources."""

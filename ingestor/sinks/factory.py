@@ -2,8 +2,7 @@
 
 The seam for sinks: `open_sink()` and `open_history()` are the only places that know every kind.
 Each sink's package is imported only when that sink is chosen, so its dependencies load only then.
-Convex's openers (`ingestor.sinks.convex.factory`) take the environment and `options` (the parsed
-command line, as a mapping).
+A sink's settings beyond its path are a typed options object the CLI builds (Convex: `ConvexOptions`).
 """
 
 from __future__ import annotations
@@ -11,10 +10,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 from ingestor.errors import SinkError
 from ingestor.sinks.base import HistoryReader, Sink
+from ingestor.sinks.convex.deployment import ConvexOptions
 from ingestor.sinks.locations import default_store, user_store_path
 
 SinkKind = Literal["sqlite", "convex", "jsonl", "null"]
@@ -72,7 +72,7 @@ def resolve_sink(
 
 @asynccontextmanager
 async def open_sink(
-    spec: SinkSpec, env: Mapping[str, str], options: Mapping[str, Any] | None = None
+    spec: SinkSpec, env: Mapping[str, str], convex: ConvexOptions | None = None
 ) -> AsyncIterator[Sink]:
     """The sink, ready to write; leaving the context flushes and closes it."""
     # Imports are deferred so that each sink's dependencies load only when that sink is used.
@@ -92,14 +92,14 @@ async def open_sink(
     else:
         from ingestor.sinks.convex.factory import open_sink_from_env
 
-        opened = open_sink_from_env(env, options or {})
+        opened = open_sink_from_env(env, convex or ConvexOptions())
     async with opened as sink:
         yield sink
 
 
 @asynccontextmanager
 async def open_history(
-    spec: SinkSpec, env: Mapping[str, str], options: Mapping[str, Any] | None = None
+    spec: SinkSpec, env: Mapping[str, str], convex: ConvexOptions | None = None
 ) -> AsyncIterator[HistoryReader]:
     """The read side of a sink, for `ingestor show`."""
     opened: AbstractAsyncContextManager[HistoryReader]
@@ -110,7 +110,7 @@ async def open_history(
     elif spec.kind == "convex":
         from ingestor.sinks.convex.factory import open_history_from_env
 
-        opened = open_history_from_env(env, options or {})
+        opened = open_history_from_env(env, convex or ConvexOptions())
     else:
         raise SinkError(f"--sink {spec} cannot be read back: use sqlite:PATH or convex")
     async with opened as reader:

@@ -33,6 +33,10 @@ class JsonlSink:
         # A reader on the other end of a pipe may be slow: block a worker thread, not the loop.
         await anyio.to_thread.run_sync(self._write, data, limiter=self._limiter)
 
+    async def write_batches(self, batches: Sequence[Sequence[Op]]) -> None:
+        for ops in batches:
+            await self.write(ops)
+
     def _write(self, data: bytes) -> None:
         self._out.write(data)
         self._out.flush()

@@ -20,6 +20,9 @@ class NullSink:
     async def write(self, ops: Sequence[Op]) -> None:
         self.ops += len(ops)
 
+    async def write_batches(self, batches: Sequence[Sequence[Op]]) -> None:
+        self.ops += sum(map(len, batches))
+
     async def aclose(self) -> None:
         return None
 

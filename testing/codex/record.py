@@ -149,6 +149,8 @@ class Scenario:
     # Run with a model from Codex's catalog and the config that offers apply_patch, update_plan, web
     # search and the fixture MCP server (see tool_config).
     all_tools: bool = False
+    # exec only: resume by the thread id of the first run (`resume <id>`) instead of `resume --last`.
+    resume_by_id: bool = False
 
 
 def _seq_bytes(n: int) -> bytes:
@@ -363,6 +365,27 @@ SCENARIOS: tuple[Scenario, ...] = (
         ),
         modes=("app-server",),
         versions=("0.169.0",),  # 0.63's app-server has no thread/fork
+    ),
+    Scenario(
+        "resumed_run",
+        "A first `codex exec` run, then `codex exec resume <thread id>`: two processes, one thread "
+        "(observed.exec_run_bytes: each process's part of the stream).",
+        (
+            Turn(
+                "Start the work.",
+                reasoning=("Starting: print a marker",),
+                commands=(Cmd("echo first run", stdout=b"first run\n"),),
+                message="The first run printed its marker.",
+            ),
+            Turn(
+                "Continue the work.",
+                reasoning=("Resuming: print another marker",),
+                commands=(Cmd("echo second run", stdout=b"second run\n"),),
+                message="The resumed run printed its marker.",
+            ),
+        ),
+        modes=("exec",),
+        resume_by_id=True,
     ),
 )
 
@@ -965,24 +988,26 @@ def record_tui(run: Run) -> tuple[bytes, JSON]:
     return b"", {"side_requests": run.server.side_requests, "screen": lines}
 
 
+def _exec_thread_id(stdout: bytes) -> str:
+    for line in stdout.splitlines():
+        event = json.loads(line)
+        if event.get("type") == "thread.started":
+            return str(event["thread_id"])
+    raise RecordError("the first exec run printed no thread.started")
+
+
 def record_exec(run: Run) -> tuple[bytes, JSON]:
     out = bytearray()
     exit_codes: list[int] = []
+    run_bytes: list[int] = []
     for index, (turn, steps) in enumerate(typed_turns(run.scenario)):
         run.server.push(*steps)
         if index == 0:
             args = ["exec", "--json", "--skip-git-repo-check", "-C", str(run.cwd), turn.prompt]
         else:
-            args = [
-                "exec",
-                "--json",
-                "--skip-git-repo-check",
-                "-C",
-                str(run.cwd),
-                "resume",
-                "--last",
-                turn.prompt,
-            ]
+            which = [_exec_thread_id(bytes(out))] if run.scenario.resume_by_id else ["--last"]
+            args = ["exec", "--json", "--skip-git-repo-check", "-C", str(run.cwd), "resume", *which]
+            args.append(turn.prompt)
         with run.stderr_log.open("ab") as err:
             proc = subprocess.Popen(
                 run.argv(*args),
@@ -1003,13 +1028,14 @@ def record_exec(run: Run) -> tuple[bytes, JSON]:
             finally:
                 _kill_group(proc)
         out += stdout
+        run_bytes.append(len(stdout))
         exit_codes.append(proc.returncode)
         if run.server.remaining:
             raise RecordError(
                 f"exec turn {index} left {run.server.remaining} steps unused (exit {proc.returncode})\n"
                 f"--- codex stderr ---\n{_stderr_tail(run.stderr_log)}"
             )
-    return bytes(out), {"exec_exit_codes": exit_codes}
+    return bytes(out), {"exec_exit_codes": exit_codes, "exec_run_bytes": run_bytes}
 
 
 # --------------------------------------------------------------------------------------------

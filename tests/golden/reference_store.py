@@ -54,6 +54,14 @@ class ReferenceStore:
         self.rate_limit_channels: dict[str, str] = {}
         self.models: dict[str, str] = {}
         self.latest_turns: dict[str, str] = {}
+        self.turn_ids: dict[str, tuple[int, str]] = {}
+        """Every id a turn is known by -> (its ordinal in the thread, the turn stored for it)."""
+        self.turn_counts: dict[tuple[str, bool], int] = {}
+        """(thread, exec run?) -> how many turns of that kind the thread has."""
+        self.call_ids: dict[str, str] = {}
+        self.call_identities: dict[tuple[str, str], str] = {}
+        """(turn, the call's identity) -> the call stored for it."""
+        self._thread_of: dict[str, str] = {}
 
     def apply(self, ops: Iterable[Op]) -> None:
         for op in ops:
@@ -81,6 +89,10 @@ class ReferenceStore:
             latest = self.latest_turns.get(thread)
             if latest is not None and self.tables["turns"][latest].get("status") == "running":
                 args["turnId"] = latest
+        if thread is not None and type(args.get("turnId")) is str:
+            self._place(thread, op, args)
+        if table in ("messages", "reasoning_sections"):
+            op = {**op, "key": f"{op['key']}@{args.get('turnId')}"}
         if thread is not None and "model" in op:
             self.models[thread] = op["model"]
         if thread is not None and table == "turns":
@@ -125,6 +137,40 @@ class ReferenceStore:
         _merge(table, row, args)
         self._close_calls(table, row)
         return "updated" if row != before else "duplicate"
+
+    def _place(self, thread: str, op: Op, args: dict[str, Any]) -> None:
+        """docs/operations.md: an exec run is the thread's turn of the same ordinal, a call told
+        under two ids is the call of its turn with the same identity."""
+        turn = args["turnId"]
+        run = op.get("run") is True
+        if op["op"] == "upsertTurn" and turn not in self.turn_ids:
+            number = self.turn_counts.get((thread, run), 0) + 1
+            self.turn_counts[thread, run] = number
+            same = [
+                t for a, (n, t) in self.turn_ids.items() if n == number and self._thread_of.get(a) == thread
+            ]
+            placed = same[0] if same else f"{thread}/turn-{number}" if run else turn
+            self.turn_ids[turn] = (number, placed)
+            self._thread_of[turn] = thread
+        number, placed = self.turn_ids.get(turn, (None, turn))
+        args["turnId"] = placed
+        if op["op"] == "upsertTurn":
+            args["turnNumber"] = number
+
+        def under_run(value: str) -> str:
+            return placed + value[len(turn) :] if run and value.startswith(turn + "/") else value
+
+        if op["op"] == "upsertCommand":
+            call = args["callId"]
+            if call not in self.call_ids:
+                identity = op.get("call")
+                stored = under_run(call)
+                if identity is not None:
+                    stored = self.call_identities.setdefault((placed, identity), stored)
+                    self.call_ids[call] = stored
+            args["callId"] = self.call_ids.get(call, under_run(call))
+        elif op["op"] == "appendReasoningSection" and run:
+            args["itemId"] = under_run(args["itemId"])
 
     def _close_calls(self, table: str, row: dict[str, Any]) -> None:
         """Merge rule 6: an ended turn ends its commands still running."""

@@ -60,6 +60,20 @@ def fixture_lines(path: Path) -> list[Line]:
     return [Line(source, i, T0 + i, p.removesuffix(b"\r")) for i, p in enumerate(pieces)]
 
 
+def exec_run_streams(path: Path) -> list[bytes]:
+    """An exec recording cut into the stdout of each `codex exec` process, by the sizes the recorder
+    noted (manifest `observed.exec_run_bytes`)."""
+    manifest = orjson.loads((FIXTURES / "manifest.json").read_bytes())
+    (entry,) = [e for e in manifest["files"] if e["path"] == path.relative_to(FIXTURES).as_posix()]
+    data = path.read_bytes()
+    runs, start = [], 0
+    for size in entry["observed"]["exec_run_bytes"]:
+        runs.append(data[start : start + size])
+        start += size
+    assert start == len(data), path
+    return runs
+
+
 def normalize_fixture(path: Path) -> list[Op]:
     lines = fixture_lines(path)
     n = Normalizer(lines[0].source if lines else "empty")

@@ -1,6 +1,6 @@
 """A small async client for the Convex HTTP API (`/api/mutation`, `/api/query`), and its errors.
 
-Why not the `convex` package's clients: see /work/shared/notes/convex.md (the WebSocket client holds
+Why not the `convex` package's clients: see docs/notes/convex.md (the WebSocket client holds
 the GIL per round trip and may re-apply a resent mutation; the HTTP client has no keep-alive and no
 timeout). Every failure is classified here, once, into what the caller should do about it:
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final, TypeVar
 
 from ingestor.errors import SinkError
 from ingestor.logging import get_logger
+from ingestor.sinks.convex.deployment import ConvexOptions
 from ingestor.sinks.locations import default_state_dir, user_state_dir
 
 log = get_logger("ingestor.sinks.convex")
@@ -62,15 +63,25 @@ def _default_state_dir(env: Mapping[str, str]) -> Path:
     return state.path
 
 
-def sink_config(env: Mapping[str, str], options: Mapping[str, Any]) -> ConvexSinkConfig:
-    """The sink's settings from CLI options (argparse names); absent ones take the defaults."""
-    values: dict[str, Any] = {"state_dir": options.get("state_dir") or _default_state_dir(env)}
-    for name in ("batch_max_ops", "batch_max_bytes", "spool_max_bytes", "flush_timeout", "unready_after"):
-        if options.get(name) is not None:
-            values[name] = options[name]
-    if options.get("batch_max_age_ms") is not None:
-        values["batch_max_age"] = options["batch_max_age_ms"] / 1000
+_T = TypeVar("_T")
+
+
+def sink_config(env: Mapping[str, str], options: ConvexOptions) -> ConvexSinkConfig:
+    """The sink's settings from its command-line options; those not given take the defaults."""
+    default = ConvexSinkConfig
     try:
-        return ConvexSinkConfig(**values)
+        return ConvexSinkConfig(
+            state_dir=options.state_dir or _default_state_dir(env),
+            batch_max_ops=_given(options.batch_max_ops, default.batch_max_ops),
+            batch_max_bytes=_given(options.batch_max_bytes, default.batch_max_bytes),
+            batch_max_age=_given(options.batch_max_age, default.batch_max_age),
+            spool_max_bytes=_given(options.spool_max_bytes, default.spool_max_bytes),
+            flush_timeout=_given(options.flush_timeout, default.flush_timeout),
+            unready_after=_given(options.unready_after, default.unready_after),
+        )
     except ValueError as error:
         raise SinkError(f"convex sink: {error}") from None
+
+
+def _given(value: _T | None, default: _T) -> _T:
+    return default if value is None else value

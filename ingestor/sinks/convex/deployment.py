@@ -181,6 +181,23 @@ def _seconds(text: str) -> float:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class ConvexOptions:
+    """The Convex sink's command-line options, as the CLI parsed them; None: not given (the
+    default applies: the environment's deployment and key, `ConvexSinkConfig`'s settings)."""
+
+    url: str | None = None
+    key_file: Path | None = None
+    state_dir: Path | None = None
+    batch_max_ops: int | None = None
+    batch_max_bytes: int | None = None
+    batch_max_age: float | None = None
+    """Seconds."""
+    spool_max_bytes: int | None = None
+    flush_timeout: float | None = None
+    unready_after: float | None = None
+
+
 def add_convex_arguments(parser: argparse.ArgumentParser, *, delivery: bool) -> None:
     """`--convex-url` and `--convex-key-file`; with `delivery`, the spool and flush options too."""
     group = parser.add_argument_group("convex sink")

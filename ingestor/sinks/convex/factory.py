@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Final
+from typing import Final
 from urllib.parse import urlsplit
 
 import anyio
@@ -17,7 +17,13 @@ from ingestor.metrics import HEALTH, METRICS, Health, Metrics
 from ingestor.sinks.convex import spool as spool_module
 from ingestor.sinks.convex.client import ADMIN_IDENTITY, AuthError, ConfigError, ConvexHttp, TransientError
 from ingestor.sinks.convex.config import ConvexSinkConfig, sink_config
-from ingestor.sinks.convex.deployment import KEY_VARIABLES, Deployment, DeploymentError, resolve_deployment
+from ingestor.sinks.convex.deployment import (
+    KEY_VARIABLES,
+    ConvexOptions,
+    Deployment,
+    DeploymentError,
+    resolve_deployment,
+)
 from ingestor.sinks.convex.history import ConvexHistory
 from ingestor.sinks.convex.sink import ConvexSink
 from ingestor.sinks.convex.spool import Spool
@@ -61,11 +67,9 @@ async def open_convex_sink(
         await sink.close_spool()
 
 
-def _deployment(env: Mapping[str, str], options: Mapping[str, Any]) -> Deployment:
+def _deployment(env: Mapping[str, str], options: ConvexOptions) -> Deployment:
     try:
-        deployment = resolve_deployment(
-            env, url_flag=options.get("convex_url"), key_file=options.get("convex_key_file")
-        )
+        deployment = resolve_deployment(env, url_flag=options.url, key_file=options.key_file)
     except DeploymentError as error:
         raise SinkError(str(error)) from None
     if deployment.key is not None:
@@ -85,11 +89,8 @@ def _deployment(env: Mapping[str, str], options: Mapping[str, Any]) -> Deploymen
 
 
 @asynccontextmanager
-async def open_sink_from_env(
-    env: Mapping[str, str], options: Mapping[str, Any] | None = None
-) -> AsyncIterator[ConvexSink]:
+async def open_sink_from_env(env: Mapping[str, str], options: ConvexOptions) -> AsyncIterator[ConvexSink]:
     """The Convex sink for `ingestor run|replay --sink convex`."""
-    options = options or {}
     config = sink_config(env, options)
     deployment = _deployment(env, options)
     log.info("convex spool", state_dir=str(config.state_dir))
@@ -99,10 +100,10 @@ async def open_sink_from_env(
 
 @asynccontextmanager
 async def open_history_from_env(
-    env: Mapping[str, str], options: Mapping[str, Any] | None = None
+    env: Mapping[str, str], options: ConvexOptions
 ) -> AsyncIterator[ConvexHistory]:
     """The Convex history reader for `ingestor show --sink convex`."""
-    deployment = _deployment(env, options or {})
+    deployment = _deployment(env, options)
     history = ConvexHistory(ConvexHttp(deployment.url, deployment.key, acting_as=ADMIN_IDENTITY))
     where = f"the Convex deployment at {deployment.url} (from {deployment.url_source})"
     try:

@@ -92,8 +92,7 @@ class ConvexSink:
     # -- the pipeline side -------------------------------------------------------------------
 
     async def write(self, ops: Sequence[Op]) -> None:
-        """Spool `ops` in one transaction (one fsync). No `write_batches`: the batcher then writes a
-        burst batch by batch, so a burst is never all encoded in memory at once."""
+        """Spool `ops` in one transaction (one fsync)."""
         if self._closing:
             raise RuntimeError("write() after aclose()")
         bodies = [encode_op(op) for op in ops]
@@ -121,6 +120,11 @@ class ConvexSink:
             self._head_at = enqueued_at
         self._update_gauges()
         self._wakeup.set()
+
+    async def write_batches(self, batches: Sequence[Sequence[Op]]) -> None:
+        """Batch by batch, so that a burst is never all encoded in memory at once."""
+        for ops in batches:
+            await self.write(ops)
 
     async def _replace_orphaned_spool(self) -> None:
         """The state directory was deleted under the daemon: pause input, deliver what the old spool

@@ -117,6 +117,8 @@ def coerce_args(plan: TablePlan, args: Mapping[str, Any]) -> dict[str, Any]:
     """An op's args as column values: validated, `<column>Json` folded into its column."""
     values: dict[str, Any] = {}
     kinds = plan.kinds
+    # A raw event's payload is its whole input line: its own text is stored (as `event_row` does).
+    line_json = args.line_json if type(args) is EventArgs else None
     for name, value in args.items():
         # Inline fast paths for the common kinds: this loop runs for every column of every op.
         # Anything they do not settle takes the general path below, unchanged.
@@ -135,7 +137,10 @@ def coerce_args(plan: TablePlan, args: Mapping[str, Any]) -> dict[str, Any]:
                 values[name] = value
                 continue
         elif kind == "json" and value is not None:
-            values[name] = dumps_json(value)  # `any` columns are opaque JSON text from here on
+            if line_json is not None and line_json[0] is value:
+                values[name] = line_json[1]  # UTF-8 bytes, stored as TEXT (`insert_sql`)
+            else:
+                values[name] = dumps_json(value)  # `any` columns are opaque JSON text from here on
             continue
         column = plan.columns.get(name)
         if column is None:

@@ -35,6 +35,10 @@ class Column:
     kind: Kind
     required: bool = False
 
+    @property
+    def sql_type(self) -> str:
+        return SQL_TYPES[self.kind]
+
 
 @dataclass(frozen=True, slots=True)
 class Index:
@@ -59,7 +63,7 @@ class Table:
         items: list[tuple[str, str | None]] = [("id INTEGER PRIMARY KEY", None)]
         for column in self.columns:
             not_null = " NOT NULL" if column.required else ""
-            items.append((f"{column.name} {SQL_TYPES[column.kind]}{not_null}", _SQL_COMMENT.get(column.kind)))
+            items.append((f"{column.name} {column.sql_type}{not_null}", _SQL_COMMENT.get(column.kind)))
         lines = []
         for i, (decl, comment) in enumerate(items):
             comma = "," if i < len(items) - 1 else ""
@@ -242,9 +246,26 @@ TABLES: Final[dict[str, Table]] = {
                 _text("rateLimitSource"),
                 _text("model"),
                 _text("lastTurnId"),
+                _int("codexTurns"),
+                _int("execTurns"),
             ),
             identity="threadId",
             indexes=(Index(("threadId",), unique=True),),
+        ),
+        # Every id a thread's turn is known by (Codex's turn id, an exec run's name) with the turn's
+        # ordinal in the thread and the turn it is stored as: how an exec run and the session file
+        # of the same thread meet (docs/operations.md, "Across processes and channels").
+        Table(
+            "thread_turns",
+            (_text("alias", True), _text("threadId", True), _int("turnNumber", True), _text("turnId", True)),
+            indexes=(Index(("alias",), unique=True), Index(("threadId", "turnNumber"))),
+        ),
+        # Every call id a turn's call is known by, with the call's identity in its turn (`call` on
+        # its ops) and the call id it is stored as.
+        Table(
+            "thread_calls",
+            (_text("alias", True), _text("turnId", True), _text("identity", True), _text("callId", True)),
+            indexes=(Index(("alias",), unique=True), Index(("turnId", "identity"))),
         ),
         # No operation writes work orders yet; the table exists so the store mirrors the whole schema.
         Table(

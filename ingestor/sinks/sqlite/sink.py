@@ -41,14 +41,15 @@ from ingestor.sinks.sqlite.rows import (
     plain_row_of,
     with_column,
 )
-from ingestor.sinks.sqlite.schema import SQL_TYPES, TABLES, Table
+from ingestor.sinks.sqlite.schema import TABLES, Table
 from ingestor.sinks.sqlite.threads import Threads
 
 log = get_logger("ingestor.sinks.sqlite")
 
 SCHEMA_VERSION: Final = 3
-"""2: the `threads` table; chunks numbered by the store. 3: `conversations.forkedFromThreadId` and
-`forkedFromUsage` (added to older stores when opened)."""
+"""2: the `threads` table; chunks numbered by the store. 3: `thread_turns`, `thread_calls` and the
+threads' turn counts (exec runs meet their session file); `conversations.forkedFromThreadId` and
+`forkedFromUsage`. An older store gains the tables and columns when a writer opens it."""
 LOCKED_RETRY: Final = 1.0
 """Seconds between attempts while another process holds the store beyond the busy timeout."""
 PAGE_SIZE: Final = 8192
@@ -118,9 +119,9 @@ def _apply(conn: sqlite3.Connection, ops: Sequence[Op], outcome: BatchOutcome) -
                     if not threads.keeps_rate_limits(thread, op.get("channel")):
                         counts["duplicate"] += 1  # the thread's limits as another channel reported them
                         continue
-                    args = threads.latest_turn(thread, args)
+                    args = threads.latest_turn(thread, threads.place(thread, op, args))
                 elif name == "appendUsageSnapshot":
-                    args = threads.latest_turn(thread, args)
+                    args = threads.latest_turn(thread, threads.place(thread, op, args))
                 else:
                     args = threads.resolve(thread, args)
                     if "model" in op:
@@ -129,6 +130,9 @@ def _apply(conn: sqlite3.Connection, ops: Sequence[Op], outcome: BatchOutcome) -
                         running = threads.running_turn(thread, upserts)
                         if running is not None:
                             args = with_column(args, "turnId", running)
+                    elif name != "appendEvent" or thread in threads.with_runs:
+                        # (A raw event of a thread without exec runs is in its own turn: most ops.)
+                        args = threads.place(thread, op, args)
             if name == "appendEvent":
                 event = event_row(args, op["key"])
                 if event is not None:
@@ -155,6 +159,8 @@ def _apply(conn: sqlite3.Connection, ops: Sequence[Op], outcome: BatchOutcome) -
                 key = op["key"]
                 if type(key) is not str or not key:
                     raise Rejected("key: expected a non-empty string")
+                if name in _TURN_SCOPED:
+                    key = f"{key}@{values.get('turnId')}"
                 values["key"] = key
                 if not values.keys() >= plan.required:
                     check_required(plan, values)
@@ -197,6 +203,11 @@ def _apply(conn: sqlite3.Connection, ops: Sequence[Op], outcome: BatchOutcome) -
         for status, count in (("inserted", inserted), ("duplicate", len(rows) - inserted)):
             if count:
                 counts[status] += count
+
+
+_TURN_SCOPED: Final = frozenset({"appendMessage", "appendReasoningSection"})
+"""Appends whose key is their identity within their turn: stored as `<key>@<turnId>`, the turn the
+store filed them in (an exec run's turn is the store's decision)."""
 
 
 def _close_calls_of_ended_turns(conn: sqlite3.Connection, upserts: Mapping[tuple[str, str], Upsert]) -> None:
@@ -318,9 +329,11 @@ def connect(path: str | Path, *, read_only: bool = False) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_size_limit = 67108864")
     conn.execute("BEGIN IMMEDIATE")
     for table in TABLES.values():
-        for statement in table.ddl():
+        create_table, *indexes = table.ddl()
+        conn.execute(create_table)
+        _add_new_columns(conn, table)  # before the indexes, which may name a new column
+        for statement in indexes:
             conn.execute(statement)
-        _add_new_columns(conn, table)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     conn.execute("COMMIT")
     return conn
@@ -333,7 +346,7 @@ def _add_new_columns(conn: sqlite3.Connection, table: Table) -> None:
     for column in table.columns:
         if column.name not in present:
             assert not column.required, f"{table.name}.{column.name}: a new column must be optional"
-            conn.execute(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {SQL_TYPES[column.kind]}")
+            conn.execute(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {column.sql_type}")
 
 
 CHECKPOINT_EVERY_BATCHES: Final = 16
