@@ -92,6 +92,7 @@ RESTART_UNSEEN: Final = {
     ("0.63.0", "exec", "stream", "failed_turn"),
     ("0.63.0", "exec", "stream", "tools"),
     ("0.63.0", "exec", "session", "failed_turn"),
+    ("0.63.0", "exec", "stream", "resumed_run"),
 }
 """Recordings whose usage we get wrong today (known, see `_RESTART_UNSEEN`)."""
 
