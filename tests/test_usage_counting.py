@@ -95,6 +95,18 @@ def test_a_forks_link_on_any_of_its_rows_is_its_baseline() -> None:
     assert tokens(rows) == [(500, 0, 5, 0), (500, 0, 5, 0)]
 
 
+def test_a_fork_of_a_fork_counts_only_its_own() -> None:
+    """Each inherited its parent's totals, which include the grandparent's: every token once."""
+    rows = [
+        snap(T0, 1000, 0, 10, 0, "a"),
+        snap(T0 + 1, 1500, 0, 15, 0, "b", forkedFromUsage=totals(1000, 0, 10, 0)),
+        snap(T0 + 2, 1800, 0, 18, 0, "c", forkedFromUsage=totals(1500, 0, 15, 0)),
+    ]
+    by_session = usage.report(usage.increments(rows), "session")
+    own = [(r["conversationId"], r["inputTokens"]) for r in by_session]
+    assert own == [("a", 1000), ("b", 500), ("c", 300)]
+
+
 def test_a_fork_that_inherited_nothing_counts_from_zero() -> None:
     """A sub-agent is linked as a fork but starts from zero (`forkedFromUsage` all 0)."""
     zero = totals(0, 0, 0, 0)

@@ -74,7 +74,7 @@ def _totals(row: Row, previous: Totals | None) -> Totals:
 
 def inherited(snapshots: Sequence[Row]) -> Totals | None:
     """The totals a fork's snapshots start from: its `forkedFromUsage` (None: not a fork, or a fork
-    whose beginning no reader saw, counted from zero)."""
+    whose beginning no ingesting process saw, counted from zero)."""
     for row in snapshots:
         base = row.get("forkedFromUsage")
         if isinstance(base, dict):
