@@ -510,7 +510,7 @@ def test_listings_usage_and_exports_read_the_same_from_both_stores(parity: dict[
             return await _listings(reader, ids)
 
     async def convex_side() -> dict[str, Any]:
-        async with open_history_from_env(parity["env"], {"convex_url": parity["url"]}) as reader:
+        async with open_history_from_env(parity["env"], ConvexOptions(url=parity["url"])) as reader:
             return await _listings(reader, ids)
 
     from_sqlite, from_convex = anyio.run(sqlite_side), anyio.run(convex_side)
