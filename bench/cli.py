@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from bench import archive, delivery, live, machine, report, soak, throughput
+from bench import archive, delivery, follow, live, machine, report, soak, throughput
 from bench.plan import FULL, SECTIONS, SMOKE, Plan
 from bench.procs import RESULTS, pin_self, pinned
 from bench.profiling import profile
@@ -123,6 +123,22 @@ class Suite:
                         variant, threads, step
                     ),
                 )
+        if "follow" in self.only:
+            self.attempt(
+                "follow-latency",
+                f"follow-{p.follow_files}-files",
+                lambda: follow.latency(p.runs, p.follow_files, p.follow_rate, p.follow_count),
+            )
+            self.attempt(
+                "follow-restart",
+                f"follow-{p.restart_files}-files",
+                lambda: follow.restart_and_idle(p.runs, p.restart_files, p.idle_s),
+            )
+            self.attempt(
+                "replay-state-dir",
+                f"archive-{p.archive_mb}MB+1MB",
+                lambda: follow.daily_replay(p.runs, p.archive_mb),
+            )
         if "archive" in self.only:
             self._archives()
         if "profile" in self.only:

@@ -34,6 +34,15 @@ class Plan:
     """(variant, threads, step) of each soak run (bench/soak.py)."""
     archives: tuple[int, ...]
     """Session files in each sessions archive (bench/archive.py); the first also goes into Convex."""
+    follow_files: int = 1000
+    """Files followed while the write -> commit latency is measured (bench/follow.py)."""
+    follow_rate: float = 200.0
+    follow_count: int = 2000
+    restart_files: int = 10_000
+    """Files already ingested when the daemon restarts (and stays idle for `idle_s`)."""
+    idle_s: float = 60.0
+    archive_mb: int = 1024
+    """The archive a daily `replay --state-dir` runs over (plus 1 MB of new session files)."""
 
 
 CODEX_10K = Workload("codex", 10_000)
@@ -82,6 +91,14 @@ SMOKE = Plan(
     profile_large=None,
     soak=(("short", 200, 20), ("long", 4, 1)),
     archives=(50,),
+    follow_files=100,
+    follow_rate=100.0,
+    follow_count=200,
+    restart_files=500,
+    idle_s=5.0,
+    archive_mb=20,
 )
 
-SECTIONS = ("throughput", "sqlite", "convex", "batching", "latency", "memory", "soak", "archive", "profile")
+SECTIONS = (
+    "throughput", "sqlite", "convex", "batching", "latency", "memory", "soak", "archive", "follow", "profile",
+)  # fmt: skip

@@ -279,9 +279,95 @@ def _details(data: dict[str, Any], soak_chart: str | None) -> list[str]:
     lines += _table(["what", "workload", "events/s", "peak RSS (MiB)", "notes"], rows)
     lines += _live(data)
     lines += _soak(data, soak_chart)
+    lines += _follow(data)
     lines += _archives(data)
     lines += _scaling(data)
     return [*lines, ""]
+
+
+def _follow(data: dict[str, Any]) -> list[str]:
+    """`run --follow` and `replay --state-dir` (bench/follow.py)."""
+    lines: list[str] = []
+    for m in find(data, "follow-latency"):
+        if m.get("error"):
+            continue
+        i = m["info"]
+        lines += [
+            "",
+            f"### Following {i['files']:,} session files",
+            "",
+            f"`{m['command']}` following {i['files']:,} session files (a real 0.169 session file "
+            f"copied with fresh ids); {i['count']:,} lines appended to them round-robin at "
+            f"{i['rate']:g} lines/s; latency = from just before the write to the moment the harness, "
+            f"polling the store every {i['poll_ms']} ms, saw the line's row.",
+            "",
+        ]
+        lines += _table(
+            ["p50 (ms)", "p99 (ms)", "max (ms)", "lost"],
+            [
+                [
+                    fmt_range(m, "p50_ms", 1),
+                    fmt_range(m, "p99_ms", 1),
+                    fmt_range(m, "max_ms", 1),
+                    fmt_range(m, "lost"),
+                ]
+            ],
+        )
+    for m in find(data, "follow-restart"):
+        if m.get("error"):
+            continue
+        i = m["info"]
+        lines += [
+            "",
+            f"### Restart over {i['files']:,} ingested session files, then idle",
+            "",
+            f"`{m['command']}` started again over files already stored and finished: CPU until it had "
+            f"looked at every file (ready), and through its first rescan; then its CPU over "
+            f"{i['idle_s']:g} s of quiet.",
+            "",
+        ]
+        lines += _table(
+            [
+                "ready (s)",
+                "CPU at ready (s)",
+                "CPU after a rescan (s)",
+                "ops written",
+                "idle CPU (share of a core)",
+            ],
+            [
+                [
+                    fmt_range(m, "ready_s", 2),
+                    fmt_range(m, "cpu_s", 2),
+                    fmt_range(m, "cpu_with_rescan_s", 2),
+                    fmt_range(m, "ops_written"),
+                    f"{med(m, 'idle_cpu_share') or 0:.2%}",
+                ]
+            ],
+        )
+    for m in find(data, "replay-state-dir"):
+        if m.get("error"):
+            continue
+        i = m["info"]
+        lines += [
+            "",
+            "### Daily `replay --state-dir`",
+            "",
+            f"`{m['command']}` over an archive of {i['archive_files']:,} session files already replayed "
+            f"with the same state directory, after {i['new_files']:,} new ones (about 1 MB) were added.",
+            "",
+        ]
+        lines += _table(
+            ["wall (s)", "CPU (s)", "replay itself (s)", "files opened"],
+            [
+                [
+                    fmt_range(m, "wall_s", 2),
+                    fmt_range(m, "cpu_s", 2),
+                    fmt_range(m, "replay_s", 2),
+                    fmt_range(m, "streams_opened"),
+                ]
+            ],
+        )
+    return lines
 
 
 def _archives(data: dict[str, Any]) -> list[str]:

@@ -15,6 +15,11 @@ BATCHING_FACTOR_TARGET = 100
 LATENCY_SLACK_MS = 50.0
 RSS_TARGET_BYTES = 150_000_000  # 150 MB; compared in bytes, shown in MiB too
 SOAK_GROWTH_TARGET = 1.25
+FOLLOW_P99_MS_TARGET = 250.0
+RESTART_CPU_S_TARGET = 1.0
+IDLE_CPU_SHARE_TARGET = 0.01
+""""≈ 0" idle CPU, read as at most 1% of a core."""
+DAILY_REPLAY_S_TARGET = 1.0
 FLAT_PER_DECADE = 0.10
 ARCHIVE_VS_NULL_TARGET = 2.0
 ARCHIVE_PER_FILE_MS_TARGET = 1.0
@@ -164,6 +169,7 @@ def evaluate(data: dict[str, Any]) -> list[dict[str, Any]]:
     rows.append(_latency(data))
     rows.extend(_memory(data))
     rows.extend(_soak(data))
+    rows.extend(_follow(data))
     rows.append(_scaling_row(data))
     rows.extend(_archive(data))
     return rows
@@ -275,6 +281,57 @@ def _archive_convex(data: dict[str, Any]) -> list[dict[str, Any]]:
         share = med(m, "confirmed_share")
         note = "" if share is None or share >= 1.0 else f"only {share:.1%} of the ops reached the blackhole"
         rows.append(_row(label, target, mine, text, False if note else ok, "archive-convex", note))
+    return rows
+
+
+def _follow(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """`run --follow` and `replay --state-dir` (bench/follow.py)."""
+    rows = []
+    ms = find(data, "follow-latency")
+    label = f"follow: write -> commit in SQLite, {ms[-1]['workload'] if ms else 'follow'}, p99"
+    target = f"≤ {FOLLOW_P99_MS_TARGET:.0f} ms"
+    p99 = med(ms[-1], "p99_ms") if ms and not ms[-1].get("error") else None
+    if p99 is None:
+        rows.append(_pending(label, target, ms, "follow-latency"))
+    else:
+        text = f"p99 {fmt_range(ms[-1], 'p99_ms', 1)} ms; p50 {fmt_range(ms[-1], 'p50_ms', 1)} ms"
+        rows.append(_row(label, target, p99, text, p99 <= FOLLOW_P99_MS_TARGET, "follow-latency"))
+    ms = find(data, "follow-restart")
+    workload = ms[-1]["workload"] if ms else "follow"
+    ok_run = ms and not ms[-1].get("error")
+    label, target = (
+        f"follow: restart over ingested files, {workload}",
+        f"≤ {RESTART_CPU_S_TARGET:g} s CPU, no rows",
+    )
+    cpu = med(ms[-1], "cpu_with_rescan_s") if ok_run else None
+    if cpu is None:
+        rows.append(_pending(label, target, ms, "follow-restart"))
+    else:
+        written = med(ms[-1], "ops_written") or 0.0
+        cpu_text = fmt_range(ms[-1], "cpu_with_rescan_s", 2)
+        text = f"{cpu_text} s CPU (start-up and a rescan included); {written:.0f} ops"
+        rows.append(
+            _row(label, target, cpu, text, cpu <= RESTART_CPU_S_TARGET and written == 0, "follow-restart")
+        )
+    label, target = f"follow: idle CPU, {workload} quiet", f"≈ 0 (≤ {IDLE_CPU_SHARE_TARGET:.0%} of a core)"
+    idle = med(ms[-1], "idle_cpu_share") if ok_run else None
+    if idle is None:
+        rows.append(_pending(label, target, ms, "follow-restart"))
+    else:
+        text = f"{idle:.2%} of a core over {ms[-1]['info'].get('idle_s', 0):g} s"
+        rows.append(_row(label, target, idle, text, idle <= IDLE_CPU_SHARE_TARGET, "follow-restart"))
+    ms = find(data, "replay-state-dir")
+    label = f"replay --state-dir, daily: {ms[-1]['workload'] if ms else 'archive'}"
+    target = f"≤ {DAILY_REPLAY_S_TARGET:g} s"
+    wall = med(ms[-1], "wall_s") if ms and not ms[-1].get("error") else None
+    if wall is None:
+        rows.append(_pending(label, target, ms, "replay-state-dir"))
+    else:
+        text = (
+            f"{fmt_range(ms[-1], 'wall_s', 2)} s wall, {fmt_range(ms[-1], 'cpu_s', 2)} s CPU "
+            f"(the replay itself, start-up aside: {fmt_range(ms[-1], 'replay_s', 2)} s)"
+        )
+        rows.append(_row(label, target, wall, text, wall <= DAILY_REPLAY_S_TARGET, "replay-state-dir"))
     return rows
 
 

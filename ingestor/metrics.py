@@ -123,6 +123,18 @@ class Metrics:
         )
         self.ready = Gauge("ingestor_ready", "1 when the sink is delivering, else 0.", registry=r)
         self.ready.set(1)
+        self.files_followed = Gauge(
+            "ingestor_follow_files", "Files followed with a stream open (run --follow).", registry=r
+        )
+        self.follow_bytes_behind = Gauge(
+            "ingestor_follow_bytes_behind", "Bytes written to followed files and not read yet.", registry=r
+        )
+        self.follow_oldest_unread_age = Gauge(
+            "ingestor_follow_oldest_unread_seconds",
+            "How long the oldest unread bytes of a followed file have waited (since that file was "
+            "last read to its end); 0 when none wait.",
+            registry=r,
+        )
 
 
 METRICS: Final = Metrics()

@@ -26,6 +26,7 @@ from typing import Any, Final
 import anyio
 
 from ingestor.batch import DEFAULT_MAX_AGE, DEFAULT_MAX_OPS
+from ingestor.checkpoints import Checkpoints
 from ingestor.cli import readback
 from ingestor.cli.input_report import report
 from ingestor.cli.options import convex_options
@@ -40,9 +41,11 @@ from ingestor.framing import DEFAULT_MAX_LINE_BYTES
 from ingestor.logging import configure_logging, get_logger
 from ingestor.normalize import Normalizer
 from ingestor.pipeline import NormalizerFactory, Pipeline, PipelineConfig
-from ingestor.sinks.base import Leftover, Spooling
+from ingestor.sinks.base import Leftover, Sink, Spooling
+from ingestor.sinks.checkpointing import CheckpointingSink
 from ingestor.sinks.convex.deployment import ConvexOptions, add_convex_arguments
 from ingestor.sinks.factory import SINK_SYNTAX, SinkSpec, open_sink, resolve_sink
+from ingestor.sinks.locations import default_state_dir
 from ingestor.sources import Source
 from ingestor.sources.accept import (
     DEFAULT_MAX_CONNECTIONS,
@@ -52,9 +55,11 @@ from ingestor.sources.accept import (
 )
 from ingestor.sources.auth import ProducerAuth, check_exposure, load_token
 from ingestor.sources.files import REPLAY_QUEUE_CHUNKS, FilesSource, SkippedFile, expand_paths
+from ingestor.sources.follow import DEFAULT_IDLE, DEFAULT_POLL, FollowConfig, FollowSource, codex_sessions
 from ingestor.sources.sockets import DEFAULT_UNIX_MODE, TcpSource, UnixSource, parse_host_port
 from ingestor.sources.stdin import StdinSource
 from ingestor.sources.tls import server_context
+from ingestor.sources.wrap import WrapSource
 
 log = get_logger("ingestor.cli")
 
@@ -69,6 +74,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be a positive integer")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be a positive number")
     return value
 
 
@@ -193,6 +205,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="producer connections open at once, over all listeners; more wait, unread, until one "
         f"closes (default: {DEFAULT_MAX_CONNECTIONS}, or the open-files limit minus {RESERVED_FDS})",
     )
+    run.add_argument(
+        "--follow",
+        action="extend",
+        nargs="*",
+        metavar="PATH",
+        help="follow Codex session files (rollout-*.jsonl[.zst]) under each directory, recursively, and "
+        "each file named, as they are written; no PATH: $CODEX_HOME/sessions (~/.codex/sessions). "
+        "Where each file stands is kept in --state-dir",
+    )
+    run.add_argument(
+        "--follow-idle",
+        type=_positive_float,
+        default=DEFAULT_IDLE,
+        metavar="SECONDS",
+        help="a followed file quiet this long is finished: its end-of-session facts are stored "
+        "(default: %(default)s)",
+    )
+    run.add_argument(
+        "--follow-poll",
+        type=_positive_float,
+        default=DEFAULT_POLL,
+        metavar="SECONDS",
+        help="rescan the followed paths this often, for file systems that send no change notifications "
+        "(default: %(default)s)",
+    )
     _add_pipeline(run)
     run.add_argument(
         "--metrics",
@@ -208,6 +245,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pipeline(replay)
     _add_common(replay)
     add_convex_arguments(replay, delivery=True)
+
+    wrap = commands.add_parser(
+        "wrap",
+        help="run a Codex command (after --): its output passes through unchanged and is ingested",
+    )
+    wrap.add_argument("wrapped", nargs=argparse.REMAINDER, metavar="-- COMMAND...")
+    _add_pipeline(wrap)
+    _add_common(wrap)
+    add_convex_arguments(wrap, delivery=True)
 
     show_cmd = commands.add_parser("show", help="read history back from a sink")
     readback.add_show(show_cmd)
@@ -249,7 +295,27 @@ def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     return server_context(args.tls_cert, args.tls_key, args.tls_client_ca)
 
 
-def run_sources(args: argparse.Namespace) -> list[Source]:
+def state_dir(args: argparse.Namespace) -> Path:
+    """`--state-dir`, else the per-user default (where the Convex spool also lives)."""
+    return Path(args.state_dir) if args.state_dir else default_state_dir(os.environ).path
+
+
+def open_checkpoints(args: argparse.Namespace) -> Checkpoints:
+    return Checkpoints(state_dir(args))
+
+
+def follow_source(checkpoints: Checkpoints, paths: Sequence[str], config: FollowConfig) -> FollowSource:
+    """`paths` followed: directories for their session files, files whatever their names."""
+    if not paths:
+        sessions = codex_sessions(os.environ)
+        sessions.mkdir(parents=True, exist_ok=True)  # Codex creates it on its first session otherwise
+        paths = [str(sessions)]
+    roots = [Path(p) for p in paths if os.path.isdir(p)]
+    files = [Path(p) for p in paths if not os.path.isdir(p)]
+    return FollowSource(roots, checkpoints, config, files=files)
+
+
+def run_sources(args: argparse.Namespace, checkpoints: Checkpoints | None = None) -> list[Source]:
     """The sources of `run`; SourceConfigError when they must not start as given."""
     auth = ProducerAuth(load_token(args.auth_token_file)) if args.auth_token_file else None
     tls = _tls_context(args)
@@ -259,6 +325,9 @@ def run_sources(args: argparse.Namespace) -> list[Source]:
     limit = ConnectionLimit(args.max_connections or default_max_connections())
     sources: list[Source] = [UnixSource(path, limit, mode=args.unix_mode, auth=auth) for path in args.unix]
     sources.extend(TcpSource(address, limit, auth=auth, tls=tls) for address in args.tcp)
+    if checkpoints is not None:
+        config = FollowConfig(idle=args.follow_idle, poll=args.follow_poll)
+        sources.append(follow_source(checkpoints, args.follow, config))
     if args.stdin or not sources:
         sources.insert(0, StdinSource())
     return sources
@@ -284,14 +353,21 @@ async def run_pipeline(
     factory: NormalizerFactory,
     convex: ConvexOptions,
     watch: Callable[[Pipeline], Coroutine[Any, Any, None]] | None = None,
+    checkpoints: Checkpoints | None = None,
+    on_signals: Callable[[Pipeline], Coroutine[Any, Any, None]] = _stop_on_signal,
 ) -> tuple[Pipeline, Leftover | None]:
-    """Open the sink, run the pipeline until its sources end or a signal stops it, close the sink.
-    `watch` runs beside it (the progress bar), cancelled at the end. Also returns what the sink
-    could not deliver before it closed."""
+    """Open the sink, run the pipeline until its sources end or a signal stops it (`on_signals`),
+    close the sink. `watch` runs beside it (the progress bar), cancelled at the end. Also returns what
+    the sink could not deliver before it closed. With `checkpoints`, those of the followed files'
+    streams are saved as their lines become durable."""
+    for source in sources:
+        if isinstance(source, FollowSource):
+            factory = source.normalizer_factory(factory)
     async with open_sink(spec, os.environ, convex) as sink:
-        pipeline = Pipeline(sink, factory, config)
+        writes: Sink = sink if checkpoints is None else CheckpointingSink(sink, checkpoints)
+        pipeline = Pipeline(writes, factory, config)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_stop_on_signal, pipeline)
+            tg.start_soon(on_signals, pipeline)
             if watch is not None:
                 tg.start_soon(watch, pipeline)
             await pipeline.run(sources)
@@ -349,37 +425,56 @@ def _undelivered_status(leftover: Leftover | None) -> int:
 async def _run(args: argparse.Namespace, spec: SinkSpec) -> int:
     from ingestor.metrics import serving  # prometheus-client loads only for `run`
 
-    sources = run_sources(args)
-    with serving(args.metrics):
-        _, leftover = await run_pipeline(
-            spec,
-            sources,
-            pipeline_config(args),
-            normalizer_factory(args.conversation_id),
-            convex_options(args, delivery=True),
-        )
+    checkpoints = open_checkpoints(args) if args.follow is not None else None
+    try:
+        sources = run_sources(args, checkpoints)
+        with serving(args.metrics):
+            _, leftover = await run_pipeline(
+                spec,
+                sources,
+                pipeline_config(args),
+                normalizer_factory(args.conversation_id),
+                convex_options(args, delivery=True),
+                checkpoints=checkpoints,
+            )
+    finally:
+        if checkpoints is not None:
+            checkpoints.close()
     one_shot = all(isinstance(source, StdinSource) for source in sources)
     # A daemon stopped by a signal leaves its spool to its next start, as documented: that is no failure.
     return _undelivered_status(leftover) if one_shot else 0
 
 
 async def _replay(args: argparse.Namespace, spec: SinkSpec) -> int:
-    files = FilesSource(expand_paths(args.paths))
+    paths = expand_paths(args.paths)
     began = time.perf_counter()
+    # With --state-dir, regular files resume where the last replay left them (checkpoints).
+    checkpoints = open_checkpoints(args) if args.state_dir is not None else None
+    regular = [p for p in paths if p != "-" and os.path.isfile(p)] if checkpoints is not None else []
+    files = FilesSource([p for p in paths if p not in regular])
+    sources: list[Source] = [files]
+    if checkpoints is not None:
+        resumed = FollowSource([], checkpoints, FollowConfig(once=True), files=[Path(p) for p in regular])
+        sources.append(resumed)
 
     async def progress_bar(pipeline: Pipeline) -> None:
         from ingestor.cli.progress import show_progress  # tqdm loads only for a replay on a terminal
 
         await show_progress(files.progress, pipeline.stats)
 
-    pipeline, leftover = await run_pipeline(
-        spec,
-        [files],
-        dataclasses.replace(pipeline_config(args), queue_chunks=REPLAY_QUEUE_CHUNKS),
-        normalizer_factory(args.conversation_id),
-        convex_options(args, delivery=True),
-        watch=progress_bar if sys.stderr.isatty() else None,
-    )
+    try:
+        pipeline, leftover = await run_pipeline(
+            spec,
+            sources,
+            dataclasses.replace(pipeline_config(args), queue_chunks=REPLAY_QUEUE_CHUNKS),
+            normalizer_factory(args.conversation_id),
+            convex_options(args, delivery=True),
+            watch=progress_bar if sys.stderr.isatty() and checkpoints is None else None,
+            checkpoints=checkpoints,
+        )
+    finally:
+        if checkpoints is not None:
+            checkpoints.close()
     seconds = time.perf_counter() - began
     lines = pipeline.stats.lines
     rate = round(lines / seconds) if seconds else None
@@ -399,12 +494,66 @@ async def _replay(args: argparse.Namespace, spec: SinkSpec) -> int:
     return _undelivered_status(leftover)
 
 
+WRAP_LAG_WORTH_SAYING: Final = 1.0
+"""Seconds between the end of the wrapped command's output and the end of its ingestion that are
+worth a line on stderr (the user waited for the wrapper that long after the command was done)."""
+FORWARDED_SIGNALS: Final = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def _forward_signals(source: WrapSource) -> Callable[[Pipeline], Coroutine[Any, Any, None]]:
+    """The wrapped command gets the signals sent to us; we go on until its output ends. SIGINT is only
+    held off: a terminal's Ctrl-C reaches the whole foreground process group, the command included."""
+
+    async def forward(_: Pipeline) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, *FORWARDED_SIGNALS) as signals:
+            async for signum in signals:
+                if signum != signal.SIGINT and source.process is not None:
+                    source.process.send_signal(signum)
+
+    return forward
+
+
+async def _wrap(args: argparse.Namespace, spec: SinkSpec) -> int:
+    command = args.wrapped[1:] if args.wrapped[:1] == ["--"] else args.wrapped
+    source = WrapSource(command, state_dir(args) / "wrap")
+    _, leftover = await run_pipeline(
+        spec,
+        [source],
+        pipeline_config(args),
+        normalizer_factory(args.conversation_id),
+        convex_options(args, delivery=True),
+        on_signals=_forward_signals(source),
+    )
+    lag = time.monotonic() - source.output_ended
+    assert source.process is not None
+    status = await anyio.to_thread.run_sync(source.process.wait)
+    if source.drained and lag >= WRAP_LAG_WORTH_SAYING:
+        print(
+            f"ingestor: ingestion fell behind: the command's output was all stored {lag:.1f} s after it "
+            "ended (kept on disk meanwhile: the command never waited)",
+            file=sys.stderr,
+        )
+    if not source.drained:
+        print(
+            f"ingestor: not all of the output was stored: `ingestor replay {source.spill}` stores it",
+            file=sys.stderr,
+        )
+    _undelivered_status(leftover)  # says what waits in the spool; the status stays the command's
+    if status < 0:
+        # Killed by a signal: die of the same one, as the command did, for whoever waits on us.
+        signal.signal(-status, signal.SIG_DFL)
+        os.kill(os.getpid(), -status)
+        return 128 - status
+    return status
+
+
 READING: Final = ("show", "usage", "export")
 """The commands that read a store (the sink notice says "reading from"; no store is created)."""
 
 _COMMANDS: Final = {
     "run": _run,
     "replay": _replay,
+    "wrap": _wrap,
     "show": readback.show_command,
     "usage": readback.usage_command,
     "export": readback.export_command,

@@ -34,7 +34,6 @@ log = get_logger("ingestor.sinks.convex")
 _LOOPBACK: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
-
 @asynccontextmanager
 async def open_convex_sink(
     api: ConvexHttp,

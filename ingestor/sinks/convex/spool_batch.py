@@ -9,7 +9,6 @@ SEP: Final = b",\n"
 """Between the ops of a row (and of a request body): a JSON separator that compact JSON never holds."""
 
 
-
 @dataclass(frozen=True, slots=True)
 class Batch:
     """Consecutive ops from the head of the spool, as read for one request."""

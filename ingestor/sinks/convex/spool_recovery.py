@@ -25,6 +25,7 @@ QUARANTINE_DIR: Final = "spool-quarantine"
 
 _CONVERT_ROW_BYTES: Final = 4 * 1024 * 1024
 
+
 def quarantine_dir(path: Path) -> Path:
     directory = path.with_name(QUARANTINE_DIR) / time.strftime("%Y%m%dT%H%M%S")
     directory.mkdir(parents=True, exist_ok=True)
@@ -52,9 +53,7 @@ def quarantine_short_rows(db: sqlite3.Connection, path: Path, segment_path: Call
     can never be sent: copy what is left of those segments aside with the rows' description,
     forget the rows, deliver the rest. Returns how many ops were lost."""
     lost: list[tuple[int, int, int, int, int, int]] = []
-    for segment, end in db.execute(
-        "SELECT segment, max(offset + length) FROM spool GROUP BY segment"
-    ):
+    for segment, end in db.execute("SELECT segment, max(offset + length) FROM spool GROUP BY segment"):
         try:
             size = segment_path(segment).stat().st_size
         except FileNotFoundError:
@@ -71,9 +70,7 @@ def quarantine_short_rows(db: sqlite3.Connection, path: Path, segment_path: Call
     for segment in sorted({row[2] for row in lost if row[5] >= 0}):
         shutil.copyfile(segment_path(segment), directory / segment_path(segment).name)
     columns = ("seq", "ops", "segment", "offset", "length", "segment_size")
-    (directory / "rows.json").write_text(
-        json.dumps([dict(zip(columns, row, strict=True)) for row in lost])
-    )
+    (directory / "rows.json").write_text(json.dumps([dict(zip(columns, row, strict=True)) for row in lost]))
     db.execute("BEGIN IMMEDIATE")
     db.executemany("DELETE FROM spool WHERE seq = ?", [(row[0],) for row in lost])
     db.execute("COMMIT")

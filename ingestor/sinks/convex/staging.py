@@ -75,6 +75,7 @@ async def stage(caller: Caller, op_key: str, field: str, args: dict[str, Any]) -
     log.info("staged a large value", field=field, bytes=len(text), parts=len(bounds), stage_key=stage_key)
     return {"field": field, "json": json, "parts": len(bounds), "stageKey": stage_key}
 
+
 # A lone op refused for its size (our `BatchTooLarge`, or Convex's own argument limit): Convex counts
 # sizes its own way (a number is 9 bytes), so an op under the batch budget in JSON may still be.
 _TOO_LARGE: Final = re.compile(r"BatchTooLarge|too large", re.IGNORECASE)
