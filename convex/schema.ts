@@ -10,7 +10,8 @@
 import { defineSchema, defineTable } from "convex/server";
 import { v } from "convex/values";
 
-const usageTotals = v.object({
+/** Usage totals: a fork's inherited usage (`conversations.forkedFromUsage`, docs/operations.md). */
+export const usageTotals = v.object({
   totalInputTokens: v.optional(v.number()),
   cachedInputTokens: v.optional(v.number()),
   outputTokens: v.optional(v.number()),

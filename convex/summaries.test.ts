@@ -140,6 +140,39 @@ describe("summaries:listUsage", () => {
       { turnId: "orphan", capturedAt: 9, totalInputTokens: 5 },
     ]);
   });
+
+  test("a fork's snapshots carry what it inherited, other conversations' nothing", async () => {
+    const t = setupAsAdmin();
+    const inherited = {
+      totalInputTokens: 2300,
+      cachedInputTokens: 200,
+      outputTokens: 55,
+      reasoningOutputTokens: 9,
+      totalTokens: 2355,
+    };
+    await apply(t, [
+      { op: "upsertConversation", key: "p", args: { conversationId: "parent", startedAt: 1 } },
+      {
+        op: "upsertConversation",
+        key: "f",
+        args: {
+          conversationId: "fork",
+          startedAt: 2,
+          forkedFromThreadId: "parent",
+          forkedFromUsage: inherited,
+        },
+      },
+      { op: "upsertTurn", key: "tp", args: { turnId: "tp", conversationId: "parent", startedAt: 1 } },
+      { op: "upsertTurn", key: "tf", args: { turnId: "tf", conversationId: "fork", startedAt: 2 } },
+      { op: "appendUsageSnapshot", key: "up", args: { turnId: "tp", totalInputTokens: 2300, capturedAt: 1 } },
+      { op: "appendUsageSnapshot", key: "uf", args: { turnId: "tf", totalInputTokens: 3600, capturedAt: 2 } },
+    ]);
+    const result = await t.query(api.summaries.listUsage, { paginationOpts: page });
+    expect(result.page.map((row) => [row.conversationId, row.forkedFromUsage])).toEqual([
+      ["parent", undefined],
+      ["fork", inherited],
+    ]);
+  });
 });
 
 test("cwdOf reads the lines that name a directory", () => {

@@ -9,6 +9,7 @@ import type { Doc } from "./_generated/dataModel.js";
 import type { QueryCtx } from "./_generated/server.js";
 import { readerQuery } from "./lib/access.js";
 import { readRow } from "./lib/rows.js";
+import { usageTotals } from "./schema.js";
 
 /** Sources of `commands` rows that are tool calls other than shell commands (issue 8). */
 const TOOL_SOURCES = new Set(["file", "mcp", "search"]);
@@ -128,17 +129,19 @@ const usageRow = v.object({
   outputTokens: v.optional(v.number()),
   reasoningOutputTokens: v.optional(v.number()),
   totalTokens: v.optional(v.number()),
+  forkedFromUsage: v.optional(usageTotals),
 });
 
 /** Every usage snapshot in arrival order, with its turn's conversation and model and the
- * conversation's thread. Snapshots are cumulative totals: ingestor/cli/usage.py turns them into usage. */
+ * conversation's thread and, for a fork, what it inherited (`forkedFromUsage`). Snapshots are
+ * cumulative totals: ingestor/cli/usage.py turns them into usage. */
 export const listUsage = readerQuery({
   args: { paginationOpts: paginationOptsValidator },
   returns: page(usageRow),
   handler: async (ctx, { paginationOpts }) => {
     const result = await ctx.db.query("usage_snapshots").paginate(paginationOpts);
     const turns = new Map<string, Doc<"turns"> | null>();
-    const threads = new Map<string, string | undefined>();
+    const conversations = new Map<string, Doc<"conversations"> | null>();
     const rows = [];
     for (const snapshot of result.page) {
       if (!turns.has(snapshot.turnId)) {
@@ -150,14 +153,16 @@ export const listUsage = readerQuery({
       }
       const turn = turns.get(snapshot.turnId) ?? null;
       const conversationId = turn?.conversationId;
-      if (conversationId !== undefined && !threads.has(conversationId)) {
+      if (conversationId !== undefined && !conversations.has(conversationId)) {
         const conversation = await ctx.db
           .query("conversations")
           .withIndex("by_conversationId", (q) => q.eq("conversationId", conversationId))
           .first();
-        threads.set(conversationId, conversation?.threadId);
+        conversations.set(conversationId, conversation);
       }
-      const threadId = conversationId === undefined ? undefined : threads.get(conversationId);
+      const conversation = conversationId === undefined ? null : (conversations.get(conversationId) ?? null);
+      const threadId = conversation?.threadId;
+      const forkedFromUsage = conversation?.forkedFromUsage;
       const { turnId, capturedAt, totalInputTokens, cachedInputTokens, outputTokens } = snapshot;
       const { reasoningOutputTokens, totalTokens } = snapshot;
       const fields = {
@@ -174,6 +179,7 @@ export const listUsage = readerQuery({
         ...(threadId === undefined ? {} : { threadId }),
         ...(turn?.model === undefined ? {} : { model: turn.model }),
         ...Object.fromEntries(Object.entries(fields).filter(([, value]) => value !== undefined)),
+        ...(forkedFromUsage === undefined ? {} : { forkedFromUsage }),
       });
     }
     return {

@@ -66,6 +66,11 @@ RECORDINGS: Final = (
     "codex-0.169.0/exec/tools.jsonl",
     "codex-0.63.0/app-server/tools.jsonl",
     "codex-0.63.0/sessions/exec-tools",
+    # A fork and a sub-agent, live and from their session files: `usage` counts from the stored link.
+    "codex-0.169.0/app-server/forked_thread.jsonl",
+    "codex-0.169.0/sessions/app-server-forked_thread",
+    "codex-0.169.0/app-server/subagent.jsonl",
+    "codex-0.169.0/sessions/app-server-subagent",
 )
 
 # Convex's system fields: assigned by Convex, no counterpart in the SQLite reader's rows. Nothing
@@ -510,4 +515,9 @@ def test_listings_usage_and_exports_read_the_same_from_both_stores(parity: dict[
 
     from_sqlite, from_convex = anyio.run(sqlite_side), anyio.run(convex_side)
     assert len(from_sqlite["conversations"]) == len(ids) and len(from_sqlite["usage snapshots"]) >= 40
+    # The fork's rows carry what it inherited (the parent had spent 2,355 tokens), and so its own
+    # usage is what its one model call used (1,335), through either store.
+    inherited = {row.get("forkedFromUsage", {}).get("totalTokens") for row in from_convex["usage snapshots"]}
+    assert 2355 in inherited
+    assert 1335 in {row["totalTokens"] for row in from_convex["usage by session"]}
     assert_same(from_sqlite, from_convex)

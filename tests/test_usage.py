@@ -1,6 +1,6 @@
-"""`ingestor usage` against the truth: the usage every real recording is known to hold
-(fixtures/manifest.json `usage_total_by_thread`, computed from the model server's script, never read
-back from the recording), and against the peer tool ccusage on the same session files."""
+"""`ingestor usage` against the truth: the usage every real recording is known to hold (the model
+server's own count of every model call, per thread, in fixtures/manifest.json, never read back from
+the recording), and against the peer tool ccusage on the same session files."""
 
 from __future__ import annotations
 
@@ -34,13 +34,21 @@ def _entries() -> list[dict[str, Any]]:
 ENTRIES: Final = _entries()
 
 
-def _truth(thread: dict[str, int]) -> tuple[int, ...]:
-    return (
-        thread["input_tokens"],
-        thread["cached_input_tokens"],
-        thread["output_tokens"],
-        thread["reasoning_output_tokens"],
-    )
+def _truth(entry: dict[str, Any]) -> list[tuple[int, ...]]:
+    """Per thread, the tokens the model server reported for that thread's model calls. Not Codex's
+    cumulative totals (`usage_total_by_thread`): a fork's include what its parent spent."""
+    facts = entry["facts"]
+    spent = [[0, 0, 0, 0] for _ in facts["usage_total_by_thread"]]
+    for turn in facts["turns"]:
+        thread = spent[turn["thread_index"]]
+        for call in turn["model_calls"]:
+            reported = call.get("usage")
+            if reported is not None:
+                thread[0] += reported["input_tokens"]
+                thread[1] += reported["input_tokens_details"]["cached_tokens"]
+                thread[2] += reported["output_tokens"]
+                thread[3] += reported["output_tokens_details"]["reasoning_tokens"]
+    return [tuple(thread) for thread in spent]
 
 
 def _by_session(paths: list[Path]) -> list[dict[str, Any]]:
@@ -84,6 +92,7 @@ RESTART_UNSEEN: Final = {
     ("0.63.0", "exec", "stream", "failed_turn"),
     ("0.63.0", "exec", "stream", "tools"),
     ("0.63.0", "exec", "session", "failed_turn"),
+    ("0.63.0", "exec", "stream", "resumed_run"),
 }
 """Recordings whose usage we get wrong today (known, see `_RESTART_UNSEEN`)."""
 
@@ -106,7 +115,7 @@ def _unseen(e: dict[str, Any]) -> bool:
 def test_usage_of_every_recording_is_what_the_model_server_counted(entry: dict[str, Any]) -> None:
     path = FIXTURES / entry["path"]
     rows = _by_session([path])
-    truth = [_truth(t) for t in entry["facts"]["usage_total_by_thread"]]
+    truth = _truth(entry)
     if entry["kind"] == "session":  # one file, one thread: which one is in its session_meta
         assert len(rows) == 1
         assert _counts(rows)[0] in truth
@@ -125,10 +134,44 @@ def test_a_live_stream_and_its_session_files_count_once(version: str, scenario: 
     stream = FIXTURES / f"codex-{version}/app-server/{scenario}.jsonl"
     sessions = sorted((FIXTURES / f"codex-{version}/sessions/app-server-{scenario}").glob("rollout-*"))
     entry = next(e for e in ENTRIES if e["path"] == str(stream.relative_to(FIXTURES)))
-    truth = sorted(_truth(t) for t in entry["facts"]["usage_total_by_thread"])
+    truth = sorted(_truth(entry))
     # Either order: the store keeps each distinct total once, whichever channel told it first.
     assert _counts(_by_session([stream, *sessions])) == truth
     assert _counts(_by_session([*sessions, stream])) == truth
+
+
+FORKS: Final = ("forked_thread", "subagent")
+
+
+def _fork_channels(scenario: str) -> dict[str, list[Path]]:
+    stream = FIXTURES / f"codex-0.169.0/app-server/{scenario}.jsonl"
+    sessions = sorted((FIXTURES / f"codex-0.169.0/sessions/app-server-{scenario}").glob("rollout-*"))
+    return {
+        "live": [stream],
+        "session files": sessions,
+        "session files, fork first": sessions[::-1],
+        "live, then session files": [stream, *sessions],
+        "session files, then live": [*sessions, stream],
+    }
+
+
+@pytest.mark.parametrize(
+    ("scenario", "channels"),
+    [
+        pytest.param(scenario, paths, id=f"{scenario}/{name}")
+        for scenario in FORKS
+        for name, paths in _fork_channels(scenario).items()
+    ],
+)
+def test_a_fork_and_its_parent_count_every_model_call_once(scenario: str, channels: list[Path]) -> None:
+    """A fork's totals include its parent's at the fork point (a sub-agent's start from zero): each
+    thread's row is what its own model calls used, and the sum is what the model server counted."""
+    entry = next(e for e in ENTRIES if e["path"] == f"codex-0.169.0/app-server/{scenario}.jsonl")
+    truth = _truth(entry)
+    rows = _by_session(channels)
+    assert _counts(rows) == sorted(truth)
+    spent = [sum(column) for column in zip(*truth, strict=True)]
+    assert [sum(row[f] for row in _report(channels, "day")) for f in FIELDS] == spent
 
 
 def _ccusage(codex_home: Path, report: str) -> Any:
@@ -205,7 +248,7 @@ def _truth_of_file(entry: dict[str, Any]) -> tuple[int, ...]:
         for e in ENTRIES
         if e["kind"] == "session" and Path(e["path"]).parent == Path(entry["path"]).parent
     )
-    return _truth(entry["facts"]["usage_total_by_thread"][siblings.index(entry["path"])])
+    return _truth(entry)[siblings.index(entry["path"])]
 
 
 def test_by_day_week_month_model_group_the_same_usage() -> None:

@@ -28,8 +28,13 @@ def snap(
     return row
 
 
-def tokens(rows: list[dict[str, Any]], parents: dict[str, str] | None = None) -> list[tuple[int, ...]]:
-    return [inc.tokens for inc in usage.increments(rows, parents)]
+def totals(i: int, c: int, o: int, r: int) -> dict[str, int]:
+    """A conversation's `forkedFromUsage`, as the readers give it."""
+    return {"totalInputTokens": i, "cachedInputTokens": c, "outputTokens": o, "reasoningOutputTokens": r}
+
+
+def tokens(rows: list[dict[str, Any]]) -> list[tuple[int, ...]]:
+    return [inc.tokens for inc in usage.increments(rows)]
 
 
 def test_cumulative_totals_become_what_each_snapshot_adds() -> None:
@@ -63,17 +68,49 @@ def test_conversations_are_counted_apart() -> None:
     ]
 
 
-def test_fork_hook_skips_the_parents_replayed_history() -> None:
-    """FORK HOOK: a fork's leading snapshots repeating its parent's totals are the parent's usage."""
+def test_a_fork_counts_from_what_it_inherited() -> None:
+    """A fork's totals go on from its parent's: its first snapshot adds only the tokens beyond them."""
+    inherited = totals(2300, 200, 55, 9)
     parent = [snap(T0, 1100, 0, 25, 3, "p"), snap(T0 + 1, 2300, 200, 55, 9, "p")]
     fork = [
-        snap(T0 + 5, 1100, 0, 25, 3, "f"),
-        snap(T0 + 6, 2300, 200, 55, 9, "f"),
-        snap(T0 + 7, 3700, 400, 90, 18, "f"),
+        snap(T0 + 7, 3600, 400, 90, 18, "f", forkedFromUsage=inherited),
+        snap(T0 + 8, 5000, 600, 120, 20, "f", forkedFromUsage=inherited),
     ]
-    assert tokens(parent + fork, {"f": "p"}) == [(1100, 0, 25, 3), (1200, 200, 30, 6), (1400, 200, 35, 9)]
-    # Unlinked, the replayed history is counted again: what the link is for.
-    assert sum(t[0] for t in tokens(parent + fork)) == 2300 + 3700
+    assert tokens(parent + fork) == [
+        (1100, 0, 25, 3),
+        (1200, 200, 30, 6),
+        (1300, 200, 35, 9),
+        (1400, 200, 30, 2),
+    ]
+    # Without the link, the parent's tokens are counted again under the fork: what it is for.
+    unlinked = [{k: v for k, v in row.items() if k != "forkedFromUsage"} for row in fork]
+    assert sum(t[0] for t in tokens(parent + unlinked)) == 2300 + 5000
+
+
+def test_a_forks_link_on_any_of_its_rows_is_its_baseline() -> None:
+    """A reader gives the link on every row of the conversation; a row read before the link was
+    stored (a store still filling) has none, and the link on the others still applies."""
+    inherited = totals(1000, 0, 10, 0)
+    rows = [snap(T0, 1500, 0, 15, 0, "f"), snap(T0 + 1, 2000, 0, 20, 0, "f", forkedFromUsage=inherited)]
+    assert tokens(rows) == [(500, 0, 5, 0), (500, 0, 5, 0)]
+
+
+def test_a_fork_of_a_fork_counts_only_its_own() -> None:
+    """Each inherited its parent's totals, which include the grandparent's: every token once."""
+    rows = [
+        snap(T0, 1000, 0, 10, 0, "a"),
+        snap(T0 + 1, 1500, 0, 15, 0, "b", forkedFromUsage=totals(1000, 0, 10, 0)),
+        snap(T0 + 2, 1800, 0, 18, 0, "c", forkedFromUsage=totals(1500, 0, 15, 0)),
+    ]
+    by_session = usage.report(usage.increments(rows), "session")
+    own = [(r["conversationId"], r["inputTokens"]) for r in by_session]
+    assert own == [("a", 1000), ("b", 500), ("c", 300)]
+
+
+def test_a_fork_that_inherited_nothing_counts_from_zero() -> None:
+    """A sub-agent is linked as a fork but starts from zero (`forkedFromUsage` all 0)."""
+    zero = totals(0, 0, 0, 0)
+    assert tokens([snap(T0, 1300, 200, 35, 9, "s", forkedFromUsage=zero)]) == [(1300, 200, 35, 9)]
 
 
 def test_grouping_by_day_week_month_and_the_date_range() -> None:

@@ -9,8 +9,9 @@ in capture order, except:
 
 - A total that went down in any counter means Codex started counting again (0.63 `exec resume`
   restarts the cumulative total in the same thread): that snapshot counts in full.
-- Forks (`session_meta.forked_from_id`) begin by replaying their parent's history; the snapshots of
-  that replayed history are the parent's usage and are not counted again (`skip_replayed`).
+- A fork's totals go on from its parent's at the fork point (`docs/operations.md`, "Forks"): its
+  first snapshot adds its totals minus what it inherited (the conversation's `forkedFromUsage`, on
+  every row the readers give), so the parent's tokens are counted once, under the parent.
 
 Total tokens are input + output (as Codex counts them: cached input is part of input, reasoning part
 of output), so a snapshot without Codex's own `totalTokens` (0.63's exec stream) adds the same.
@@ -20,7 +21,7 @@ Times and dates are UTC.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -71,29 +72,19 @@ def _totals(row: Row, previous: Totals | None) -> Totals:
     return (i, c, o, r)
 
 
-def skip_replayed(
-    snapshots: Sequence[Row], parent_totals: Iterable[Totals]
-) -> tuple[Sequence[Row], Totals | None]:
-    """A fork's snapshots without the leading ones that repeat its parent's (the replayed history),
-    and the last repeated totals: the fork's own usage counts from there.
-
-    FORK HOOK: which conversation a fork's parent is, is decided where forks are linked (branch
-    `hardening`); until the readers report that link, `increments` is given no parents.
-    """
-    seen = set(parent_totals)
-    baseline: Totals | None = None
-    skipped = 0
+def inherited(snapshots: Sequence[Row]) -> Totals | None:
+    """The totals a fork's snapshots start from: its `forkedFromUsage` (None: not a fork, or a fork
+    whose beginning no ingesting process saw, counted from zero)."""
     for row in snapshots:
-        totals = _totals(row, baseline)
-        if totals not in seen:
-            break
-        baseline, skipped = totals, skipped + 1
-    return snapshots[skipped:], baseline
+        base = row.get("forkedFromUsage")
+        if isinstance(base, dict):
+            return _totals(base, None)
+    return None
 
 
-def increments(rows: Sequence[Row], parents: Mapping[str, str] | None = None) -> list[Increment]:
+def increments(rows: Sequence[Row]) -> list[Increment]:
     """What each snapshot adds, per conversation in capture order (arrival order among equal
-    times). `parents`: fork conversation id -> its parent's (FORK HOOK, see `skip_replayed`)."""
+    times)."""
     by_conversation: dict[str, list[Row]] = {}
     for row in rows:
         by_conversation.setdefault(row.get("conversationId") or row["turnId"], []).append(row)
@@ -101,14 +92,8 @@ def increments(rows: Sequence[Row], parents: Mapping[str, str] | None = None) ->
     ordered = {cid: sorted(group, key=lambda r: r["capturedAt"]) for cid, group in by_conversation.items()}
     out: list[Increment] = []
     for conversation_id, snapshots in ordered.items():
-        previous: Totals | None = None
-        parent = (parents or {}).get(conversation_id)
-        if parent is not None and parent in ordered:
-            parent_totals = [_totals(r, None) for r in ordered[parent]]
-            snapshots_left, previous = skip_replayed(snapshots, parent_totals)
-        else:
-            snapshots_left = snapshots
-        for row in snapshots_left:
+        previous = inherited(snapshots)
+        for row in snapshots:
             totals = _totals(row, previous)
             restarted = previous is not None and any(t < p for t, p in zip(totals, previous, strict=True))
             added = totals if previous is None or restarted else _minus(totals, previous)

@@ -69,7 +69,8 @@ class HistoryReader(Protocol):
 
     async def list_usage(self, cursor: str | None, count: int) -> tuple[list[dict[str, Any]], str | None]:
         """A page of usage snapshots in arrival order, each with its turn's conversation, thread and
-        model (`summaries:listUsage`), and the cursor of the next page (None after the last)."""
+        model and, for a fork, the conversation's `forkedFromUsage` (`summaries:listUsage`), and the
+        cursor of the next page (None after the last)."""
         ...
 
 

@@ -58,7 +58,7 @@ _SUMMARY_FIELDS: Final = (
 
 _USAGE: Final = """
 SELECT u.turnId, t.conversationId, c.threadId, t.model, u.capturedAt, u.totalInputTokens,
-  u.cachedInputTokens, u.outputTokens, u.reasoningOutputTokens, u.totalTokens
+  u.cachedInputTokens, u.outputTokens, u.reasoningOutputTokens, u.totalTokens, c.forkedFromUsage
 FROM usage_snapshots u
   LEFT JOIN turns t ON t.turnId = u.turnId
   LEFT JOIN conversations c ON c.conversationId = t.conversationId
@@ -75,6 +75,7 @@ _USAGE_FIELDS: Final = (
     "outputTokens",
     "reasoningOutputTokens",
     "totalTokens",
+    "forkedFromUsage",
 )
 
 
@@ -121,5 +122,10 @@ def conversation_page(
 
 def usage_page(conn: sqlite3.Connection, cursor: str | None, count: int) -> tuple[list[Row], str | None]:
     offset = int(cursor or 0)
-    rows = [_present(_USAGE_FIELDS, values) for values in conn.execute(_USAGE, (count, offset))]
+    rows = []
+    for values in conn.execute(_USAGE, (count, offset)):
+        row = _present(_USAGE_FIELDS, values)
+        if "forkedFromUsage" in row:  # a JSON column: the object Convex returns
+            row["forkedFromUsage"] = loads_json(row["forkedFromUsage"])
+        rows.append(row)
     return rows, _page(offset, count, len(rows))
