@@ -89,6 +89,8 @@ def test_a_refused_line_is_stored_whole_as_text_and_the_stream_goes_on() -> None
         dense,
         not_utf8,
         b'{"type":"turn.started"}',
+        # exec names a run's turn by its first line after turn.started (docs/operations.md)
+        b'{"type":"item.completed","item":{"id":"item_0","type":"agent_message","text":"hi"}}',
     ]
     normalizer = Normalizer("test")
     ops = [
@@ -100,6 +102,7 @@ def test_a_refused_line_is_stored_whole_as_text_and_the_stream_goes_on() -> None
         "ingestor/unparsed",
         "ingestor/unparsed",
         "turn.started",
+        "item.completed",
     ]
     assert events[1]["payload"] == {"text": dense.decode()}
     assert events[2]["payload"] == {"base64": base64.b64encode(not_utf8).decode()}
