@@ -192,7 +192,9 @@ describe("ingest:applyBatch", () => {
     const results = await t.mutation(internal.ingest.applyBatch, { ops });
     expect(results.every((r) => r.status === "inserted")).toBe(true);
     expect((await dump(t)).command_chunks).toHaveLength(MAX_BATCH_OPS);
-  }, 60_000);
+    // convex-test runs every index read of the 2,000 ops in JavaScript: 45 s on a quiet core, twice
+    // that beside the other test steps. The time is the stand-in's; the limits are what is tested.
+  }, 240_000);
 
   test("a batch near the byte limit with big values fits, split under 1 MiB per document", async () => {
     const t = setup();
