@@ -15,7 +15,7 @@ text keeps its digits).
 from __future__ import annotations
 
 from math import isfinite
-from typing import Any, Final, cast
+from typing import Any, Final, TypeVar, cast
 
 import orjson
 
@@ -158,7 +158,10 @@ def event_args(args: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def convex_op(op: Op) -> Op:
+OpT = TypeVar("OpT", bound=Op)
+
+
+def convex_op(op: OpT) -> OpT:
     """`op` in Convex's value space (the same op when it already is)."""
     name = op["op"]
     columns = cast("dict[str, Any]", op["args"])  # by name: every op's columns are encoded alike
@@ -170,7 +173,7 @@ def convex_op(op: Op) -> Op:
             return op
     else:
         return op
-    return cast("Op", {**op, "args": args})
+    return cast("OpT", {**op, "args": args})
 
 
 def encode_op(op: Op) -> bytes:

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from tests.cli.test_follow import INGESTOR, as_sets, replay_store, store
 from tests.golden.store import FIXTURES
@@ -36,12 +36,12 @@ def untimed(db: Path) -> dict[str, list[bytes]]:
     )
 
 
-def wrap(tmp_path: Path, command: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
+def wrap(tmp_path: Path, command: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
     state = tmp_path / "state"
     return subprocess.Popen(
         [*INGESTOR, "wrap", "--sink", f"sqlite:{tmp_path / 'wrap.db'}", "--state-dir", str(state),
          "--log-level", "warning", "--", *command],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs,  # type: ignore[call-overload]
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs,
     )  # fmt: skip
 
 

@@ -45,11 +45,12 @@ WALL_CLOCK_FIELDS: Final = frozenset(
 )
 
 
-def daemon_env(**extra: str) -> dict[str, str]:
-    """The environment for `ingestor`: no Convex settings inherited from the machine."""
+def daemon_env(**extra: str | None) -> dict[str, str]:
+    """The environment for `ingestor`: no Convex settings inherited from the machine, `extra`'s
+    variables but those given as None (a stand-in without an admin key)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONVEX_", "VITE_CONVEX"))}
     env["PYTHONPATH"] = str(REPO)
-    env.update(extra)
+    env.update({name: value for name, value in extra.items() if value is not None})
     return env
 
 

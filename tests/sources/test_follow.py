@@ -45,6 +45,10 @@ class CountingSink:
         self.ops += len(ops)
         await self.inner.write(ops)
 
+    async def write_batches(self, batches: Sequence[Sequence[Op]]) -> None:
+        for ops in batches:
+            await self.write(ops)
+
     async def aclose(self) -> None:
         pass
 
