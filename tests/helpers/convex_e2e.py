@@ -23,9 +23,9 @@ import pytest
 
 from ingestor.sinks.convex.client import ADMIN_IDENTITY, admin_authorization
 from tests.helpers.convex_local import ADMIN_KEY, ConvexLocal
+from tests.helpers.daemon import INGESTOR
 
 REPO: Final = Path(__file__).resolve().parents[2]
-INGESTOR: Final = [sys.executable, "-m", "ingestor"]
 CODEX_JS: Final = REPO / "testing" / "codex" / "node_modules" / "codex-current" / "bin" / "codex.js"
 FIXTURES: Final = REPO / "fixtures" / "codex-0.169.0"
 

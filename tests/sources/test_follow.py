@@ -24,8 +24,8 @@ from ingestor.pipeline import Pipeline
 from ingestor.sinks.checkpointing import CheckpointingSink
 from ingestor.sinks.sqlite.sink import open_sqlite_sink
 from ingestor.sources.follow import FollowConfig, FollowSource
-from tests.cli.test_follow import as_sets, replay_store, store
 from tests.golden.store import FIXTURES
+from tests.helpers.sqlite_store import as_sets, replay_store, store
 
 pytestmark = pytest.mark.anyio
 
