@@ -93,6 +93,8 @@ class State:
     """An exec run's `turn.started` time, until its next line names the run (exec_json._run_turn)."""
     run_named: bool = False
     """The line being normalized named an exec run (its raw event then follows the run's turn op)."""
+    exec_first_usage: bool = False
+    """An exec process began (`thread.started`) and has not reported usage yet (exec_json)."""
 
     commands: dict[str, Command] = field(default_factory=dict)
     turn_commands: dict[str, list[str]] = field(default_factory=dict)
