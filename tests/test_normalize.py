@@ -528,6 +528,31 @@ def test_an_exec_process_that_reports_no_reasoning_restarts_its_totals() -> None
     assert [u.get("restarted") for u in new] == [None, None]
 
 
+def _plan_keys(lines: list[Any]) -> list[str]:
+    return [op["key"] for op in normalize(lines) if op["op"] == "appendMessage"]
+
+
+def test_a_plan_is_one_message_whether_exec_or_a_richer_channel_tells_it() -> None:
+    """exec's `todo_list` tells each step's text and whether it is done, no explanation and no
+    in-progress mark: the plan's key is what every channel tells, so the session file's (or v2's)
+    plan and exec's are one row; an update that changes only what exec cannot tell is a row of its
+    own, which exec, repeating its plan, never adds to."""
+    steps = [{"step": "Inspect", "status": "completed"}, {"step": "Search", "status": "pending"}]
+    going = [steps[0], {"step": "Search", "status": "inProgress"}]
+    plan = [STARTED, turn_started()]
+    plan += [
+        v2("turn/plan/updated", threadId="th1", turnId="tu1", explanation=why, plan=p)
+        for why, p in (("Two steps.", steps), ("Two steps.", going), ("Searching now.", going))
+    ]
+    rich = _plan_keys(plan)
+    assert len(set(rich)) == 3
+    todo = {"id": "item_0", "type": "todo_list", "items": [{"text": "Inspect", "completed": True}]}
+    todo["items"].append({"text": "Search", "completed": False})
+    exec_lines = [{"type": "thread.started", "thread_id": "th1"}, {"type": "turn.started"}]
+    exec_lines += [{"type": t, "item": todo} for t in ("item.started", "item.updated", "item.completed")]
+    assert set(_plan_keys(exec_lines)) == {rich[0]}
+
+
 def test_rate_limit_windows_are_classified_by_duration() -> None:
     limits = {
         "primary": {"usedPercent": 40, "windowDurationMins": 10080, "resetsAt": 1_900_000_000},

@@ -64,6 +64,7 @@ RECORDINGS: Final = (
     "codex-0.169.0/app-server/tools.jsonl",
     "codex-0.169.0/sessions/app-server-tools",
     "codex-0.169.0/exec/tools.jsonl",
+    "codex-0.169.0/sessions/exec-tools",  # the same thread: a moved file and a plan told by both
     "codex-0.63.0/app-server/tools.jsonl",
     "codex-0.63.0/sessions/exec-tools",
     # A fork and a sub-agent, live and from their session files: `usage` counts from the stored link.

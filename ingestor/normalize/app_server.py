@@ -264,7 +264,9 @@ def _plan_updated(s: State, line: Line, params: dict[str, Any], at: int, out: Op
     if tid is None:
         return
     facts.turn_seen(s, line, out, tid, at)
-    tools.plan_message(s, line, out, tid, params.get("explanation"), tools.plan_steps(params.get("plan")), at)
+    tools.plan_message(
+        s, line, out, V2, tid, params.get("explanation"), tools.plan_steps(params.get("plan")), at
+    )
 
 
 def _token_usage(s: State, line: Line, params: dict[str, Any], at: int, out: Ops) -> None:

@@ -140,7 +140,7 @@ def _item_facts(
     elif type(kind) is str and kind in _TOOL_ITEMS and type(item_id) is str:
         _tool_item(s, line, item, tid, item_id, completed, at, out)
     elif kind == "todo_list":  # the plan, at every update and again when the turn ends
-        tools.plan_message(s, line, out, tid, None, tools.plan_steps(item.get("items")), at)
+        tools.plan_message(s, line, out, EXEC, tid, None, tools.plan_steps(item.get("items")), at)
     elif not completed:
         return
     elif kind == "agent_message" and type(item.get("text")) is str:

@@ -386,7 +386,7 @@ def _plan_update(
     if tid is None:
         return
     facts.turn_seen(s, line, out, tid, at)
-    tools.plan_message(s, line, out, tid, msg.get("explanation"), tools.plan_steps(msg.get("plan")), at)
+    tools.plan_message(s, line, out, kind, tid, msg.get("explanation"), tools.plan_steps(msg.get("plan")), at)
 
 
 HANDLERS: Final[dict[str, Handler]] = {

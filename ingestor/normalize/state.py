@@ -101,6 +101,9 @@ class State:
     """The call ids of each turn's commands (forgotten with the turn)."""
     occurrences: dict[str, dict[tuple[str, ...], int]] = field(default_factory=dict)
     """Per turn, how often the same text (message, reasoning) was seen per (kind, role, hash)."""
+    plan_progress: dict[str, dict[str, tuple[str, str, str]]] = field(default_factory=dict)
+    """Per turn, per kind of stream, the plan it told last: (progress, content, identity) hashes
+    (tools.plan_message)."""
     ended_turns: deque[str] = field(default_factory=deque)
     """Turns that ended, oldest first: only the last `RETAINED_TURNS` keep their state."""
     running_calls: dict[str, set[str]] = field(default_factory=dict)
@@ -172,6 +175,7 @@ class State:
                 continue  # running again, or ended twice: still wanted
             self.turn_started_at.pop(old, None)
             self.occurrences.pop(old, None)
+            self.plan_progress.pop(old, None)
             for call_id in self.turn_commands.pop(old, ()):
                 self.commands.pop(call_id, None)
 
