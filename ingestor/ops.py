@@ -145,6 +145,8 @@ class AppendUsageSnapshotArgs(TypedDict, total=False):
     totalTokens: float | None
     modelContextWindow: int | None
     source: str | None
+    restarted: bool
+    """The totals count from zero here (docs/operations.md, "Reading usage")."""
     capturedAt: Required[int]
 
 
