@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import anyio
@@ -46,13 +46,16 @@ class Batcher:
         max_ops: int = DEFAULT_MAX_OPS,
         max_age: float = DEFAULT_MAX_AGE,
         flush_on_idle: bool = True,
+        clock: Callable[[], float] = anyio.current_time,
     ) -> None:
+        """`clock`: what batch ages are measured on (the event loop's; tests pass one they drive)."""
         if max_ops < 1:
             raise ValueError("max_ops must be positive")
         self._sink = sink
         self._max_ops = max_ops
         self._max_age = max_age
         self._flush_on_idle = flush_on_idle
+        self._clock = clock
         # Counters for logs and metrics (read them; the batcher only ever increments them).
         self.batches = 0
         self.ops_written = 0
@@ -77,7 +80,7 @@ class Batcher:
                     continue
                 assert isinstance(item, list)
                 if not pending:
-                    deadline = anyio.current_time() + self._max_age
+                    deadline = self._clock() + self._max_age
                 pending.extend(item)
                 if len(pending) >= max_ops:
                     # A burst: what is already buffered joins this write (one sink call for all).
@@ -89,7 +92,7 @@ class Batcher:
                     cut = len(pending) - len(pending) % max_ops
                     await self._write(pending[:cut])
                     pending = pending[cut:]
-                    deadline = anyio.current_time() + self._max_age
+                    deadline = self._clock() + self._max_age
         await self._write(pending)
 
     async def _next(
@@ -98,7 +101,7 @@ class Batcher:
         """The next item, or `_FLUSH` when what is pending should be written first."""
         if not pending:
             return await receive.receive()
-        if anyio.current_time() >= deadline:
+        if self._clock() >= deadline:
             return _FLUSH  # input that never pauses: the age is a cap
         try:
             return receive.receive_nowait()
@@ -113,7 +116,7 @@ class Batcher:
             except anyio.WouldBlock:
                 return _FLUSH
         # Safe to time out: anyio never cancels a receive whose item was delivered.
-        with anyio.move_on_after(deadline - anyio.current_time()):
+        with anyio.move_on_after(deadline - self._clock()):
             return await receive.receive()
         return _FLUSH
 

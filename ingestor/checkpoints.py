@@ -17,10 +17,10 @@ import hashlib
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, cast
+from typing import Any, Final, cast
 
 from ingestor.ops import Op
 
@@ -164,3 +164,10 @@ def checkpoint_op(checkpoint: Checkpoint) -> Op:
     """The marker that saves `checkpoint` once every operation before it is durable."""
     # Not one of the store's operations (OpName): it travels in their list and is taken out by the sink.
     return cast(Op, {"op": CHECKPOINT_OP, "key": checkpoint.path, "args": {"checkpoint": checkpoint}})
+
+
+def checkpoint_of(marker: Op) -> Checkpoint:
+    """The checkpoint a `checkpoint_op` marker carries."""
+    args: Mapping[str, Any] = marker["args"]
+    checkpoint: Checkpoint = args["checkpoint"]
+    return checkpoint

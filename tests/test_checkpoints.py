@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ingestor.checkpoints import FORGET_AFTER_NS, Checkpoint, Checkpoints, checkpoint_op, fingerprint
-from ingestor.ops import Op
+from ingestor.ops import AppendEventArgs, Op
 from ingestor.sinks.checkpointing import CheckpointingSink
 
 pytestmark = pytest.mark.anyio
@@ -20,7 +20,8 @@ def mark(path: str, lines: int, *, finished: bool = False) -> Checkpoint:
 
 
 def event(n: int) -> Op:
-    return {"op": "appendEvent", "key": f"e{n}", "args": {}}
+    args: AppendEventArgs = {"conversationId": "c", "method": "m", "receivedAt": n}
+    return {"op": "appendEvent", "key": f"e{n}", "args": args}
 
 
 def test_checkpoints_survive_a_reopen(tmp_path: Path) -> None:
@@ -58,6 +59,10 @@ class Recording:
         if self.fail:
             raise OSError("disk full")
         self.written.append(list(ops))
+
+    async def write_batches(self, batches: Sequence[Sequence[Op]]) -> None:
+        for ops in batches:
+            await self.write(ops)
 
     async def aclose(self) -> None:
         pass

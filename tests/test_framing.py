@@ -25,7 +25,7 @@ def reference(data: bytes, max_line_bytes: int) -> list[tuple[int, bytes, int | 
     pieces = data.split(b"\n")
     if pieces[-1] == b"":
         pieces.pop()  # the input ended with a newline: no unterminated last line
-    out = []
+    out: list[tuple[int, bytes, int | None]] = []
     for ordinal, piece in enumerate(pieces):
         if piece.endswith(b"\r"):
             piece = piece[:-1]

@@ -1,5 +1,5 @@
 """The data path: live reading (no waiting for EOF), sockets with concurrent producers, batching,
-ordering, backpressure, and flushing on stop."""
+ordering, backpressure, and flushing on stop. (The batcher alone: tests/test_batch.py.)"""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from pathlib import Path
 import anyio
 import pytest
 
-from ingestor.batch import Batcher, BatchItem
 from ingestor.ops import Op
 from ingestor.pipeline import Pipeline, PipelineConfig
 from ingestor.sources import Source
@@ -73,7 +72,7 @@ async def _two_producers(connect: object, sink: MemorySink) -> None:
 def _check_streams(ops: list[Op]) -> None:
     by_source: dict[str, list[str]] = {}
     for op in ops:
-        if op["args"]["method"] == "echo":
+        if op["op"] == "appendEvent" and op["args"]["method"] == "echo":
             by_source.setdefault(op["key"].rsplit(":", 1)[0], []).append(op["args"]["payload"]["text"])
     assert len(by_source) == 2
     # Each connection is its own stream, in order, whatever the interleaving between them.
@@ -173,43 +172,6 @@ async def test_slow_sink_applies_backpressure_and_nothing_is_lost() -> None:
             os.close(write_fd)
 
 
-def _ops(n: int, prefix: str = "k") -> list[Op]:
-    return [{"op": "appendEvent", "key": f"{prefix}{i}", "args": {}} for i in range(n)]
-
-
-async def _feed(items: list[BatchItem], batcher: Batcher, pause: float = 0.0) -> None:
-    send, receive = anyio.create_memory_object_stream[BatchItem](10)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(batcher.run, receive)
-        async with send:
-            for item in items:
-                await send.send(item)
-                if pause:
-                    await anyio.sleep(pause)
-
-
-async def test_batcher_flushes_at_count_keeping_order() -> None:
-    sink = MemorySink()
-    await _feed([_ops(7), _ops(7, "m")], Batcher(sink, max_ops=5, max_age=60))  # type: ignore[arg-type]
-    assert [len(b) for b in sink.batches] == [5, 5, 4]
-    assert [op["key"] for op in sink.ops] == [op["key"] for op in _ops(7) + _ops(7, "m")]
-
-
-async def test_batcher_flushes_at_age() -> None:
-    sink = MemorySink()
-    batcher = Batcher(sink, max_ops=1000, max_age=0.02)  # type: ignore[arg-type]
-    send, receive = anyio.create_memory_object_stream[BatchItem](10)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(batcher.run, receive)
-        async with send:
-            await send.send(_ops(3))
-            with anyio.fail_after(1):
-                await sink.arrived.wait()
-            assert [len(b) for b in sink.batches] == [3]
-            await send.send(_ops(2))
-    assert [len(b) for b in sink.batches] == [3, 2]
-
-
 async def test_a_lone_line_reaches_the_sink_without_waiting_for_the_age() -> None:
     """Flush on idle: the batch age is a cap, not a delay; a line on a quiet pipe is written at once."""
     read_fd, write_fd = os.pipe()
@@ -231,59 +193,6 @@ async def test_a_lone_line_reaches_the_sink_without_waiting_for_the_age() -> Non
         os.close(read_fd)
         if write_fd >= 0:
             os.close(write_fd)
-
-
-async def test_batcher_on_idle_still_batches_a_burst_and_keeps_order() -> None:
-    sink = MemorySink()
-    send, receive = anyio.create_memory_object_stream[BatchItem](10)
-    for i in range(4):
-        send.send_nowait(_ops(3, f"b{i}-"))  # buffered before the batcher looks: one burst
-    send.close()
-    await Batcher(sink, max_ops=1000, max_age=60).run(receive)  # type: ignore[arg-type]
-    assert [len(b) for b in sink.batches] == [12]
-    assert [op["key"] for op in sink.ops] == [op["key"] for i in range(4) for op in _ops(3, f"b{i}-")]
-
-
-class BatchesSink(MemorySink):
-    """A sink that takes several batches in one call (as the SQLite sink does, in one transaction)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[list[int]] = []
-
-    async def write_batches(self, batches: list[list[Op]]) -> None:
-        self.calls.append([len(b) for b in batches])
-        for batch in batches:
-            await self.write(batch)
-
-
-async def test_batcher_hands_a_buffered_burst_to_write_batches_in_one_call() -> None:
-    sink = BatchesSink()
-    send, receive = anyio.create_memory_object_stream[BatchItem](10)
-    for i in range(5):
-        send.send_nowait(_ops(3, f"b{i}-"))
-    send.close()
-    await Batcher(sink, max_ops=4, max_age=60).run(receive)  # type: ignore[arg-type]
-    # The first item alone is under max_ops; once over it, everything buffered joins one call of
-    # full batches, and the rest (3 ops) is written at the end.
-    assert sink.calls == [[4, 4, 4]]
-    assert [len(b) for b in sink.batches] == [4, 4, 4, 3]
-    assert [op["key"] for op in sink.ops] == [op["key"] for i in range(5) for op in _ops(3, f"b{i}-")]
-
-
-async def test_batcher_without_flush_on_idle_waits_for_the_age() -> None:
-    sink = MemorySink()
-    batcher = Batcher(sink, max_ops=1000, max_age=0.2, flush_on_idle=False)  # type: ignore[arg-type]
-    send, receive = anyio.create_memory_object_stream[BatchItem](10)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(batcher.run, receive)
-        async with send:
-            await send.send(_ops(1))
-            await anyio.sleep(0.05)
-            assert sink.batches == []
-            with anyio.fail_after(2):
-                await sink.arrived.wait()
-            assert [len(b) for b in sink.batches] == [1]
 
 
 async def test_a_replay_of_many_small_files_is_written_in_few_batches(tmp_path: Path) -> None:
@@ -336,7 +245,7 @@ async def test_a_failing_normalizer_line_does_not_end_the_stream() -> None:
             super().feed_into(line, out)
 
     sink = MemorySink()
-    pipeline = Pipeline(sink, Flaky, PipelineConfig())  # type: ignore[arg-type]
+    pipeline = Pipeline(sink, Flaky, PipelineConfig())
 
     class Once:
         description = "test"
@@ -345,7 +254,7 @@ async def test_a_failing_normalizer_line_does_not_end_the_stream() -> None:
             task_status.started("test")
             await handle("test", chunks(b"a\nbad\nb\n"))
 
-    await pipeline.run([Once()])  # type: ignore[list-item]
+    await pipeline.run([Once()])
     assert texts(sink.ops) == ["a", "b"]
     assert pipeline.stats.normalizer_errors == 1
 

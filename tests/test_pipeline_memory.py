@@ -49,7 +49,7 @@ async def test_blocked_producers_hold_raw_bytes_not_parsed_operations(tmp_path: 
     path = str(tmp_path / "in.sock")
     sink = GatedSink()
     config = PipelineConfig(batch_max_ops=1, queue_chunks=QUEUE_CHUNKS)
-    pipeline = Pipeline(sink, Recording, config)  # type: ignore[arg-type]
+    pipeline = Pipeline(sink, Recording, config)
     async with anyio.create_task_group() as tg:
         await tg.start(pipeline.run, [UnixSource(path)])
         producers = []

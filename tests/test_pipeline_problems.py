@@ -54,13 +54,13 @@ async def test_invalid_and_oversize_lines_are_counted_and_the_first_per_stream_l
     stream = b"".join([*lines[:3], truncated, truncated, oversize, *lines[5:]])
     sink = MemorySink()
     pipeline = Pipeline(
-        sink,  # type: ignore[arg-type]
+        sink,
         Normalizer,
         PipelineConfig(max_line_bytes=4096),
         metrics=metrics,
     )
     with structlog.testing.capture_logs() as logs:
-        await pipeline.run([_Once("a", stream), _Once("b", truncated)])  # type: ignore[list-item]
+        await pipeline.run([_Once("a", stream), _Once("b", truncated)])
 
     assert counter(metrics, "ingestor_invalid_lines_total", reason="invalid_json") == 3
     assert counter(metrics, "ingestor_invalid_lines_total", reason="oversize") == 1
@@ -80,8 +80,10 @@ class _FactsFailOnTurns(EchoNormalizer):
 
     def feed_into(self, line: Line, out: list[Op]) -> None:
         super().feed_into(line, out)
-        out[-1]["args"]["method"] = line.data.split(b'"method":"', 1)[-1].split(b'"', 1)[0].decode()
-        if out[-1]["args"]["method"].startswith("turn/"):
+        event = out[-1]
+        assert event["op"] == "appendEvent"
+        event["args"]["method"] = line.data.split(b'"method":"', 1)[-1].split(b'"', 1)[0].decode()
+        if event["args"]["method"].startswith("turn/"):
             self.derive_errors += 1
 
 
@@ -91,9 +93,9 @@ async def test_derive_errors_are_counted_and_the_first_per_stream_logged_with_it
     turn_lines = RECORDING.count(b'"method":"turn/')
     assert turn_lines > 1
     sink = MemorySink()
-    pipeline = Pipeline(sink, _FactsFailOnTurns, PipelineConfig(), metrics=metrics)  # type: ignore[arg-type]
+    pipeline = Pipeline(sink, _FactsFailOnTurns, PipelineConfig(), metrics=metrics)
     with structlog.testing.capture_logs() as logs:
-        await pipeline.run([_Once("a", RECORDING)])  # type: ignore[list-item]
+        await pipeline.run([_Once("a", RECORDING)])
 
     assert counter(metrics, "ingestor_derive_errors_total") == turn_lines
     [logged] = [entry for entry in logs if entry["event"].startswith("line stored raw only")]

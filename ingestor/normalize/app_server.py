@@ -9,6 +9,8 @@ from typing import Any, Final
 from ingestor.lines import Line
 from ingestor.normalize import facts, tools, usage_facts
 from ingestor.normalize.state import V2, Ops, State
+from ingestor.normalize.usage_facts import RateLimitRow
+from ingestor.ops import CommandColumns
 
 Handler = Callable[[State, Line, dict[str, Any], int, Ops], None]
 
@@ -165,7 +167,7 @@ def _item(s: State, line: Line, params: dict[str, Any], at: int, out: Ops, compl
         call_id = item.get("id")
         if type(call_id) is not str:
             return
-        fields: dict[str, Any] = {
+        fields: CommandColumns = {
             "command": split_command(item.get("command")),
             "cwd": item.get("cwd") if type(item.get("cwd")) is str else None,
             "source": facts.COMMAND_SOURCE,
@@ -220,7 +222,7 @@ def _tool_item(
     if type(call_id) is not str:
         return
     kind = item.get("type")
-    fields: dict[str, Any]
+    fields: CommandColumns
     if kind == "fileChange":
         fields = tools.file_fields(tools.v2_changes(item.get("changes")))
     elif kind == "mcpToolCall":
@@ -299,7 +301,7 @@ def _usage_totals(counts: Any) -> usage_facts.UsageTotals | None:
     )
 
 
-def _v2_window(position: str, window: Any) -> dict[str, Any] | None:
+def _v2_window(position: str, window: Any) -> RateLimitRow | None:
     if type(window) is not dict:
         return None
     return usage_facts.window_row(

@@ -21,6 +21,7 @@ from ingestor.lines import Line
 from ingestor.normalize import facts, tools, usage_facts
 from ingestor.normalize.app_server import split_command
 from ingestor.normalize.state import EXEC, Ops, State
+from ingestor.ops import CommandColumns
 
 Handler = Callable[[State, Line, dict[str, Any], int, Ops], None]
 
@@ -127,15 +128,15 @@ def _item_facts(
     if kind == "command_execution" and type(item_id) is str:
         output = item.get("aggregated_output")
         exit_code = item.get("exit_code")
-        fields: dict[str, Any] = {
+        fields: CommandColumns = {
             "command": split_command(item.get("command")),
             "source": facts.COMMAND_SOURCE,
             "status": facts.lookup(COMMAND_STATUS, item.get("status")),
             # Partial (often "") until the item completes: a replayed start must not overwrite it.
             "aggregatedOutput": output if completed and type(output) is str else None,
             "exitCode": facts.integer(exit_code),
-            ("endedAt" if completed else "startedAt"): at,
         }
+        fields["endedAt" if completed else "startedAt"] = at
         facts.command(s, line, out, EXEC, f"{tid}/{item_id}", tid, fields)
     elif type(kind) is str and kind in _TOOL_ITEMS and type(item_id) is str:
         _tool_item(s, line, item, tid, item_id, completed, at, out)
@@ -170,7 +171,7 @@ def _tool_item(
     item id, then the search's `ws_...` id); the parser keeps the last, and both copies of the line
     carry the same one, so the call id is stable."""
     kind = item.get("type")
-    fields: dict[str, Any]
+    fields: CommandColumns
     if kind == "file_change":
         fields = tools.file_fields(tools.exec_changes(item.get("changes")))
     elif kind == "mcp_tool_call":

@@ -10,13 +10,23 @@ from __future__ import annotations
 import base64
 import hashlib
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import orjson
 
 from ingestor.lines import Line
-from ingestor.normalize.state import MAX_ID_CHARS, Command, Ops, State
-from ingestor.ops import Op, make_key
+from ingestor.normalize.state import MAX_ID_CHARS, Command, HeldForTurn, Ops, State
+from ingestor.ops import (
+    AppendMessageArgs,
+    AppendReasoningSectionArgs,
+    CommandColumns,
+    ForkedFromUsage,
+    Op,
+    UpsertCommandArgs,
+    UpsertConversationArgs,
+    UpsertTurnArgs,
+    make_key,
+)
 
 CHUNK_MAX: Final = 64 * 1024
 COMMAND_SOURCE: Final = "command"
@@ -87,11 +97,6 @@ def text_hash(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
 
 
-def put(args: dict[str, Any], name: str, value: Any) -> None:
-    if value is not None:
-        args[name] = value
-
-
 # --- conversations -------------------------------------------------------------------------------
 
 
@@ -103,26 +108,30 @@ def conversation(
     *,
     first: bool = False,
     started_at: int | None = None,
-    fork_usage: dict[str, int | float] | None = None,
+    fork_usage: ForkedFromUsage | None = None,
 ) -> None:
     """Announce the conversation (first time: with startedAt) or move its lastSeenAt. `started_at`:
     when the stream says when the conversation began; `fork_usage`: see `usage_facts.fork_base`."""
     cid = s.conversation_id
     if cid is None:
         return
-    args: dict[str, Any] = {"conversationId": cid, "lastSeenAt": at}
+    args: UpsertConversationArgs = {"conversationId": cid, "lastSeenAt": at}
     if started_at is not None:
         args["startedAt"] = started_at
         s.conversation_announced = True
     elif first or not s.conversation_announced:
         args["startedAt"] = at
         s.conversation_announced = True
-    put(args, "threadId", s.thread_id)
-    put(args, "modelProvider", s.model_provider)
-    put(args, "clientName", s.client_name)
-    if s.cur is not None:
-        put(args, "forkedFromThreadId", s.cur.forked_from)
-    put(args, "forkedFromUsage", fork_usage)
+    if s.thread_id is not None:
+        args["threadId"] = s.thread_id
+    if s.model_provider is not None:
+        args["modelProvider"] = s.model_provider
+    if s.client_name is not None:
+        args["clientName"] = s.client_name
+    if s.cur is not None and s.cur.forked_from is not None:
+        args["forkedFromThreadId"] = s.cur.forked_from
+    if fork_usage is not None:
+        args["forkedFromUsage"] = fork_usage
     op: Op = {"op": "upsertConversation", "key": make_key("c", cid, line.ordinal, at), "args": args}
     file_under_thread(s, op)
     if s.model is not None and "thread" in op:
@@ -161,8 +170,7 @@ def thread_scope(s: State) -> str:
 # --- turns ---------------------------------------------------------------------------------------
 
 
-def _turn_op(s: State, line: Line, out: Ops, turn_id: str, args: dict[str, Any]) -> None:
-    args["turnId"] = turn_id
+def _turn_op(s: State, line: Line, out: Ops, turn_id: str, args: UpsertTurnArgs) -> None:
     args["conversationId"] = s.conversation_id
     op: Op = {
         "op": "upsertTurn",
@@ -181,15 +189,17 @@ def turn_started(s: State, line: Line, out: Ops, turn_id: str, at: int) -> None:
     s.turn_replied = False
     s.line_turn = turn_id
     started = s.turn_started_at.setdefault(turn_id, at)
-    args: dict[str, Any] = {"status": "running", "startedAt": started}
-    put(args, "model", s.model)
-    put(args, "serviceTier", s.service_tier)
+    args: UpsertTurnArgs = {"turnId": turn_id, "status": "running", "startedAt": started}
+    if s.model is not None:
+        args["model"] = s.model
+    if s.service_tier is not None:
+        args["serviceTier"] = s.service_tier
     _turn_op(s, line, out, turn_id, args)
     conversation(s, line, out, at)
     _release_turnless(s, out, turn_id)
 
 
-def hold_for_turn(s: State, out: Ops, turn_id: str | None, op: Op) -> None:
+def hold_for_turn(s: State, out: Ops, turn_id: str | None, op: HeldForTurn) -> None:
     """Emit a usage snapshot or rate limit in `turn_id`, else the current (or last) turn. Codex tells
     both without a turn id, sometimes before the first turn; a stream that began in the middle of a
     thread knows no turn until a line names one. Until then they wait for the first turn the stream
@@ -230,7 +240,7 @@ def turn_seen(s: State, line: Line, out: Ops, turn_id: str, at: int) -> None:
     s.turn_started_at[turn_id] = at
     s.turn_id = turn_id
     s.turn_active = True
-    _turn_op(s, line, out, turn_id, {"startedAt": at})
+    _turn_op(s, line, out, turn_id, {"turnId": turn_id, "startedAt": at})
     _release_turnless(s, out, turn_id)
 
 
@@ -238,8 +248,9 @@ def turn_ended(s: State, line: Line, out: Ops, turn_id: str, status: str, at: in
     turn_seen(s, line, out, turn_id, at)
     if s.turn_id == turn_id:
         s.turn_active = False
-    args: dict[str, Any] = {"status": status, "endedAt": at}
-    put(args, "error", error)
+    args: UpsertTurnArgs = {"turnId": turn_id, "status": status, "endedAt": at}
+    if error is not None:
+        args["error"] = error
     _turn_op(s, line, out, turn_id, args)
     s.running_calls.pop(turn_id, None)  # the store closes them (docs/operations.md, merge rule 6)
     conversation(s, line, out, at)
@@ -247,12 +258,12 @@ def turn_ended(s: State, line: Line, out: Ops, turn_id: str, status: str, at: in
 
 
 def turn_details(s: State, line: Line, out: Ops, turn_id: str, model: Any, service_tier: Any) -> None:
-    args: dict[str, Any] = {}
+    args: UpsertTurnArgs = {"turnId": turn_id}
     if type(model) is str:
         args["model"] = model
     if type(service_tier) is str:
         args["serviceTier"] = service_tier
-    if args:
+    if len(args) > 1:
         _turn_op(s, line, out, turn_id, args)
 
 
@@ -268,11 +279,12 @@ def command_state(s: State, call_id: str, turn_id: str, kind: str) -> Command:
 
 
 def command(
-    s: State, line: Line, out: Ops, kind: str, call_id: str, turn_id: str, fields: dict[str, Any]
+    s: State, line: Line, out: Ops, kind: str, call_id: str, turn_id: str, fields: CommandColumns
 ) -> None:
     """Upsert a command. `fields` holds the columns this event knows (None = unknown)."""
     cmd = command_state(s, call_id, turn_id, kind)
-    args: dict[str, Any] = {"callId": call_id, "turnId": cmd.turn_id}
+    args: UpsertCommandArgs = {"callId": call_id, "turnId": cmd.turn_id}
+    columns = cast("dict[str, Any]", args)  # `fields`' names are CommandColumns' (checked where written)
     owner = cmd.owner == kind
     _track_running(s, cmd, call_id, fields)
     for name, value in fields.items():
@@ -280,7 +292,7 @@ def command(
             continue
         if not owner and name in ("command", "parsedCmd", "source"):
             continue
-        args[name] = value
+        columns[name] = value
     op: Op = {"op": "upsertCommand", "key": make_key("x", call_id, line.ordinal, kind), "args": args}
     argv = args.get("command")
     if cmd.identity is None and argv:
@@ -297,7 +309,7 @@ def command(
 _CALL_TERMINAL: Final = frozenset({"completed", "failed", "declined", "canceled"})
 
 
-def _track_running(s: State, cmd: Command, call_id: str, fields: dict[str, Any]) -> None:
+def _track_running(s: State, cmd: Command, call_id: str, fields: CommandColumns) -> None:
     """Remember what the call is and whether it still runs (a session file's output line is read
     only for a running call)."""
     source = fields.get("source")
@@ -382,7 +394,13 @@ def message(
     model really said twice is stored twice."""
     h = text_hash(content)
     n = s.occurrence(turn_id, family, role, h)
-    args = {"turnId": turn_id, "role": role, "content": content, "rawContent": raw, "createdAt": at}
+    args: AppendMessageArgs = {
+        "turnId": turn_id,
+        "role": role,
+        "content": content,
+        "rawContent": raw,
+        "createdAt": at,
+    }
     # The key is the message's identity within its turn: the store scopes it by the turn it files
     # the message in (docs/operations.md), which for an exec run is not known here.
     op: Op = {"op": "appendMessage", "key": make_key("m", role, h, n), "args": args}
@@ -407,7 +425,7 @@ def reasoning(
     h = text_hash(" ".join(" ".join(summary).split()))
     n = s.occurrence(turn_id, family, "reasoning", h)
     position = s.occurrence(turn_id, family, "reasoning#")
-    args: dict[str, Any] = {
+    args: AppendReasoningSectionArgs = {
         "turnId": turn_id,
         "itemId": item_id if item_id is not None else f"{turn_id}/reasoning/{position}",
         "summaryText": summary,

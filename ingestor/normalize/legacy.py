@@ -30,6 +30,8 @@ from ingestor.normalize.legacy_tools import (
     web_search,
 )
 from ingestor.normalize.state import Ops, State
+from ingestor.normalize.usage_facts import RateLimitRow
+from ingestor.ops import CommandColumns
 
 Handler = Callable[[State, Line, str, dict[str, Any], str | None, int, Ops], None]
 """(state, line, kind, msg, submission id, time, out)."""
@@ -140,7 +142,7 @@ def _exec_begin(
     s: State, line: Line, kind: str, msg: dict[str, Any], call_id: str, tid: str, at: int, out: Ops
 ) -> None:
     argv = msg.get("command")
-    fields = {
+    fields: CommandColumns = {
         "command": [str(a) for a in argv] if type(argv) is list else None,
         "cwd": _str(msg.get("cwd")),
         "parsedCmd": msg.get("parsed_cmd"),
@@ -189,7 +191,7 @@ def _exec_end(
     if status is None and exit_code is not None:
         status = "completed" if exit_code == 0 else "failed"
     argv = msg.get("command")
-    fields = {
+    fields: CommandColumns = {
         "command": [str(a) for a in argv] if type(argv) is list else None,
         "cwd": _str(msg.get("cwd")),
         "status": status,
@@ -233,7 +235,7 @@ def _counts(usage: Any) -> usage_facts.UsageTotals | None:
     )
 
 
-def _window(position: str, window: Any, at: int) -> dict[str, Any] | None:
+def _window(position: str, window: Any, at: int) -> RateLimitRow | None:
     if type(window) is not dict:
         return None
     resets = facts.epoch_ms(window.get("resets_at"))
@@ -359,7 +361,7 @@ def _item_completed(
     elif item_type == "CommandExecution" and item_id is not None:
         exit_code = _int(item.get("exit_code"))
         argv = item.get("command")
-        fields = {
+        fields: CommandColumns = {
             "command": [str(a) for a in argv] if type(argv) is list else None,
             "cwd": file_path(item.get("cwd")),
             "parsedCmd": item.get("parsed_cmd"),

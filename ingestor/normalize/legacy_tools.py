@@ -8,6 +8,7 @@ from typing import Any, Final
 from ingestor.lines import Line
 from ingestor.normalize import facts, tools
 from ingestor.normalize.state import Ops, State
+from ingestor.ops import CommandColumns
 
 COMMAND_STATUS: Final = {"completed": "completed", "failed": "failed", "declined": "declined"}
 
@@ -29,9 +30,9 @@ def duration_ms(value: Any) -> int | None:
 CANONICAL_TOOLS: Final = frozenset({"FileChange", "McpToolCall", "WebSearch"})
 
 
-def canonical_tool(item_type: str, item: dict[str, Any]) -> dict[str, Any]:
+def canonical_tool(item_type: str, item: dict[str, Any]) -> CommandColumns:
     """The columns of a 0.169 session file's `FileChange`, `McpToolCall` or `WebSearch` item."""
-    fields: dict[str, Any]
+    fields: CommandColumns
     if item_type == "FileChange":
         fields = tools.file_fields(tools.keyed_changes(item.get("changes")))
         fields["stdout"] = _str(item.get("stdout"))

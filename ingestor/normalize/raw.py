@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import orjson
 
@@ -23,7 +23,7 @@ from ingestor.lines import Line
 from ingestor.normalize.detect import BAD, classify
 from ingestor.normalize.parse_cost import too_costly_to_parse
 from ingestor.normalize.state import Thread
-from ingestor.ops import EventArgs, Op
+from ingestor.ops import AppendEvent, AppendEventArgs, EventArgs, Op
 
 OVERSIZE_HEAD: Final = 64 * 1024
 
@@ -93,7 +93,9 @@ def event_op(thread: Thread, line: Line, method: str, payload: Any, turn_id: str
             turnId=turn_id,
         )
     args.line_json = (payload, data) if parsed else None
-    op: Op = {"op": "appendEvent", "key": "e:" + h.hexdigest(), "args": args}
+    # Its columns (checked by EventArgs' signature), and the line's own text beside them.
+    columns = cast("AppendEventArgs", args)
+    op: AppendEvent = {"op": "appendEvent", "key": "e:" + h.hexdigest(), "args": columns}
     if thread.thread_id is not None:
         op["thread"] = thread.thread_id
         if turn_id is None and thread.turn_id is None:

@@ -25,6 +25,7 @@ from ingestor.normalize import facts, legacy, tools
 from ingestor.normalize.app_server import split_command
 from ingestor.normalize.parse_cost import too_costly_to_parse
 from ingestor.normalize.state import SESSION, Ops, State
+from ingestor.ops import CommandColumns
 
 NO_REPLY: Final = "no reply recorded in the session file"
 
@@ -83,7 +84,7 @@ def _call_started(s: State, line: Line, payload: dict[str, Any], at: int, out: O
     if type(call_id) is not str or tid is None:
         return
     name = payload.get("name")
-    fields: dict[str, Any]
+    fields: CommandColumns
     if payload.get("type") == "custom_tool_call":
         patch = payload.get("input")
         if name != "apply_patch" or type(patch) is not str:
@@ -115,7 +116,7 @@ def _call_started(s: State, line: Line, payload: dict[str, Any], at: int, out: O
 _SHELL_TOOLS: Final = frozenset({"shell", "shell_command"})
 
 
-def _shell_call(s: State, args: dict[str, Any]) -> dict[str, Any]:
+def _shell_call(s: State, args: dict[str, Any]) -> CommandColumns:
     script = args.get("command")
     patch = tools.shell_patch(script)
     if patch is not None:
@@ -149,7 +150,7 @@ def _call_output(s: State, line: Line, payload: dict[str, Any], at: int, out: Op
     else:
         # A patch that fails verification: a plain message, no exit code.
         status = "failed"
-    fields = {
+    fields: CommandColumns = {
         "status": status,
         "exitCode": exit_code,
         "aggregatedOutput": text,

@@ -11,7 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from ingestor.lines import Line
-from ingestor.ops import Op
+from ingestor.ops import AppendRateLimit, AppendUsageSnapshot, Op
+
+HeldForTurn = AppendUsageSnapshot | AppendRateLimit
+"""The ops Codex tells without a turn, which wait for one (facts.hold_for_turn)."""
 
 MAX_ID_CHARS: Final = 1024
 """The longest conversation or thread id taken from a stream (Codex's are 36-character UUIDs): every
@@ -112,7 +115,7 @@ class State:
     """The stream carries legacy `codex/event/*` events (then anonymous v2 twins are redundant)."""
     reasoning_items: bool = False
     """Reasoning arrives as whole items in this stream (then per-section events are redundant)."""
-    turnless: list[Op] = field(default_factory=list)
+    turnless: list[HeldForTurn] = field(default_factory=list)
     """Usage snapshots and rate limits told before this stream knew a turn: they get the first turn
     it learns of, or at the end the store gives them the thread's latest (facts.hold_for_turn)."""
 

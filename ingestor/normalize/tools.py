@@ -26,7 +26,7 @@ from typing import Any, Final
 from ingestor.lines import Line
 from ingestor.normalize import facts
 from ingestor.normalize.state import Ops, State
-from ingestor.ops import Op, make_key
+from ingestor.ops import CommandColumns, Op, make_key
 
 FILE: Final = "file"
 MCP: Final = "mcp"
@@ -133,7 +133,7 @@ def shell_patch(command: Any) -> str | None:
     return script[begin : end + len(_PATCH_END)] + "\n"
 
 
-def file_fields(changes: list[dict[str, Any]], patch: str | None = None) -> dict[str, Any]:
+def file_fields(changes: list[dict[str, Any]], patch: str | None = None) -> CommandColumns:
     """`command` and `parsedCmd` of a file change. Changes are sorted by path: streams list them in
     different orders, the row must not depend on which one told it. `command` names the paths the
     patch changes, not where it moves them (`parsedCmd` has `movePath`): exec's stream does not tell
@@ -157,7 +157,7 @@ def result_text(result: Any) -> str | None:
 
 def mcp_fields(
     server: Any, tool: Any, arguments: Any, result: Any = None, error: Any = None
-) -> dict[str, Any]:
+) -> CommandColumns:
     """`command`, `parsedCmd` and output columns of an MCP tool call. `error`: the message of a call
     that failed without a result."""
     parsed: dict[str, Any] = {"type": "mcpToolCall", "server": server, "tool": tool, "arguments": arguments}
@@ -177,7 +177,7 @@ def mcp_fields(
     }
 
 
-def mcp_item_fields(item: dict[str, Any]) -> dict[str, Any]:
+def mcp_item_fields(item: dict[str, Any]) -> CommandColumns:
     """`mcp_fields` of an MCP tool call item (v2 `mcpToolCall`, exec `mcp_tool_call`, 0.169 session
     files' `McpToolCall`): `server`, `tool`, `arguments`, `result`, `error` (`{message}` or text)."""
     error = item.get("error")
@@ -209,7 +209,7 @@ def split_mcp_name(name: Any, namespace: Any) -> tuple[str, str] | None:
     return None
 
 
-def search_fields(query: Any, action: Any) -> dict[str, Any]:
+def search_fields(query: Any, action: Any) -> CommandColumns:
     """`command` and `parsedCmd` of a web search. The target is the query, else what the action
     opened or looked for (openPage: url; findInPage: pattern); an empty query (v2 `item/started`)
     names nothing yet, so `command` is left for the completed item."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Final
+from collections.abc import Mapping
+from typing import Any, Final, Literal, Required, TypedDict, cast
 
 from ingestor.lines import Line
 from ingestor.normalize.facts import (
@@ -11,13 +12,22 @@ from ingestor.normalize.facts import (
     hold_for_turn,
     integer,
     number,
-    put,
     thread_scope,
 )
 from ingestor.normalize.state import Ops, State
-from ingestor.ops import Op, make_key
+from ingestor.ops import (
+    AppendRateLimit,
+    AppendRateLimitArgs,
+    AppendUsageSnapshot,
+    AppendUsageSnapshotArgs,
+    ForkedFromUsage,
+    make_key,
+)
 
-_USAGE_COLUMNS: Final = (
+UsageColumn = Literal[
+    "totalInputTokens", "cachedInputTokens", "outputTokens", "reasoningOutputTokens", "totalTokens"
+]
+_USAGE_COLUMNS: Final[tuple[UsageColumn, ...]] = (
     "totalInputTokens",
     "cachedInputTokens",
     "outputTokens",
@@ -48,14 +58,19 @@ def usage(
     `restarted`: the totals count from zero here (`counts_from_zero`; 0.63 `exec resume` begins them
     again in the same thread), so a reader counts them in full. Not part of the identity: a channel
     that cannot see it tells the same fact."""
-    args: dict[str, Any] = {"source": kind, "capturedAt": at}
+    args: AppendUsageSnapshotArgs = {"source": kind, "capturedAt": at}
     if restarted:
         args["restarted"] = True
     counts = [_key_number(number(value)) for value in totals]
     for name, value in zip(_USAGE_COLUMNS, totals, strict=True):
-        put(args, name, number(value))
-    put(args, "modelContextWindow", integer(window))
-    op: Op = {"op": "appendUsageSnapshot", "key": make_key("u", thread_scope(s), *counts[:4]), "args": args}
+        count = number(value)
+        if count is not None:
+            args[name] = count
+    context_window = integer(window)
+    if context_window is not None:
+        args["modelContextWindow"] = context_window
+    key = make_key("u", thread_scope(s), *counts[:4])
+    op: AppendUsageSnapshot = {"op": "appendUsageSnapshot", "key": key, "args": args}
     file_under_thread(s, op)
     hold_for_turn(s, out, turn_id, op)
 
@@ -89,7 +104,10 @@ def fork_base(s: State, line: Line, out: Ops, totals: UsageTotals, last: UsageTo
         base = [_minus(number(total), number(call)) for total, call in zip(totals, last, strict=True)]
     else:
         return False
-    fork_usage = {name: value for name, value in zip(_USAGE_COLUMNS, base, strict=True) if value is not None}
+    fork_usage: ForkedFromUsage = {}
+    for name, value in zip(_USAGE_COLUMNS, base, strict=True):
+        if value is not None:
+            fork_usage[name] = value
     if fork_usage:
         conversation(s, line, out, at, fork_usage=fork_usage)
     return inherited
@@ -119,22 +137,48 @@ def window_scope(minutes: Any, position: str) -> str:
     return position
 
 
-def window_row(position: str, used: Any, minutes: Any, resets_at_ms: int | None) -> dict[str, Any]:
-    row: dict[str, Any] = {"scope": window_scope(minutes, position)}
-    put(row, "usedPercent", number(used))
-    put(row, "windowMinutes", number(minutes))
-    put(row, "resetsAt", resets_at_ms)
+class RateLimitRow(TypedDict, total=False):
+    """A rate-limit row as a stream tells it: its op's args but the turn and the time it was read."""
+
+    scope: Required[str]
+    usedPercent: float
+    windowMinutes: float
+    resetsAt: int
+    resetsInSeconds: float
+    """Key-only (`RESETS_IN`), never stored."""
+    balance: str
+    unlimited: bool
+    hasCredits: bool
+
+
+def window_row(position: str, used: Any, minutes: Any, resets_at_ms: int | None) -> RateLimitRow:
+    row: RateLimitRow = {"scope": window_scope(minutes, position)}
+    used_percent = number(used)
+    if used_percent is not None:
+        row["usedPercent"] = used_percent
+    window_minutes = number(minutes)
+    if window_minutes is not None:
+        row["windowMinutes"] = window_minutes
+    if resets_at_ms is not None:
+        row["resetsAt"] = resets_at_ms
     return row
 
 
-def credits_row(credits: Any) -> dict[str, Any] | None:
+_CREDIT_FLAGS: Final[tuple[tuple[str, Literal["unlimited", "hasCredits"]], ...]] = (
+    ("unlimited", "unlimited"),
+    ("hasCredits", "hasCredits"),
+    ("has_credits", "hasCredits"),
+)
+
+
+def credits_row(credits: Any) -> RateLimitRow | None:
     if type(credits) is not dict:
         return None
-    row: dict[str, Any] = {"scope": "credits"}
+    row: RateLimitRow = {"scope": "credits"}
     balance = credits.get("balance")
     if balance is not None:
         row["balance"] = balance if type(balance) is str else str(balance)
-    for src, dst in (("unlimited", "unlimited"), ("hasCredits", "hasCredits"), ("has_credits", "hasCredits")):
+    for src, dst in _CREDIT_FLAGS:
         if type(credits.get(src)) is bool:
             row[dst] = credits[src]
     return row
@@ -158,7 +202,7 @@ _NUMBER_FIELDS: Final = frozenset({"usedPercent", "windowMinutes"})
 
 
 def rate_limits(
-    s: State, line: Line, out: Ops, kind: str, rows: list[dict[str, Any]], turn_id: str | None, at: int
+    s: State, line: Line, out: Ops, kind: str, rows: list[RateLimitRow], turn_id: str | None, at: int
 ) -> None:
     """Rate-limit rows, in the named turn, else the current (or last) one (`hold_for_turn`).
 
@@ -168,11 +212,13 @@ def rate_limits(
     thread, the first to report (`channel`), so no mix of channels stores more than one would."""
     scope = thread_scope(s)
     for row in rows:
-        args = {name: value for name, value in row.items() if name != RESETS_IN}
+        told: Mapping[str, Any] = row  # read by name below
+        args = cast("AppendRateLimitArgs", {name: value for name, value in told.items() if name != RESETS_IN})
         args["capturedAt"] = at
-        parts = [_key_number(row.get(f)) if f in _NUMBER_FIELDS else row.get(f) for f in _RATE_FIELDS]
-        if RESETS_IN in row:
-            parts[_RATE_FIELDS.index("resetsAt")] = ("in", row[RESETS_IN])
-        op: Op = {"op": "appendRateLimit", "key": make_key("l", scope, *parts), "args": args, "channel": kind}
+        parts = [_key_number(told.get(f)) if f in _NUMBER_FIELDS else told.get(f) for f in _RATE_FIELDS]
+        if RESETS_IN in told:
+            parts[_RATE_FIELDS.index("resetsAt")] = ("in", told[RESETS_IN])
+        key = make_key("l", scope, *parts)
+        op: AppendRateLimit = {"op": "appendRateLimit", "key": key, "args": args, "channel": kind}
         file_under_thread(s, op)
         hold_for_turn(s, out, turn_id, op)

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ingestor.checkpoints import CHECKPOINT_OP, Checkpoint, Checkpoints
+from ingestor.checkpoints import CHECKPOINT_OP, Checkpoint, Checkpoints, checkpoint_of
 from ingestor.ops import Op
 from ingestor.sinks.base import Leftover, Sink, Spooling
 
 
 def _split(ops: Sequence[Op]) -> tuple[Sequence[Op], list[Checkpoint]]:
-    marks = [op["args"]["checkpoint"] for op in ops if op["op"] == CHECKPOINT_OP]
+    marks = [checkpoint_of(op) for op in ops if op["op"] == CHECKPOINT_OP]
     if not marks:
         return ops, marks
     return [op for op in ops if op["op"] != CHECKPOINT_OP], marks

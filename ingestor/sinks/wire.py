@@ -15,7 +15,7 @@ text keeps its digits).
 from __future__ import annotations
 
 from math import isfinite
-from typing import Any, Final
+from typing import Any, Final, TypeVar, cast
 
 import orjson
 
@@ -158,18 +158,22 @@ def event_args(args: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def convex_op(op: Op) -> Op:
+OpT = TypeVar("OpT", bound=Op)
+
+
+def convex_op(op: OpT) -> OpT:
     """`op` in Convex's value space (the same op when it already is)."""
     name = op["op"]
+    columns = cast("dict[str, Any]", op["args"])  # by name: every op's columns are encoded alike
     if name == "appendEvent":
-        args = event_args(op["args"])
+        args = event_args(columns)
     elif name in _WITH_ANY_COLUMNS:
-        args = encode_any_columns(op["args"])
-        if args is op["args"]:
+        args = encode_any_columns(columns)
+        if args is columns:
             return op
     else:
         return op
-    return {**op, "args": args}
+    return cast("OpT", {**op, "args": args})
 
 
 def encode_op(op: Op) -> bytes:

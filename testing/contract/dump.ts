@@ -1,8 +1,11 @@
 // Prints the facts the Python side must agree with, as the Convex code defines them (one JSON object):
 // the limits (convex/lib/limits.ts), every table's fields (convex/schema.ts, as Convex's validator
-// JSON), and which columns may spill to blobs (convex/lib/blobs.ts). Read by tests/e2e/test_contract.py.
+// JSON), which columns may spill to blobs (convex/lib/blobs.ts), and each op's arguments
+// (convex/lib/validators.ts). Read by tests/e2e/test_contract.py.
+import { v } from "convex/values";
 import * as limits from "../../convex/lib/limits";
 import { isSpillable } from "../../convex/lib/blobs";
+import { opArgs } from "../../convex/lib/validators";
 import schema from "../../convex/schema";
 
 type Field = { fieldType: { type: string }; optional: boolean };
@@ -13,4 +16,8 @@ for (const [name, table] of Object.entries(schema.tables)) {
   tables[name] = fields;
   spillable[name] = Object.keys(fields).filter((field) => isSpillable(name as never, field));
 }
-console.log(JSON.stringify({ limits, tables, spillable }));
+const ops: Record<string, Record<string, Field>> = {};
+for (const [name, args] of Object.entries(opArgs)) {
+  ops[name] = (v.object(args).json as { value: Record<string, Field> }).value;
+}
+console.log(JSON.stringify({ limits, tables, spillable, ops }));

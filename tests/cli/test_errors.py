@@ -8,11 +8,14 @@ import socket
 import subprocess
 import sys
 import tempfile
+import tomllib
 from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+
+import ingestor as ingestor_package
 
 REPO = Path(__file__).resolve().parents[2]
 RECORDING = REPO / "fixtures/codex-0.169.0/exec/multi_turn.jsonl"
@@ -170,7 +173,11 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     assert result.stderr.rstrip().endswith("choose another with --sink sqlite:PATH")
 
 
-def test_version() -> None:
+def test_version_is_written_once() -> None:
+    """`ingestor --version` names `ingestor.__version__`, which the package's metadata is built from
+    (pyproject.toml: `dynamic`), so the two cannot differ."""
     result = ingestor("--version")
     assert result.returncode == 0
-    assert result.stdout == f"ingestor {version('codex-ingestor')}\n"
+    assert result.stdout == f"ingestor {ingestor_package.__version__}\n"
+    assert version("codex-ingestor") == ingestor_package.__version__
+    assert "version" not in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]

@@ -11,9 +11,7 @@ from __future__ import annotations
 import itertools
 import random
 import signal
-import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,9 +20,10 @@ from typing import Any, Final
 import orjson
 import pytest
 
-from tests.golden.store import FIXTURES, TABLES, table_rows
+from tests.golden.store import FIXTURES
+from tests.helpers.daemon import INGESTOR, checkpoint, finished, follow_daemon, wait_for
+from tests.helpers.sqlite_store import as_sets, replay_store, store
 
-INGESTOR: Final = [sys.executable, "-m", "ingestor"]
 SESSIONS: Final = sorted(
     p
     for p in FIXTURES.glob("codex-*/sessions/*/rollout-*.jsonl")
@@ -33,36 +32,6 @@ SESSIONS: Final = sorted(
 PACE: Final = 0.05
 """The recording's own gaps, this much of them (at most MAX_GAP): a few seconds a session."""
 MAX_GAP: Final = 0.05
-ARRIVAL_COLUMNS: Final = frozenset({"receivedAt"})
-"""When the daemon read a line: the only columns a live capture may differ in from a replay."""
-
-
-def store(db: Path) -> dict[str, list[dict[str, Any]]]:
-    conn = sqlite3.connect(db)
-    try:
-        return {
-            table: [
-                {k: v for k, v in row.items() if k not in ARRIVAL_COLUMNS} for row in table_rows(conn, table)
-            ]
-            for table in TABLES
-        }
-    finally:
-        conn.close()
-
-
-def as_sets(rows: dict[str, list[dict[str, Any]]]) -> dict[str, list[bytes]]:
-    """Rows in a canonical order (a live capture writes in other batches, so other insertion order)."""
-    return {
-        table: sorted(orjson.dumps(row, option=orjson.OPT_SORT_KEYS) for row in rs)
-        for table, rs in rows.items()
-    }
-
-
-def replay_store(path: Path, db: Path) -> dict[str, list[bytes]]:
-    subprocess.run(
-        [*INGESTOR, "replay", str(path), "--sink", f"sqlite:{db}"], check=True, capture_output=True
-    )
-    return as_sets(store(db))
 
 
 def recorded_gaps(lines: list[bytes]) -> list[float]:
@@ -90,41 +59,6 @@ def write_back(lines: list[bytes], target: Path, seed: int, paused: threading.Ev
             out.write(line[cut:] + b"\n")
 
 
-def daemon(sessions: Path, db: Path, state: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            *INGESTOR, "run", "--follow", str(sessions), "--sink", f"sqlite:{db}", "--state-dir", str(state),
-            "--follow-idle", "1", "--follow-poll", "0.5", "--log-level", "warning",
-        ],
-        stderr=subprocess.PIPE,
-    )  # fmt: skip
-
-
-def checkpoint(state: Path, path: Path) -> tuple[int, int] | None:
-    """(finished, offset) of `path` in the daemon's checkpoints, if it has one."""
-    db = state / "checkpoints.db"
-    if not db.exists():
-        return None
-    with sqlite3.connect(db) as conn:
-        try:
-            found = conn.execute('SELECT finished, "offset" FROM checkpoints WHERE path = ?', (str(path),))
-            row = found.fetchone()
-        except sqlite3.OperationalError:
-            return None  # the daemon is creating the table
-    return None if row is None else (row[0], row[1])
-
-
-def finished(state: Path, path: Path) -> bool:
-    return checkpoint(state, path) == (1, path.stat().st_size)
-
-
-def wait_for(predicate: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize(
     "recording", SESSIONS, ids=[p.relative_to(FIXTURES).parent.as_posix() for p in SESSIONS]
 )
@@ -140,7 +74,7 @@ def test_a_session_written_live_through_two_sigkills_is_stored_as_a_replay_store
     writer = threading.Thread(target=write_back, args=(lines, target, len(lines), paused))
     total = len(lines) + sum(map(len, lines))
     stored_at_kill = []
-    running = daemon(sessions, db, state)
+    running = follow_daemon(sessions, db, state)
     try:
         writer.start()
         for share in (3, 3 / 2):  # kill it once a third, then two thirds of the session are stored
@@ -148,7 +82,7 @@ def test_a_session_written_live_through_two_sigkills_is_stored_as_a_replay_store
             running.send_signal(signal.SIGKILL)
             running.wait()
             stored_at_kill.append((checkpoint(state, target) or (0, 0))[1])
-            running = daemon(sessions, db, state)
+            running = follow_daemon(sessions, db, state)
             paused.clear()  # the second half is written while the daemon starts again
         writer.join()
         wait_for(lambda: finished(state, target))
@@ -171,7 +105,7 @@ def test_a_restart_over_finished_files_reads_none_and_writes_nothing(tmp_path: P
     day.mkdir(parents=True)
     for recording in SESSIONS:
         (day / recording.name).write_bytes(recording.read_bytes())
-    first = daemon(sessions, db, state)
+    first = follow_daemon(sessions, db, state)
     wait_for(lambda: all(finished(state, day / r.name) for r in SESSIONS))
     first.send_signal(signal.SIGTERM)
     first.communicate(timeout=30)

@@ -161,7 +161,7 @@ def test_show_turn_quotes_commands_and_points_to_show_command(store: dict[str, A
 def test_show_turn_indents_every_line_of_a_reasoning_section() -> None:
     from ingestor.cli.show import render_turn
 
-    turn = {"turn": {"turnId": "t", "status": "completed"}, "messages": [], "commands": []}
+    turn: dict[str, Any] = {"turn": {"turnId": "t", "status": "completed"}, "messages": [], "commands": []}
     turn.update(usageSnapshots=[], rateLimits=[])
     turn["reasoningSections"] = [{"summaryText": ["**Plan**\n\nfirst\nsecond"]}]
     assert "  - **Plan**\n\n    first\n    second" in render_turn(turn)
@@ -278,7 +278,7 @@ def test_export_html_is_self_contained_and_renders_in_chromium(store: dict[str, 
     with Image.open(shot) as image:
         assert image.size == (1000, 1400)
         rgb = image.convert("RGB")
-        colours = rgb.getcolors(maxcolors=1 << 16) or []
+        colours: list[tuple[int, Any]] = rgb.getcolors(maxcolors=1 << 16) or []  # RGB: (r, g, b)
         # Rendered, not blank: text in many shades, the white page, and the coloured message boxes.
         assert len(colours) > 50
         assert (255, 255, 255) in {c for _, c in colours}

@@ -189,7 +189,8 @@ def test_against_ccusage_on_the_same_session_files(tmp_path: Path) -> None:
             thread = _truth_of_file(e)
             truth[thread_id] = (e, thread)
     assert ours.keys() == theirs.keys() == truth.keys()
-    agree, ccusage_wrong = [], []
+    agree: list[dict[str, Any]] = []
+    ccusage_wrong: list[dict[str, Any]] = []
     for thread_id, (entry, expected) in truth.items():
         mine = tuple(ours[thread_id][f] for f in FIELDS)
         peer = tuple(theirs[thread_id][f] for f in FIELDS)

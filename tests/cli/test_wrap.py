@@ -11,10 +11,11 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
-from tests.cli.test_follow import INGESTOR, as_sets, replay_store, store
 from tests.golden.store import FIXTURES
+from tests.helpers.daemon import INGESTOR
+from tests.helpers.sqlite_store import replay_store, untimed
 
 RECORDING: Final = FIXTURES / "codex-0.169.0" / "exec" / "multi_turn.jsonl"
 APP_SERVER: Final = FIXTURES / "codex-0.169.0" / "app-server" / "multi_turn.jsonl"
@@ -27,21 +28,12 @@ def fake_codex(tmp_path: Path, body: str) -> list[str]:
     return [sys.executable, str(script)]
 
 
-def untimed(db: Path) -> dict[str, list[bytes]]:
-    """The store without its times: `codex exec --json` lines carry none, and a stream's last activity
-    is when its last line arrived, which differ between a live capture and a replay."""
-    rows = store(db)
-    return as_sets(
-        {t: [{k: v for k, v in r.items() if not k.endswith("At")} for r in rs] for t, rs in rows.items()}
-    )
-
-
-def wrap(tmp_path: Path, command: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
+def wrap(tmp_path: Path, command: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
     state = tmp_path / "state"
     return subprocess.Popen(
         [*INGESTOR, "wrap", "--sink", f"sqlite:{tmp_path / 'wrap.db'}", "--state-dir", str(state),
          "--log-level", "warning", "--", *command],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs,  # type: ignore[call-overload]
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs,
     )  # fmt: skip
 
 

@@ -10,6 +10,8 @@ testing/contract/dump.ts) against the daemon's and the SQLite store's.
   rows may spill large values to `blobs` (`spilled`, and the `blobs`/`stages` tables); SQLite's
   `threads` table is Convex's too.
 - Staging: the columns the sink stages are ones Convex may spill (convex/lib/blobs.ts), of the op's table.
+- Op arguments: each op's `TypedDict` (ingestor/ops.py) names the arguments its validator
+  (convex/lib/validators.ts) takes, required where it requires them (`key` is the op's, not an arg).
 - Merge rules, written three times (convex/lib/merge.ts, sinks/sqlite/merge.py, and independently in
   tests/golden/reference_store.py): every combination of the values each rule looks at, stored row
   against incoming upsert, merges to the same row in all three.
@@ -23,11 +25,11 @@ import shutil
 import subprocess
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, Required, get_args, get_origin, get_type_hints
 
 import pytest
 
-from ingestor.ops import OP_TABLE
+from ingestor.ops import OP_TABLE, Op, OpName
 from ingestor.sinks.convex.config import APPLY_BATCH_MAX_BYTES, APPLY_BATCH_MAX_OPS
 from ingestor.sinks.convex.staging import STAGE_MIN_BYTES, STAGE_PART_BYTES, STAGEABLE
 from ingestor.sinks.sqlite.merge import apply_upsert
@@ -107,6 +109,29 @@ def test_the_check_reads_what_the_typescript_says() -> None:
     facts = convex()
     assert facts["limits"]["MAX_STAGE_PARTS"] == 8192
     assert "spilled" in facts["tables"]["turns"]
+
+
+def typed_args(args_type: Any) -> dict[str, bool]:
+    """A TypedDict's keys, each with whether it is required. (Python 3.11 reads `Required[...]` and
+    `NotRequired[...]` only from evaluated annotations, so `__required_keys__` alone is not enough.)"""
+    keys = {}
+    for name, hint in get_type_hints(args_type, include_extras=True).items():
+        origin = get_origin(hint)
+        keys[name] = True if origin is Required else False if origin is NotRequired else (
+            name in args_type.__required_keys__
+        )
+    return keys
+
+
+def test_each_op_s_typed_args_are_its_validator_s() -> None:
+    validators = convex()["ops"]
+    typed = {get_type_hints(op)["op"]: get_type_hints(op)["args"] for op in get_args(Op)}
+    names = {get_args(name)[0] for name in typed}
+    assert names == set(get_args(OpName)) == set(validators)
+    for name, args_type in typed.items():
+        op = get_args(name)[0]
+        expected = {arg: not field["optional"] for arg, field in validators[op].items() if arg != "key"}
+        assert typed_args(args_type) == expected, op
 
 
 TIMES = (None, 100, 200)

@@ -28,7 +28,6 @@ import pytest
 
 from tests.helpers.convex_e2e import (
     CODEX_JS,
-    INGESTOR,
     REPO,
     app_server_conversations,
     call,
@@ -44,6 +43,7 @@ from tests.helpers.convex_e2e import (
     run_ingestor,
 )
 from tests.helpers.convex_local import ConvexLocal
+from tests.helpers.daemon import INGESTOR
 
 pytestmark = pytest.mark.e2e
 

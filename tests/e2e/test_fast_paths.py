@@ -25,6 +25,7 @@ from ingestor.normalize import Normalizer
 from ingestor.normalize.state import V2
 from ingestor.ops import Op
 from ingestor.sinks.sqlite import apply as sqlite_apply
+from ingestor.sinks.sqlite import rows as sqlite_rows
 from ingestor.sinks.sqlite.apply import apply_ops
 from ingestor.sinks.sqlite.schema import TABLES
 from ingestor.sinks.sqlite.sink import connect
@@ -157,7 +158,7 @@ def test_the_stores_fast_rows_are_the_general_rows(tmp_path: Path, monkeypatch: 
     fast_outcome = apply_ops(fast, ops)
 
     fast_paths_taken = 0
-    real_event_row, real_plain_row_of = sqlite_apply.event_row, sqlite_apply.plain_row_of
+    real_event_row, real_plain_row_of = sqlite_rows.event_row, sqlite_rows.plain_row_of
 
     def general_only(*args: Any) -> None:
         nonlocal fast_paths_taken

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.test_follow import INGESTOR, as_sets, daemon, finished, replay_store, store, wait_for
-from tests.cli.test_wrap import untimed
 from tests.helpers.convex_e2e import CODEX_JS, needs_codex
+from tests.helpers.daemon import INGESTOR, finished, follow_daemon, wait_for
+from tests.helpers.sqlite_store import as_sets, replay_store, store, untimed
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +31,7 @@ def test_codex_exec_wrapped_and_its_session_file_followed(tmp_path: Path) -> Non
         Step([Reasoning("Plan the count"), Shell("printf '1\\n2\\n3\\n'; exit 3")]),
         Step([Message("Counted, and the command failed with 3.")]),
     ]
-    follower = daemon(sessions, tmp_path / "followed.db", state)
+    follower = follow_daemon(sessions, tmp_path / "followed.db", state)
     try:
         with ModelServer(script, name="e2e-follow") as model:
             (home / "config.toml").write_text(codex_config_toml(model.base_url))

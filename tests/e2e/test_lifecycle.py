@@ -22,8 +22,8 @@ from ingestor.sinks.sqlite.sink import connect
 from tests.golden.store import FIXTURES, exec_run_streams
 from tests.helpers.convex_e2e import daemon_env, dump_history, ingestor_argv, log_events, row_count
 from tests.helpers.convex_local import ConvexLocal
+from tests.helpers.daemon import INGESTOR
 
-INGESTOR = [sys.executable, "-m", "ingestor"]
 LARGE = FIXTURES / "codex-0.63.0/app-server/large_output.jsonl"
 """One command (`seq 1 200000`) whose 1.2 MB of output arrives in 211 deltas, each twice (Codex 0.63
 streamed it as v2 text and as legacy bytes)."""

@@ -39,8 +39,9 @@ from ingestor.sinks.convex.factory import open_history_from_env
 from ingestor.sinks.sqlite.history import open_sqlite_history, present_any
 from ingestor.sinks.sqlite.schema import TABLES
 from ingestor.sinks.sqlite.sink import connect
-from tests.helpers.convex_e2e import INGESTOR, REPO, daemon_env, ingestor_argv, log_events
+from tests.helpers.convex_e2e import REPO, daemon_env, ingestor_argv, log_events
 from tests.helpers.convex_local import ConvexLocal
+from tests.helpers.daemon import INGESTOR
 
 FIXTURES: Final = REPO / "fixtures"
 

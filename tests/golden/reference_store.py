@@ -7,7 +7,7 @@ the expected rows hold independently of the SQLite and Convex sinks.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from ingestor.ops import COMMAND_TERMINAL, OP_TABLE, TURN_TERMINAL, Op
 
@@ -70,7 +70,7 @@ class ReferenceStore:
     def _apply(self, op: Op) -> str:
         table = OP_TABLE[op["op"]]
         rows = self.tables[table]
-        args = dict(op["args"])
+        args: dict[str, Any] = dict(op["args"])
         thread = op.get("thread")
         if thread is not None and "conversationId" in args:
             args["conversationId"] = self.threads.setdefault(thread, args["conversationId"])
@@ -92,7 +92,7 @@ class ReferenceStore:
         if thread is not None and type(args.get("turnId")) is str:
             self._place(thread, op, args)
         if table in ("messages", "reasoning_sections"):
-            op = {**op, "key": f"{op['key']}@{args.get('turnId')}"}
+            op = cast(Op, {**op, "key": f"{op['key']}@{args.get('turnId')}"})
         if thread is not None and "model" in op:
             self.models[thread] = op["model"]
         if thread is not None and table == "turns":
@@ -152,10 +152,11 @@ class ReferenceStore:
             placed = same[0] if same else f"{thread}/turn-{number}" if run else turn
             self.turn_ids[turn] = (number, placed)
             self._thread_of[turn] = thread
-        number, placed = self.turn_ids.get(turn, (None, turn))
+        placement: tuple[int | None, str] = self.turn_ids.get(turn, (None, turn))
+        ordinal, placed = placement
         args["turnId"] = placed
         if op["op"] == "upsertTurn":
-            args["turnNumber"] = number
+            args["turnNumber"] = ordinal
 
         def under_run(value: str) -> str:
             return placed + value[len(turn) :] if run and value.startswith(turn + "/") else value

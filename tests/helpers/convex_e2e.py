@@ -23,9 +23,9 @@ import pytest
 
 from ingestor.sinks.convex.client import ADMIN_IDENTITY, admin_authorization
 from tests.helpers.convex_local import ADMIN_KEY, ConvexLocal
+from tests.helpers.daemon import INGESTOR
 
 REPO: Final = Path(__file__).resolve().parents[2]
-INGESTOR: Final = [sys.executable, "-m", "ingestor"]
 CODEX_JS: Final = REPO / "testing" / "codex" / "node_modules" / "codex-current" / "bin" / "codex.js"
 FIXTURES: Final = REPO / "fixtures" / "codex-0.169.0"
 
@@ -45,11 +45,12 @@ WALL_CLOCK_FIELDS: Final = frozenset(
 )
 
 
-def daemon_env(**extra: str) -> dict[str, str]:
-    """The environment for `ingestor`: no Convex settings inherited from the machine."""
+def daemon_env(**extra: str | None) -> dict[str, str]:
+    """The environment for `ingestor`: no Convex settings inherited from the machine, `extra`'s
+    variables but those given as None (a stand-in without an admin key)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONVEX_", "VITE_CONVEX"))}
     env["PYTHONPATH"] = str(REPO)
-    env.update(extra)
+    env.update({name: value for name, value in extra.items() if value is not None})
     return env
 
 

@@ -5,7 +5,8 @@ It applies ops by key (the exactly-once rule of docs/operations.md), stores stag
 (stageKey, field, part) and puts staged values back into the ops it applies, records every request,
 and can be told to fail: scripted HTTP statuses or transport errors (for any call), ops whose
 presence makes the whole batch fail deterministically, ops it answers `rejected` for, and a gate
-that holds requests open.
+that holds requests open. Also what those tests read back: a metric's value (`sample`), the sink's
+dead letters (`dead_letters`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ import anyio
 import httpx
 import orjson
 
+from ingestor.metrics import Metrics
 from ingestor.ops import Op
 from ingestor.sinks.convex.client import ConvexHttp
 from ingestor.sinks.convex.config import ConvexSinkConfig
+from ingestor.sinks.convex.dead_letter import DEAD_LETTER_FILE
 from ingestor.sinks.convex.deployment import Secret
 
 
@@ -139,3 +142,15 @@ def fast_config(state_dir: Path, **overrides: Any) -> ConvexSinkConfig:
     }
     values.update(overrides)
     return ConvexSinkConfig(**values)
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(name, labels or None)
+    return 0.0 if value is None else value
+
+
+def dead_letters(state_dir: Path) -> list[dict[str, object]]:
+    path = state_dir / DEAD_LETTER_FILE
+    if not path.exists():
+        return []
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import socket
+import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import anyio
 
+INGESTOR: Final = [sys.executable, "-m", "ingestor"]
+"""The command line, run from this checkout's interpreter."""
 RECORDINGS: Final = Path(__file__).resolve().parents[2] / "fixtures" / "codex-0.169.0"
 """Streams recorded from the real Codex CLI 0.169.0 (fixtures/README.md)."""
 
@@ -50,3 +54,38 @@ def another_session(recording: bytes, index: int) -> bytes:
     """`recording` as another session would send it: its ids are its own, so its lines are new rows."""
     assert RECORDED_ID_PREFIX in recording
     return recording.replace(RECORDED_ID_PREFIX, b"%08x-" % (0xF0000000 + index))
+
+
+def follow_daemon(sessions: Path, db: Path, state: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            *INGESTOR, "run", "--follow", str(sessions), "--sink", f"sqlite:{db}", "--state-dir", str(state),
+            "--follow-idle", "1", "--follow-poll", "0.5", "--log-level", "warning",
+        ],
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def checkpoint(state: Path, path: Path) -> tuple[int, int] | None:
+    """(finished, offset) of `path` in the daemon's checkpoints, if it has one."""
+    db = state / "checkpoints.db"
+    if not db.exists():
+        return None
+    with sqlite3.connect(db) as conn:
+        try:
+            found = conn.execute('SELECT finished, "offset" FROM checkpoints WHERE path = ?', (str(path),))
+            row = found.fetchone()
+        except sqlite3.OperationalError:
+            return None  # the daemon is creating the table
+    return None if row is None else (row[0], row[1])
+
+
+def finished(state: Path, path: Path) -> bool:
+    return checkpoint(state, path) == (1, path.stat().st_size)
+
+
+def wait_for(predicate: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)

@@ -33,11 +33,17 @@ class EchoNormalizer:
         )
 
     def finish(self) -> list[Op]:
-        return [{"op": "appendEvent", "key": f"end:{self.source}", "args": {"method": "end"}}]
+        end: Op = {
+            "op": "appendEvent",
+            "key": f"end:{self.source}",
+            "args": {"conversationId": "c1", "method": "end", "receivedAt": 0},
+        }
+        return [end]
 
 
 def texts(ops: Sequence[Op]) -> list[str]:
-    return [op["args"]["payload"]["text"] for op in ops if op["args"]["method"] == "echo"]
+    events = [op["args"] for op in ops if op["op"] == "appendEvent"]
+    return [args["payload"]["text"] for args in events if args["method"] == "echo"]
 
 
 class MemorySink:

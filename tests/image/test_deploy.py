@@ -44,12 +44,14 @@ def pod_spec() -> dict[str, Any]:
 
 
 def ingestor_container() -> dict[str, Any]:
-    [container] = [c for c in pod_spec()["initContainers"] if c["name"] == "ingestor"]
+    containers: list[dict[str, Any]] = [c for c in pod_spec()["initContainers"] if c["name"] == "ingestor"]
+    [container] = containers
     return container
 
 
 def worker_container() -> dict[str, Any]:
-    [container] = pod_spec()["containers"]
+    containers: list[dict[str, Any]] = pod_spec()["containers"]
+    [container] = containers
     return container
 
 

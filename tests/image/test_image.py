@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import ast
 import os
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
 import pytest
 
+from ingestor import __version__
 from tests.helpers.convex_e2e import REPO
 from tests.image.built_image import BASE, IMAGE, config, mounted, needs_image, run
 
@@ -59,9 +59,8 @@ def test_the_compiled_modules_are_the_ones_imported() -> None:
 
 
 def test_version() -> None:
-    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     result = run(["ingestor", "--version"])
-    assert (result.returncode, result.stdout) == (0, f"ingestor {version}\n"), result.stderr
+    assert (result.returncode, result.stdout) == (0, f"ingestor {__version__}\n"), result.stderr
 
 
 def _files(root: Path) -> Iterator[tuple[str, int, float]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +176,8 @@ def check(datas: list[bytes]) -> list[Op]:
                 assert abs(value) <= 2**53, (op["op"], name, value)
         for name in ANY_COLUMNS:
             if name in op["args"] and name not in sent["args"]:
-                json_text = convex_op(op)["args"][name + "Json"]
+                encoded: Mapping[str, Any] = convex_op(op)["args"]
+                json_text = encoded[name + "Json"]
                 assert not is_convex_safe(orjson.loads(json_text)) or _beyond_floats(json_text), (op, name)
     return ops
 

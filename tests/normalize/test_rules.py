@@ -11,6 +11,8 @@ import pytest
 import ingestor.normalize as normalize_module
 from ingestor.lines import Line
 from ingestor.normalize import Normalizer
+from ingestor.normalize import raw as raw_module
+from ingestor.ops import AppendEvent, Op
 from ingestor.sinks.wire import convex_op
 from tests.golden.helpers import T0, as_lines, legacy, normalize, rows, store_of, v2
 
@@ -29,7 +31,7 @@ def turn_completed(status: str = "completed", turn_id: str = "tu1", error: Any =
     return v2("turn/completed", threadId="th1", turn=turn)
 
 
-def events(ops: list[Any]) -> list[Any]:
+def events(ops: list[Op]) -> list[AppendEvent]:
     return [op for op in ops if op["op"] == "appendEvent"]
 
 
@@ -71,7 +73,7 @@ def test_every_line_is_one_raw_event_first_with_its_method() -> None:
 
 def test_bad_lines_are_kept_losslessly() -> None:
     ops = normalize([STARTED, b"plain text", b"\xff\x00ok", b'{"a": 123456789012345678901234567890}'])
-    payloads = [op["args"].get("payload") for op in events(ops)[1:]]
+    payloads: list[Any] = [op["args"].get("payload") for op in events(ops)[1:]]
     assert payloads[0] == {"text": "plain text"}
     assert base64.b64decode(payloads[1]["base64"]) == b"\xff\x00ok"
     # orjson reads the integer as a float: Convex gets the line's own text, exact.
@@ -92,7 +94,7 @@ def test_unsafe_payload_goes_to_payload_json() -> None:
     assert events(ops)[1]["args"]["payload"] == {"method": "x", "params": {"$bad": 1, "big": 2**60}}
     sent = convex_op(events(ops)[1])["args"]
     assert "payload" not in sent
-    assert orjson.loads(sent["payloadJson"]) == {"method": "x", "params": {"$bad": 1, "big": 2**60}}
+    assert orjson.loads(sent.get("payloadJson") or "") == {"method": "x", "params": {"$bad": 1, "big": 2**60}}
 
 
 def test_event_keys_are_the_lines_bytes_in_their_thread() -> None:
@@ -183,7 +185,7 @@ def test_a_line_that_names_its_thread_is_parsed_once(monkeypatch: pytest.MonkeyP
     """A session file's first line (0.169's session_meta: the whole system prompt) names its thread and
     releases itself at once: its parse is reused, not repeated (once per file of an archive)."""
     parsed: list[bytes] = []
-    real_parse = normalize_module.parse
+    real_parse = raw_module.parse  # what `ingestor.normalize` imported
 
     def counting_parse(line: Line) -> Any:
         parsed.append(line.data)
@@ -282,7 +284,7 @@ def test_exec_runs_are_the_threads_turns_in_order_across_resumes() -> None:
 def test_a_resumed_exec_run_in_its_own_process_continues_the_thread() -> None:
     """`codex exec resume` piped into its own `ingestor run`: the run is the thread's second turn,
     and the first run's stream replayed after it still lands in the first."""
-    first = [{"type": "thread.started", "thread_id": "th1"}, {"type": "turn.started"}]
+    first: list[dict[str, Any]] = [{"type": "thread.started", "thread_id": "th1"}, {"type": "turn.started"}]
     first.append({"type": "item.completed", "item": {"id": "item_0", "type": "agent_message", "text": "one"}})
     second = [
         *first[:2],
@@ -546,9 +548,13 @@ def test_a_plan_is_one_message_whether_exec_or_a_richer_channel_tells_it() -> No
     ]
     rich = _plan_keys(plan)
     assert len(set(rich)) == 3
-    todo = {"id": "item_0", "type": "todo_list", "items": [{"text": "Inspect", "completed": True}]}
-    todo["items"].append({"text": "Search", "completed": False})
-    exec_lines = [{"type": "thread.started", "thread_id": "th1"}, {"type": "turn.started"}]
+    items: list[dict[str, Any]] = [{"text": "Inspect", "completed": True}]
+    todo = {"id": "item_0", "type": "todo_list", "items": items}
+    items.append({"text": "Search", "completed": False})
+    exec_lines: list[dict[str, Any]] = [
+        {"type": "thread.started", "thread_id": "th1"},
+        {"type": "turn.started"},
+    ]
     exec_lines += [{"type": t, "item": todo} for t in ("item.started", "item.updated", "item.completed")]
     assert set(_plan_keys(exec_lines)) == {rich[0]}
 

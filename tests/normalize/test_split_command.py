@@ -16,7 +16,7 @@ RECORDING = RECORDINGS / "app-server" / "command_outputs.jsonl"
 def commands_with(command: str) -> list[object]:
     """The argv stored for every command of the recording, each given `command` as its string."""
     normalizer = Normalizer("test")
-    argvs = []
+    argvs: list[object] = []
     for ordinal, data in enumerate(RECORDING.read_bytes().splitlines()):
         message = orjson.loads(data)
         item = message.get("params", {}).get("item")

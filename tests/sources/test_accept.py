@@ -137,7 +137,7 @@ async def test_producers_beyond_the_cap_wait_unread_and_are_counted_open_once_ac
 ) -> None:
     path = str(tmp_path / "in.sock")
     sink = MemorySink()
-    pipeline = Pipeline(sink, EchoNormalizer, PipelineConfig())  # type: ignore[arg-type]
+    pipeline = Pipeline(sink, EchoNormalizer, PipelineConfig())
     open_connections = metrics.registry.get_sample_value
     async with anyio.create_task_group() as tg:
         await tg.start(pipeline.run, [UnixSource(path, ConnectionLimit(2, metrics))])

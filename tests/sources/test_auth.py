@@ -152,7 +152,7 @@ async def test_only_connections_that_open_with_the_token_are_stored(
 ) -> None:
     recording = FIXTURE.read_bytes()
     sink = MemorySink()
-    pipeline = Pipeline(sink, EchoNormalizer)  # type: ignore[arg-type]
+    pipeline = Pipeline(sink, EchoNormalizer)
     auth = ProducerAuth(TOKEN.encode(), hello_timeout=0.5, metrics=metrics)
     async with anyio.create_task_group() as tg:
         [address] = await tg.start(pipeline.run, [TcpSource("127.0.0.1:0", auth=auth)])
@@ -177,7 +177,7 @@ async def test_only_connections_that_open_with_the_token_are_stored(
     assert {op["key"] for op in sink.ops if op["key"].startswith("end:")} == {f"end:tcp:{address}#5"}
     refused = {
         sample.labels["reason"]: sample.value
-        for sample in metrics.producers_refused.collect()[0].samples
+        for sample in next(iter(metrics.producers_refused.collect())).samples
         if sample.name.endswith("_total")
     }
     assert refused == {"no hello line": 2.0, "first line is not a hello line": 2.0, "wrong token": 1.0}
@@ -194,7 +194,7 @@ async def test_only_connections_that_open_with_the_token_are_stored(
 @pytest.mark.parametrize(("mode", "expected"), [(0o600, 0o600), (0o660, 0o660)])
 async def test_unix_socket_mode_whatever_the_umask(tmp_path: Path, mode: int, expected: int) -> None:
     path = tmp_path / "in.sock"
-    pipeline = Pipeline(MemorySink(), EchoNormalizer)  # type: ignore[arg-type]
+    pipeline = Pipeline(MemorySink(), EchoNormalizer)
     umask = os.umask(0)  # the most permissive: the socket would be 0777
     try:
         async with anyio.create_task_group() as tg:
@@ -209,7 +209,7 @@ async def test_unix_socket_mode_whatever_the_umask(tmp_path: Path, mode: int, ex
 async def test_a_live_socket_is_not_taken_over(tmp_path: Path) -> None:
     path = str(tmp_path / "in.sock")
     sink = MemorySink()
-    first = Pipeline(sink, EchoNormalizer)  # type: ignore[arg-type]
+    first = Pipeline(sink, EchoNormalizer)
     async with anyio.create_task_group() as tg:
         await tg.start(first.run, [UnixSource(path)])
         with pytest.raises(SourceConfigError, match="another process is listening"):

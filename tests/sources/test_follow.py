@@ -24,8 +24,8 @@ from ingestor.pipeline import Pipeline
 from ingestor.sinks.checkpointing import CheckpointingSink
 from ingestor.sinks.sqlite.sink import open_sqlite_sink
 from ingestor.sources.follow import FollowConfig, FollowSource
-from tests.cli.test_follow import as_sets, replay_store, store
 from tests.golden.store import FIXTURES
+from tests.helpers.sqlite_store import as_sets, replay_store, store
 
 pytestmark = pytest.mark.anyio
 
@@ -44,6 +44,10 @@ class CountingSink:
     async def write(self, ops: Sequence[Op]) -> None:
         self.ops += len(ops)
         await self.inner.write(ops)
+
+    async def write_batches(self, batches: Sequence[Sequence[Op]]) -> None:
+        for ops in batches:
+            await self.write(ops)
 
     async def aclose(self) -> None:
         pass

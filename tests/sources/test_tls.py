@@ -65,7 +65,7 @@ async def _send_tls(port: int, context: ssl.SSLContext, data: bytes) -> bool:
 
 async def _serve(context: ssl.SSLContext, produce: object) -> list[str]:
     sink = MemorySink()
-    pipeline = Pipeline(sink, EchoNormalizer)  # type: ignore[arg-type]
+    pipeline = Pipeline(sink, EchoNormalizer)
     async with anyio.create_task_group() as tg:
         [address] = await tg.start(pipeline.run, [TcpSource("127.0.0.1:0", tls=context)])
         await produce(int(address.rsplit(":", 1)[1]))  # type: ignore[operator]

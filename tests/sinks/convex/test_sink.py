@@ -19,21 +19,9 @@ from ingestor.sinks.convex.config import ConvexSinkConfig
 from ingestor.sinks.convex.dead_letter import DEAD_LETTER_FILE
 from ingestor.sinks.convex.factory import open_convex_sink
 from ingestor.sinks.convex.history import ConvexHistory
-from tests.helpers.convex_fake import FakeConvex, fast_config, make_op
+from tests.helpers.convex_fake import FakeConvex, dead_letters, fast_config, make_op, sample
 
 pytestmark = pytest.mark.anyio
-
-
-def sample(metrics: Metrics, name: str, **labels: str) -> float:
-    value = metrics.registry.get_sample_value(name, labels or None)
-    return 0.0 if value is None else value
-
-
-def dead_letters(state_dir: Path) -> list[dict[str, object]]:
-    path = state_dir / DEAD_LETTER_FILE
-    if not path.exists():
-        return []
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
 
 
 async def wait_until(predicate: object, timeout: float = 5.0) -> None:

@@ -4,6 +4,7 @@ format."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -125,8 +126,13 @@ def test_a_confirmation_without_fsync_survives_the_process_and_syncs_before_a_se
 ) -> None:
     monkeypatch.setattr(spool_module, "SEGMENT_BYTES", 20)
     synced: list[int] = []
-    real_fsync = spool_module.os.fsync
-    monkeypatch.setattr(spool_module.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)  # the spool's `os`
     path = tmp_path / "s.db"
     spool = Spool(path)
     for n in range(3):

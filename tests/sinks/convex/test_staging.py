@@ -14,8 +14,7 @@ from ingestor.ops import Op
 from ingestor.sinks.convex.client import ConvexHttp
 from ingestor.sinks.convex.factory import open_convex_sink
 from ingestor.sinks.convex.staging import STAGE_PART_BYTES, _utf8_parts
-from tests.helpers.convex_fake import FakeConvex, fast_config, make_op
-from tests.sinks.convex.test_sink import dead_letters, sample
+from tests.helpers.convex_fake import FakeConvex, dead_letters, fast_config, make_op, sample
 
 pytestmark = pytest.mark.anyio
 

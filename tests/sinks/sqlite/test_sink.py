@@ -108,7 +108,7 @@ def test_rejected_ops_do_not_stop_the_batch(conn: sqlite3.Connection) -> None:
             op("upsertTurn", "d", conversationId="c", startedAt=1),
             op("upsertTurn", "e", turnId="t", startedAt=1),
             op("appendEvent", "f", conversationId="c", method="m", payload={}, receivedAt=2**70),
-            op("dropTable", "g"),  # type: ignore[arg-type]
+            op("dropTable", "g"),
             good,
         ],
     )
