@@ -105,7 +105,7 @@ def follow_source(checkpoints: Checkpoints, paths: Sequence[str], config: Follow
         sessions.mkdir(parents=True, exist_ok=True)  # Codex creates it on its first session otherwise
         paths = [str(sessions)]
     roots = [Path(p) for p in paths if os.path.isdir(p)]
-    files = [Path(p) for p in paths if not os.path.isdir(p)]
+    files = [p for p in paths if not os.path.isdir(p)]
     return FollowSource(roots, checkpoints, config, files=files)
 
 
@@ -244,11 +244,16 @@ async def _replay(args: argparse.Namespace, spec: SinkSpec) -> int:
     began = time.perf_counter()
     # With --state-dir, regular files resume where the last replay left them (checkpoints).
     checkpoints = open_checkpoints(args) if args.state_dir is not None else None
-    regular = [p for p in paths if p != "-" and os.path.isfile(p)] if checkpoints is not None else []
-    files = FilesSource([p for p in paths if p not in regular])
+    regular: list[str] = []
+    others: list[str] = []
+    for path in paths:
+        resumable = checkpoints is not None and path != "-" and os.path.isfile(path)
+        (regular if resumable else others).append(path)
+    files = FilesSource(others)
     sources: list[Source] = [files]
+    resumed: FollowSource | None = None
     if checkpoints is not None:
-        resumed = FollowSource([], checkpoints, FollowConfig(once=True), files=[Path(p) for p in regular])
+        resumed = FollowSource([], checkpoints, FollowConfig(once=True), files=regular)
         sources.append(resumed)
 
     async def progress_bar(pipeline: Pipeline) -> None:
@@ -272,7 +277,12 @@ async def _replay(args: argparse.Namespace, spec: SinkSpec) -> int:
     seconds = time.perf_counter() - began
     lines = pipeline.stats.lines
     rate = round(lines / seconds) if seconds else None
-    done = {"files": files.progress.files_done, "skipped": len(files.skipped), "lines": lines}
+    done = {
+        "files": files.progress.files_done + (resumed.files_read if resumed is not None else 0),
+        "skipped": len(files.skipped),
+        **({"unchanged": len(regular) - resumed.files_read} if resumed is not None else {}),
+        "lines": lines,
+    }
     if pipeline.stopped:
         # What was read is stored, but not everything: a caller must not take this for success.
         log.warning("replay interrupted", **done)
