@@ -38,7 +38,7 @@ from ingestor.errors import (
 )
 from ingestor.logging import configure_logging, get_logger
 from ingestor.normalize import Normalizer
-from ingestor.pipeline import NormalizerFactory, Pipeline, PipelineConfig
+from ingestor.pipeline import Pipeline, PipelineConfig
 from ingestor.sinks.base import Leftover, Sink, Spooling
 from ingestor.sinks.checkpointing import CheckpointingSink
 from ingestor.sinks.convex.deployment import ConvexOptions
@@ -52,6 +52,7 @@ from ingestor.sources.accept import (
 from ingestor.sources.auth import ProducerAuth, check_exposure, load_token
 from ingestor.sources.files import REPLAY_QUEUE_CHUNKS, FilesSource, SkippedFile, expand_paths
 from ingestor.sources.follow import FollowConfig, FollowSource, codex_sessions
+from ingestor.sources.follow.normalizer import NormalizerFactory as FollowedFactory
 from ingestor.sources.sockets import TcpSource, UnixSource, parse_host_port
 from ingestor.sources.stdin import StdinSource
 from ingestor.sources.tls import server_context
@@ -66,7 +67,7 @@ EXIT_UNDELIVERED: Final = 75
 EXIT_INTERRUPTED: Final = 130
 
 
-def normalizer_factory(conversation_id: str | None) -> NormalizerFactory:
+def normalizer_factory(conversation_id: str | None) -> Callable[[str], Normalizer]:
     def make(source: str) -> Normalizer:
         return Normalizer(source, conversation_id=conversation_id)
 
@@ -144,7 +145,7 @@ async def run_pipeline(
     spec: SinkSpec,
     sources: Sequence[Source],
     config: PipelineConfig,
-    factory: NormalizerFactory,
+    factory: Callable[[str], Normalizer],
     convex: ConvexOptions,
     watch: Callable[[Pipeline], Coroutine[Any, Any, None]] | None = None,
     checkpoints: Checkpoints | None = None,
@@ -154,12 +155,13 @@ async def run_pipeline(
     close the sink. `watch` runs beside it (the progress bar), cancelled at the end. Also returns what
     the sink could not deliver before it closed. With `checkpoints`, those of the followed files'
     streams are saved as their lines become durable."""
+    streams: FollowedFactory = factory
     for source in sources:
         if isinstance(source, FollowSource):
-            factory = source.normalizer_factory(factory)
+            streams = source.normalizer_factory(streams)
     async with open_sink(spec, os.environ, convex) as sink:
         writes: Sink = sink if checkpoints is None else CheckpointingSink(sink, checkpoints)
-        pipeline = Pipeline(writes, factory, config)
+        pipeline = Pipeline(writes, streams, config)
         async with anyio.create_task_group() as tg:
             tg.start_soon(on_signals, pipeline)
             if watch is not None:
