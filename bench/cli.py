@@ -134,23 +134,28 @@ class Suite:
                 f"follow-{p.restart_files}-files",
                 lambda: follow.restart_and_idle(p.runs, p.restart_files, p.idle_s),
             )
+            root, meta = self.archive(p.daily_archive)
             self.attempt(
-                "replay-state-dir",
-                f"archive-{p.archive_mb}MB+1MB",
-                lambda: follow.daily_replay(p.runs, p.archive_mb),
+                "replay-state-dir", f"{meta['name']}+1MB", lambda: follow.daily_replay(root, meta, p.runs)
             )
         if "archive" in self.only:
             self._archives()
         if "profile" in self.only:
             self._profiles()
 
-    def _archives(self) -> None:
-        for number, files in enumerate(self.plan.archives):
-            started = time.perf_counter()
-            root, meta = archive.ensure(files)
+    def archive(self, files: int) -> tuple[Path, dict[str, Any]]:
+        """The sessions archive of `files` files (generated once, cached), as a workload of this run."""
+        started = time.perf_counter()
+        root, meta = archive.ensure(files)
+        if meta["name"] not in self.workloads:
             self.workloads[meta["name"]] = meta
             took = time.perf_counter() - started
             self.log(f"workload {meta['name']}: {meta['bytes'] / 2**20:.1f} MiB ({took:.1f} s)")
+        return root, meta
+
+    def _archives(self) -> None:
+        for number, files in enumerate(self.plan.archives):
+            root, meta = self.archive(files)
             self._archive(root, meta, first=number == 0)
 
     def _archive(self, root: Path, meta: dict[str, Any], *, first: bool) -> None:
