@@ -132,7 +132,7 @@ class Suite:
             self.attempt(
                 "follow-restart",
                 f"follow-{p.restart_files}-files",
-                lambda: follow.restart_and_idle(p.runs, p.restart_files, p.idle_s),
+                lambda: follow.restart_and_idle(min(p.runs, p.restart_runs), p.restart_files, p.idle_s),
             )
             root, meta = self.archive(p.daily_archive)
             self.attempt(
@@ -159,8 +159,7 @@ class Suite:
             self._archive(root, meta, first=number == 0)
 
     def _archive(self, root: Path, meta: dict[str, Any], *, first: bool) -> None:
-        # A larger archive takes minutes per run (20,000 files: ~1 GB, five commands): three runs.
-        runs = self.plan.runs if first else min(self.plan.runs, 3)
+        runs = self.plan.runs if first else min(self.plan.runs, self.plan.archive_large_runs)
         self.attempt("archive", meta["name"], lambda: archive.measure(root, meta, runs))
         if first:
             self.attempt("archive-convex", meta["name"], lambda: archive.convex(root, meta, runs))

@@ -89,14 +89,15 @@ class FollowSource:
     ) -> None:
         """`roots`: directories whose session files are followed (recursively); `files`: files followed
         whatever their names (plain strings: a replay names every file of an archive)."""
-        named: list[str | Path] = [*roots, *files]
-        missing = [str(p) for p in named if not os.path.exists(p)]
-        if missing:
-            raise SourceConfigError(f"no such file or directory to follow: {', '.join(missing)}")
+        self._config = config or FollowConfig()
+        if not self._config.once:  # a replay's files were listed a moment ago (expand_paths)
+            named: list[str | Path] = [*roots, *files]
+            missing = [str(p) for p in named if not os.path.exists(p)]
+            if missing:
+                raise SourceConfigError(f"no such file or directory to follow: {', '.join(missing)}")
         self._roots = [p.absolute() for p in roots]
         self._files = {os.path.abspath(p) for p in files}
         self._checkpoints = checkpoints
-        self._config = config or FollowConfig()
         self._tails: dict[str, Tail | None] = {}
         """The stream of each file being read, by path (None while it opens)."""
         self._handle: StreamHandler | None = None
