@@ -1,6 +1,6 @@
 """`python -m bench`: run the suite, write bench-results/*.json, render docs/benchmarks.md.
 
-python -m bench                 # the full suite: five runs each, 10k..1M events, soak (~40 min)
+python -m bench                 # the full suite: five runs each, 10k..1M events, soak, 1 GB archive (~40 min)
 python -m bench --smoke         # everything tiny (10k events, one run): checks the harness only
 python -m bench --only throughput,sqlite --runs 3
 python -m bench --only archive --archives 2000 --runs 3
