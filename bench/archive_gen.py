@@ -120,6 +120,26 @@ def write(out: Path, files: int, seed: int, root: Path = FIXTURES) -> tuple[int,
     return lines, size
 
 
+def write_day(out: Path, archive_files: int, day: int, size: int, seed: int = 1) -> tuple[int, int]:
+    """A day after the archive's year: session files under `out` (a `sessions/` directory) drawn as
+    `write` draws them, numbered after the archive's (their ids new), until `size` bytes; (files, bytes)."""
+    sources = session_files()
+    rng = random.Random(f"{seed}/day/{day}")
+    paths, weights = zip(*sources, strict=True)
+    start = YEAR_START + dt.timedelta(days=366 + day)
+    files = written = 0
+    while written < size:
+        number = archive_files + day * 100_000 + files
+        relative, data = make_session(rng.choices(paths, weights=weights)[0], number, seed, start)
+        path = out / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        files += 1
+        written += len(data)
+        start += dt.timedelta(minutes=7)
+    return files, written
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--files", type=int, default=2000)

@@ -1,6 +1,6 @@
 """`python -m bench`: run the suite, write bench-results/*.json, render docs/benchmarks.md.
 
-python -m bench                 # the full suite: five runs each, 10k..1M events, soak (~40 min)
+python -m bench                 # the full suite: five runs each, 10k..1M events, soak, 1 GB archive (~40 min)
 python -m bench --smoke         # everything tiny (10k events, one run): checks the harness only
 python -m bench --only throughput,sqlite --runs 3
 python -m bench --only archive --archives 2000 --runs 3
@@ -132,30 +132,34 @@ class Suite:
             self.attempt(
                 "follow-restart",
                 f"follow-{p.restart_files}-files",
-                lambda: follow.restart_and_idle(p.runs, p.restart_files, p.idle_s),
+                lambda: follow.restart_and_idle(min(p.runs, p.restart_runs), p.restart_files, p.idle_s),
             )
+            root, meta = self.archive(p.daily_archive)
             self.attempt(
-                "replay-state-dir",
-                f"archive-{p.archive_mb}MB+1MB",
-                lambda: follow.daily_replay(p.runs, p.archive_mb),
+                "replay-state-dir", f"{meta['name']}+1MB", lambda: follow.daily_replay(root, meta, p.runs)
             )
         if "archive" in self.only:
             self._archives()
         if "profile" in self.only:
             self._profiles()
 
-    def _archives(self) -> None:
-        for number, files in enumerate(self.plan.archives):
-            started = time.perf_counter()
-            root, meta = archive.ensure(files)
+    def archive(self, files: int) -> tuple[Path, dict[str, Any]]:
+        """The sessions archive of `files` files (generated once, cached), as a workload of this run."""
+        started = time.perf_counter()
+        root, meta = archive.ensure(files)
+        if meta["name"] not in self.workloads:
             self.workloads[meta["name"]] = meta
             took = time.perf_counter() - started
             self.log(f"workload {meta['name']}: {meta['bytes'] / 2**20:.1f} MiB ({took:.1f} s)")
+        return root, meta
+
+    def _archives(self) -> None:
+        for number, files in enumerate(self.plan.archives):
+            root, meta = self.archive(files)
             self._archive(root, meta, first=number == 0)
 
     def _archive(self, root: Path, meta: dict[str, Any], *, first: bool) -> None:
-        # A larger archive takes minutes per run (20,000 files: ~1 GB, five commands): three runs.
-        runs = self.plan.runs if first else min(self.plan.runs, 3)
+        runs = self.plan.runs if first else min(self.plan.runs, self.plan.archive_large_runs)
         self.attempt("archive", meta["name"], lambda: archive.measure(root, meta, runs))
         if first:
             self.attempt("archive-convex", meta["name"], lambda: archive.convex(root, meta, runs))

@@ -9,8 +9,9 @@ every file is its own session with its own rows.
 - restart + idle: FILES files already ingested and finished; the daemon started again: its CPU until
   it has looked at every file and through its first rescan, the rows it wrote (none expected), then
   its CPU over IDLE_S seconds of quiet.
-- daily replay: `replay --state-dir` over an archive of ARCHIVE_MB already replayed, after 1 MB of new
-  session files: wall and CPU time.
+- daily replay: `replay --state-dir` over a sessions archive (bench/archive.py: the 1 GB one in the full
+  plan) imported once, then each run a new day of about 1 MB of session files: wall and CPU time of
+  the replay that picks them up, and `ingestor usage` over the store.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import orjson
 
-from bench import commands
+from bench import archive_gen, commands
 from bench.procs import RESULTS_TMP, ROOT, bench_env, ingestor_cmd, pinned, proc_status
 from bench.results import Measurement, show_cmd
 from bench.stats import percentile
@@ -234,28 +235,30 @@ def restart_and_idle(runs: int, files: int, idle_s: float) -> Measurement:
     return m
 
 
-def daily_replay(runs: int, archive_mb: int, new_mb: int = 1) -> Measurement:
-    m = Measurement("replay-state-dir", f"archive-{archive_mb}MB+{new_mb}MB", "")
-    session_bytes = len(session_copy(0)[1])
-    archive_files = max(1, archive_mb * 2**20 // session_bytes)
-    new_files = max(1, new_mb * 2**20 // session_bytes)
-    m.info.update(archive_files=archive_files, new_files=new_files, session_bytes=session_bytes)
-    for run in range(runs):
-        work = _workdir("follow-daily-")
-        try:
-            archive, db, state = work / "archive", work / "store.db", work / "state"
-            write_sessions(archive, archive_files)
-            replay = commands.replay(
-                archive, f"sqlite:{db}", "--state-dir", str(state), "--log-level", "warning"
-            )
-            subprocess.run(replay, check=True, capture_output=True, env=bench_env(), cwd=ROOT)  # yesterday's
-            day = archive / "2026" / "12" / "06"
-            day.mkdir(parents=True)
-            for i in range(new_files):
-                name, data = session_copy(archive_files + run * new_files + i)
-                (day / name).write_bytes(data)
-            cmd = pinned(commands.replay(archive, f"sqlite:{db}", "--state-dir", str(state)))
-            m.command = show_cmd([c.replace(str(work), "$TMP") for c in cmd])
+def daily_replay(root: Path, meta: dict[str, Any], runs: int, new_mb: int = 1) -> Measurement:
+    """`replay --state-dir` over a sessions archive (bench/archive.py) imported once, untimed; then
+    `runs` days, each adding `new_mb` MB of new session files in a new day directory and timing the
+    replay that picks them up. Also `ingestor usage` over the imported store, `runs` times."""
+    m = Measurement("replay-state-dir", f"{meta['name']}+{new_mb}MB", "")
+    work = _workdir("follow-daily-")
+    try:
+        # Hard links: the new days go into this copy, the cached archive stays as generated.
+        sessions, db, state = work / "sessions", work / "store.db", work / "state"
+        subprocess.run(["cp", "-al", str(root / "sessions"), str(sessions)], check=True)
+        began = time.perf_counter()
+        replay = commands.replay(
+            sessions, f"sqlite:{db}", "--state-dir", str(state), "--log-level", "warning"
+        )
+        subprocess.run(pinned(replay), check=True, capture_output=True, env=bench_env(), cwd=ROOT)
+        m.info.update(
+            archive_files=meta["files"], archive_bytes=meta["bytes"], import_s=time.perf_counter() - began
+        )
+        usage = pinned(ingestor_cmd("usage", "--by", "day", "--json", "--sink", f"sqlite:{db}"))
+        m.info["usage_command"] = show_cmd([c.replace(str(work), "$TMP") for c in usage])
+        cmd = pinned(commands.replay(sessions, f"sqlite:{db}", "--state-dir", str(state)))
+        m.command = show_cmd([c.replace(str(work), "$TMP") for c in cmd])
+        for day in range(runs):
+            new_files, new_bytes = archive_gen.write_day(sessions, meta["files"], day, new_mb * 2**20)
             before = os.times()
             began = time.perf_counter()
             done = subprocess.run(cmd, check=True, capture_output=True, env=bench_env(), cwd=ROOT)
@@ -264,7 +267,6 @@ def daily_replay(runs: int, archive_mb: int, new_mb: int = 1) -> Measurement:
             cpu = (after.children_user - before.children_user) + (
                 after.children_system - before.children_system
             )
-            result = summary(done.stderr + done.stdout)
             replay_done = next(
                 orjson.loads(line) for line in done.stderr.splitlines() if b'"replay done"' in line
             )
@@ -272,8 +274,13 @@ def daily_replay(runs: int, archive_mb: int, new_mb: int = 1) -> Measurement:
                 wall_s=wall,
                 cpu_s=cpu,
                 replay_s=float(replay_done["seconds"]),  # the replay itself: no interpreter start-up
-                streams_opened=float(result["streams_opened"]),
+                files_read=float(replay_done["files"]),
+                new_files=float(new_files),
+                new_mib=new_bytes / 2**20,
             )
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+            began = time.perf_counter()
+            subprocess.run(usage, check=True, capture_output=True, env=bench_env(), cwd=ROOT)
+            m.add(usage_s=time.perf_counter() - began)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return m

@@ -34,15 +34,20 @@ class Plan:
     """(variant, threads, step) of each soak run (bench/soak.py)."""
     archives: tuple[int, ...]
     """Session files in each sessions archive (bench/archive.py); the first also goes into Convex."""
+    archive_large_runs: int = 1
+    """Runs of the archives after the first (20,000 files: ~1 GB, five commands of minutes each)."""
     follow_files: int = 1000
     """Files followed while the write -> commit latency is measured (bench/follow.py)."""
     follow_rate: float = 200.0
     follow_count: int = 2000
     restart_files: int = 10_000
     """Files already ingested when the daemon restarts (and stays idle for `idle_s`)."""
-    idle_s: float = 60.0
-    archive_mb: int = 1024
-    """The archive a daily `replay --state-dir` runs over (plus 1 MB of new session files)."""
+    restart_runs: int = 3
+    """Restarts measured (each one waits `idle_s`; at most `runs`)."""
+    idle_s: float = 30.0
+    daily_archive: int = 20_000
+    """Session files in the archive (bench/archive.py; 20,000: about 1 GB, the archive section's larger
+    one) that a daily `replay --state-dir` runs over, imported once, plus 1 MB of new files per run."""
 
 
 CODEX_10K = Workload("codex", 10_000)
@@ -96,7 +101,7 @@ SMOKE = Plan(
     follow_count=200,
     restart_files=500,
     idle_s=5.0,
-    archive_mb=20,
+    daily_archive=50,
 )
 
 SECTIONS = (

@@ -352,18 +352,23 @@ def _follow(data: dict[str, Any]) -> list[str]:
             "",
             "### Daily `replay --state-dir`",
             "",
-            f"`{m['command']}` over an archive of {i['archive_files']:,} session files already replayed "
-            f"with the same state directory, after {i['new_files']:,} new ones (about 1 MB) were added.",
+            f"`{m['command']}` over an archive of {i['archive_files']:,} session files "
+            f"({i['archive_bytes'] / 2**20:,.0f} MiB) imported once with the same state directory "
+            f"({i['import_s']:,.0f} s, not a target), then run after each new day of session files "
+            f"(about 1 MB: {fmt_range(m, 'new_files')} files) was added; after each, `ingestor usage` over "
+            f"the store (`{i.get('usage_command', '')}`).",
             "",
         ]
         lines += _table(
-            ["wall (s)", "CPU (s)", "replay itself (s)", "files opened"],
+            ["wall (s)", "CPU (s)", "replay itself (s)", "files read", "new MiB", "`usage` (s)"],
             [
                 [
                     fmt_range(m, "wall_s", 2),
                     fmt_range(m, "cpu_s", 2),
                     fmt_range(m, "replay_s", 2),
-                    fmt_range(m, "streams_opened"),
+                    fmt_range(m, "files_read"),
+                    fmt_range(m, "new_mib", 2),
+                    fmt_range(m, "usage_s", 3),
                 ]
             ],
         )

@@ -2,8 +2,10 @@
 # The benchmark suite in one command: installs what it needs, runs, writes bench-results/ and
 # docs/benchmarks.md + docs/benchmarks.png.
 #
-#   bench/run.sh            # full suite: five runs each, workloads up to 1M events, and the soak
-#                           # (100,000 threads on one connection) (~30 min + ~10 min of soak)
+#   bench/run.sh            # full suite: five runs each, workloads up to 1M events, the soak (100,000
+#                           # threads on one connection), follow (1,000 and 10,000 files), the 1 GB
+#                           # sessions archive (import, usage, daily replay --state-dir): ~35-40 min
+#                           # on 2 cores, plus ~5 min to generate workloads and archives not cached
 #   bench/run.sh --smoke    # everything tiny (10k events, one run), < 60 s; asserts no target
 #   bench/run.sh --only throughput,sqlite --runs 3
 set -euo pipefail

@@ -245,7 +245,8 @@ def _archive(data: dict[str, Any]) -> list[dict[str, Any]]:
                 f"≥ {USAGE_VS_CCUSAGE_TARGET}x faster",
                 "ccusage_vs_usage",
                 factor,
-                f"{factor or 0:,.0f}x ({fmt_range(m, 'usage_s', 3)} s vs {fmt_range(m, 'ccusage_s', 2)} s)",
+                f"{factor or 0:,.{0 if (factor or 0) >= 10 else 2}f}x "
+                f"({fmt_range(m, 'usage_s', 3)} s vs {fmt_range(m, 'ccusage_s', 2)} s)",
                 None if factor is None else factor >= USAGE_VS_CCUSAGE_TARGET,
             )
         )

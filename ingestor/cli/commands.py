@@ -38,7 +38,7 @@ from ingestor.errors import (
 )
 from ingestor.logging import configure_logging, get_logger
 from ingestor.normalize import Normalizer
-from ingestor.pipeline import NormalizerFactory, Pipeline, PipelineConfig
+from ingestor.pipeline import Pipeline, PipelineConfig
 from ingestor.sinks.base import Leftover, Sink, Spooling
 from ingestor.sinks.checkpointing import CheckpointingSink
 from ingestor.sinks.convex.deployment import ConvexOptions
@@ -52,6 +52,7 @@ from ingestor.sources.accept import (
 from ingestor.sources.auth import ProducerAuth, check_exposure, load_token
 from ingestor.sources.files import REPLAY_QUEUE_CHUNKS, FilesSource, SkippedFile, expand_paths
 from ingestor.sources.follow import FollowConfig, FollowSource, codex_sessions
+from ingestor.sources.follow.normalizer import NormalizerFactory as FollowedFactory
 from ingestor.sources.sockets import TcpSource, UnixSource, parse_host_port
 from ingestor.sources.stdin import StdinSource
 from ingestor.sources.tls import server_context
@@ -66,7 +67,7 @@ EXIT_UNDELIVERED: Final = 75
 EXIT_INTERRUPTED: Final = 130
 
 
-def normalizer_factory(conversation_id: str | None) -> NormalizerFactory:
+def normalizer_factory(conversation_id: str | None) -> Callable[[str], Normalizer]:
     def make(source: str) -> Normalizer:
         return Normalizer(source, conversation_id=conversation_id)
 
@@ -105,7 +106,7 @@ def follow_source(checkpoints: Checkpoints, paths: Sequence[str], config: Follow
         sessions.mkdir(parents=True, exist_ok=True)  # Codex creates it on its first session otherwise
         paths = [str(sessions)]
     roots = [Path(p) for p in paths if os.path.isdir(p)]
-    files = [Path(p) for p in paths if not os.path.isdir(p)]
+    files = [p for p in paths if not os.path.isdir(p)]
     return FollowSource(roots, checkpoints, config, files=files)
 
 
@@ -144,7 +145,7 @@ async def run_pipeline(
     spec: SinkSpec,
     sources: Sequence[Source],
     config: PipelineConfig,
-    factory: NormalizerFactory,
+    factory: Callable[[str], Normalizer],
     convex: ConvexOptions,
     watch: Callable[[Pipeline], Coroutine[Any, Any, None]] | None = None,
     checkpoints: Checkpoints | None = None,
@@ -154,12 +155,13 @@ async def run_pipeline(
     close the sink. `watch` runs beside it (the progress bar), cancelled at the end. Also returns what
     the sink could not deliver before it closed. With `checkpoints`, those of the followed files'
     streams are saved as their lines become durable."""
+    streams: FollowedFactory = factory
     for source in sources:
         if isinstance(source, FollowSource):
-            factory = source.normalizer_factory(factory)
+            streams = source.normalizer_factory(streams)
     async with open_sink(spec, os.environ, convex) as sink:
         writes: Sink = sink if checkpoints is None else CheckpointingSink(sink, checkpoints)
-        pipeline = Pipeline(writes, factory, config)
+        pipeline = Pipeline(writes, streams, config)
         async with anyio.create_task_group() as tg:
             tg.start_soon(on_signals, pipeline)
             if watch is not None:
@@ -244,11 +246,16 @@ async def _replay(args: argparse.Namespace, spec: SinkSpec) -> int:
     began = time.perf_counter()
     # With --state-dir, regular files resume where the last replay left them (checkpoints).
     checkpoints = open_checkpoints(args) if args.state_dir is not None else None
-    regular = [p for p in paths if p != "-" and os.path.isfile(p)] if checkpoints is not None else []
-    files = FilesSource([p for p in paths if p not in regular])
+    regular: list[str] = []
+    others: list[str] = []
+    for path in paths:
+        resumable = checkpoints is not None and path != "-" and os.path.isfile(path)
+        (regular if resumable else others).append(path)
+    files = FilesSource(others)
     sources: list[Source] = [files]
+    resumed: FollowSource | None = None
     if checkpoints is not None:
-        resumed = FollowSource([], checkpoints, FollowConfig(once=True), files=[Path(p) for p in regular])
+        resumed = FollowSource([], checkpoints, FollowConfig(once=True), files=regular)
         sources.append(resumed)
 
     async def progress_bar(pipeline: Pipeline) -> None:
@@ -272,7 +279,12 @@ async def _replay(args: argparse.Namespace, spec: SinkSpec) -> int:
     seconds = time.perf_counter() - began
     lines = pipeline.stats.lines
     rate = round(lines / seconds) if seconds else None
-    done = {"files": files.progress.files_done, "skipped": len(files.skipped), "lines": lines}
+    done = {
+        "files": files.progress.files_done + (resumed.files_read if resumed is not None else 0),
+        "skipped": len(files.skipped),
+        **({"unchanged": len(regular) - resumed.files_read} if resumed is not None else {}),
+        "lines": lines,
+    }
     if pipeline.stopped:
         # What was read is stored, but not everything: a caller must not take this for success.
         log.warning("replay interrupted", **done)

@@ -193,6 +193,16 @@ class Normalizer:
         elif len(s.pending) >= MAX_PENDING_LINES_CHOSEN or s.pending_bytes >= MAX_PENDING_BYTES_CHOSEN:
             out.extend(self._release(s.fixed_conversation, None, (kind, method, obj)))
 
+    def end_is_a_guess(self) -> bool:
+        """Whether finishing now would conclude what later lines may contradict: a Codex 0.63 session
+        file names no turn ends, so `finish` closes its last turn as the file leaves it, and a turn
+        without a reply yet, or with a call running, may still get them (merge rule 3 keeps the first
+        terminal status, rule 6 cancels the running calls: a guess stored is never undone)."""
+        s = self._s
+        if not s.inferred_turns or s.explicit_turns or not s.turn_active or s.turn_id is None:
+            return False
+        return not s.turn_replied or bool(s.running_calls.get(s.turn_id))
+
     def finish(self) -> list[Op]:
         s = self._s
         last = self._last_line

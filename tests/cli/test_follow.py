@@ -130,18 +130,18 @@ def test_a_restart_over_finished_files_reads_none_and_writes_nothing(tmp_path: P
 
 
 def replay_run(paths: list[Path], db: Path, state: Path) -> dict[str, Any]:
-    """`ingestor replay --state-dir`, and its summary log line."""
+    """`ingestor replay --state-dir`, and its summary log lines (`pipeline done`, with `replay done`'s
+    file counts as `replay_files`, `replay_unchanged`)."""
     done = subprocess.run(
         [*INGESTOR, "replay", *map(str, paths), "--sink", f"sqlite:{db}", "--state-dir", str(state)],
         capture_output=True,
         check=True,
     )
-    summary: dict[str, Any] = next(
-        orjson.loads(line)
-        for line in done.stdout.splitlines() + done.stderr.splitlines()
-        if b"pipeline done" in line
-    )
-    return summary
+    lines = done.stdout.splitlines() + done.stderr.splitlines()
+    logged = [orjson.loads(line) for line in lines if line.startswith(b"{")]
+    summary: dict[str, Any] = next(event for event in logged if event.get("event") == "pipeline done")
+    replayed = next(event for event in logged if event.get("event") == "replay done")
+    return {**summary, "replay_files": replayed["files"], "replay_unchanged": replayed["unchanged"]}
 
 
 def test_replay_with_a_state_dir_reads_only_what_is_new(tmp_path: Path) -> None:
@@ -161,5 +161,6 @@ def test_replay_with_a_state_dir_reads_only_what_is_new(tmp_path: Path) -> None:
     growing.write_bytes(b"".join(lines))  # the day's new lines
     third = replay_run([archive], db, state)
     assert third["streams_opened"] == 1
+    assert (third["replay_files"], third["replay_unchanged"]) == (1, len(SESSIONS) - 1)
     replay_store(growing, reference)
     assert as_sets(store(db)) == as_sets(store(reference))

@@ -1,7 +1,8 @@
 """The real Codex CLI (0.169, offline against the scripted model server), as a user runs it: the
 daemon follows its CODEX_HOME while `ingestor wrap -- codex exec --json ...` runs it. The wrapper's
 output is Codex's own, its status Codex's; the followed session file is stored as a replay of the
-finished file stores it, and the wrapped stream as a replay of that stream."""
+finished file stores it, and the wrapped stream as a replay of that stream, in SQLite and in Convex
+(the local stand-in)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import signal
 import subprocess
 from pathlib import Path
 
+import orjson
 import pytest
 
-from tests.helpers.convex_e2e import CODEX_JS, needs_codex
+from tests.helpers.convex_e2e import CODEX_JS, daemon_env, dump_history, needs_codex, row_count
+from tests.helpers.convex_local import ConvexLocal
 from tests.helpers.daemon import INGESTOR, finished, follow_daemon, wait_for
 from tests.helpers.sqlite_store import as_sets, replay_store, store, untimed
 
@@ -60,3 +63,49 @@ def test_codex_exec_wrapped_and_its_session_file_followed(tmp_path: Path) -> Non
     assert untimed(tmp_path / "wrapped.db") == untimed(tmp_path / "replay-stream.db")
     [command] = store(tmp_path / "wrapped.db")["commands"]
     assert command["exitCode"] == 3 and command["aggregatedOutput"] == "1\n2\n3\n"
+
+
+@needs_codex
+def test_codex_exec_wrapped_into_convex_is_stored_as_a_replay_of_its_output(
+    convex_local: ConvexLocal, tmp_path: Path
+) -> None:
+    from testing.codex.model_server import Message, ModelServer, Reasoning, Shell, Step, codex_config_toml
+
+    home, cwd = tmp_path / "codex-home", tmp_path / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    script = [
+        Step([Reasoning("Plan the count"), Shell("printf '1\\n2\\n3\\n'; exit 3")]),
+        Step([Message("Counted, and the command failed with 3.")]),
+    ]
+    convex = ["--sink", "convex", "--convex-url", convex_local.url, "--log-level", "warning"]
+    env = daemon_env(CONVEX_ADMIN_KEY=convex_local.admin_key, CODEX_HOME=str(home), HOME=str(home))
+    convex_local.reset()
+    with ModelServer(script, name="e2e-wrap-convex") as model:
+        (home / "config.toml").write_text(codex_config_toml(model.base_url))
+        wrapped = subprocess.run(
+            [*INGESTOR, "wrap", *convex, "--state-dir", str(tmp_path / "wrap-state"), "--",
+             "node", str(CODEX_JS), "exec", "--json", "--skip-git-repo-check", "-C", str(cwd), "count"],
+            env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert model.remaining == 0 and not model.errors
+    assert wrapped.returncode == 0, wrapped.stderr.decode(errors="replace")[-3000:]
+    [thread] = [
+        orjson.loads(line)["thread_id"] for line in wrapped.stdout.splitlines() if b'"thread.started"' in line
+    ]
+    live = dump_history(convex_local.url, [thread], convex_local.admin_key)
+    assert row_count(live) > 5
+    [turn] = live[thread]["turns"].values()
+    [command] = turn["commands"]
+    assert command["exitCode"] == 3 and command["aggregatedOutput"] == "1\n2\n3\n"
+    assert not any((tmp_path / "wrap-state").glob("**/dead-letter*")), "nothing refused"
+
+    stream = tmp_path / "stream.jsonl"
+    stream.write_bytes(wrapped.stdout)
+    convex_local.reset()
+    replayed = subprocess.run(
+        [*INGESTOR, "replay", str(stream), *convex, "--state-dir", str(tmp_path / "replay-state")],
+        env=env, capture_output=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert replayed.returncode == 0, replayed.stderr.decode(errors="replace")[-3000:]
+    assert dump_history(convex_local.url, [thread], convex_local.admin_key) == live

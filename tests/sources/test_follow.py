@@ -71,8 +71,9 @@ async def following(roots: list[Path], state: Path, db: Path) -> AsyncIterator[C
         checkpoints.close()
 
 
-async def until_finished(state: Path, *paths: Path, timeout: float = 20) -> None:
-    """Until every file's checkpoint says finished at its current size (reading the table anew)."""
+async def until_finished(state: Path, *paths: Path, timeout: float = 20, finished: bool = True) -> None:
+    """Until every file's checkpoint says finished at its current size (reading the table anew);
+    `finished=False`: until its lines are stored to its current size, finished or not."""
     with anyio.fail_after(timeout):
         while True:
             checkpoints = Checkpoints(state)
@@ -81,7 +82,7 @@ async def until_finished(state: Path, *paths: Path, timeout: float = 20) -> None
             finally:
                 checkpoints.close()
             if all(
-                m is not None and m.finished and m.size == p.stat().st_size
+                m is not None and (m.finished or not finished) and m.size == p.stat().st_size
                 for m, p in zip(marks, paths, strict=True)
             ):
                 return
@@ -178,15 +179,12 @@ async def test_a_compressed_file_of_a_session_cut_short_adds_the_rest(tmp_path: 
     half = data[: data.index(b"\n", len(data) // 2) + 1]
     plain.write_bytes(half)
     async with following([sessions], state, db):
-        await until_finished(state, plain)
+        await until_finished(state, plain, finished=False)  # stored; its turn not concluded (no reply)
     plain.with_name(plain.name + ".zst").write_bytes(zstandard.ZstdCompressor().compress(data))
     plain.unlink()
     async with following([sessions], state, db):
         await until_finished(state, plain.with_name(plain.name + ".zst"))
-    # The half was finished once on its own (its end-of-stream facts), as a replay of both files does.
-    half_file = tmp_path / "half.jsonl"
-    half_file.write_bytes(half)
-    assert as_sets(store(db)) == replay_of(tmp_path, half_file, SESSION_B)
+    assert as_sets(store(db)) == replay_of(tmp_path, SESSION_B)
 
 
 async def test_a_followed_directory_removed_does_not_stop_the_others(tmp_path: Path) -> None:
@@ -201,3 +199,31 @@ async def test_a_followed_directory_removed_does_not_stop_the_others(tmp_path: P
         target.write_bytes(SESSION_A.read_bytes())
         await until_finished(state, target)
     assert as_sets(store(db)) == replay_of(tmp_path, SESSION_A)
+
+
+def _cut_inside_a_call(data: bytes) -> int:
+    """Bytes up to the start of the last call (its output not written yet): Codex waiting on a command."""
+    lines = data.splitlines(keepends=True)
+    last = max(i for i, line in enumerate(lines) if b'"type":"function_call"' in line)
+    return sum(map(len, lines[: last + 1]))
+
+
+@pytest.mark.parametrize("session", [SESSION_A, SESSION_B], ids=["0.169", "0.63"])
+async def test_a_quiet_file_that_grows_again_is_stored_as_a_replay_of_the_whole(
+    session: Path, tmp_path: Path
+) -> None:
+    """Codex quiet for longer than the idle time (a long command), then writing on: the end of the
+    file as it stood is not concluded for good (a 0.63 turn closed as failed, its command canceled)."""
+    sessions, state, db = tmp_path / "sessions", tmp_path / "state", tmp_path / "live.db"
+    sessions.mkdir()
+    target = sessions / session.name
+    data = session.read_bytes()
+    cut = _cut_inside_a_call(data)
+    target.write_bytes(data[:cut])
+    async with following([sessions], state, db):
+        with anyio.move_on_after(IDLE * 6):  # quiet well past the idle time
+            await until_finished(state, target, timeout=IDLE * 6)
+        with target.open("ab") as out:
+            out.write(data[cut:])
+        await until_finished(state, target)
+    assert as_sets(store(db)) == replay_of(tmp_path, session)

@@ -43,6 +43,8 @@ conversation's last activity; a Codex 0.63 session's last inferred turn closed).
 a session's file while the session is open, even between turns, so this is longer than a pause."""
 DEFAULT_POLL: Final = 30.0
 """Seconds between rescans: what a file system that sends no notifications waits at most."""
+WHERE_NAMED_FILES: Final = 5
+"""Files named in the log line that says what is followed (the rest counted)."""
 WATCH_STEP_MS: Final = 20
 WATCH_DEBOUNCE_MS: Final = 50
 """Notifications are handed over after 20 ms without more, or every 50 ms while files keep changing
@@ -83,21 +85,25 @@ class FollowSource:
         checkpoints: Checkpoints,
         config: FollowConfig | None = None,
         *,
-        files: Sequence[Path] = (),
+        files: Sequence[str] = (),
     ) -> None:
         """`roots`: directories whose session files are followed (recursively); `files`: files followed
-        whatever their names."""
-        missing = [str(p) for p in (*roots, *files) if not p.exists()]
-        if missing:
-            raise SourceConfigError(f"no such file or directory to follow: {', '.join(missing)}")
-        self._roots = [p.absolute() for p in roots]
-        self._files = {str(p.absolute()) for p in files}
-        self._checkpoints = checkpoints
+        whatever their names (plain strings: a replay names every file of an archive)."""
         self._config = config or FollowConfig()
+        if not self._config.once:  # a replay's files were listed a moment ago (expand_paths)
+            named: list[str | Path] = [*roots, *files]
+            missing = [str(p) for p in named if not os.path.exists(p)]
+            if missing:
+                raise SourceConfigError(f"no such file or directory to follow: {', '.join(missing)}")
+        self._roots = [p.absolute() for p in roots]
+        self._files = {os.path.abspath(p) for p in files}
+        self._checkpoints = checkpoints
         self._tails: dict[str, Tail | None] = {}
         """The stream of each file being read, by path (None while it opens)."""
         self._handle: StreamHandler | None = None
         self._tg: TaskGroup | None = None
+        self.files_read = 0
+        """Files a replay (`once`) opened: new, or changed since their checkpoint."""
 
     def normalizer_factory(self, inner: NormalizerFactory) -> NormalizerFactory:
         tails = self._tails
@@ -114,12 +120,17 @@ class FollowSource:
     ) -> None:
         self._handle = handle
         config = self._config
-        where = ", ".join(str(p) for p in [*self._roots, *sorted(self._files)])
+        named = sorted(self._files)
+        if len(named) > WHERE_NAMED_FILES:  # a replay of a whole archive: not every path in the log
+            named = [*named[:WHERE_NAMED_FILES], f"and {len(named) - WHERE_NAMED_FILES:,} more files"]
+        where = ", ".join(str(p) for p in [*self._roots, *named])
         if config.once:
             task_status.started(f"files with checkpoints: {where}")
-            # One after another, in path order, as a replay reads them.
+            # One after another, in path order, as a replay reads them; an unchanged file costs a stat.
             for path in sorted(self._scan()):
-                await self._follow(path)
+                if self._worth_opening(path):
+                    self.files_read += 1
+                    await self._follow(path)
             return
         async with anyio.create_task_group() as tg:
             self._tg = tg
@@ -130,8 +141,12 @@ class FollowSource:
             task_status.started(f"follow: {where}")
 
     def _scan(self) -> set[str]:
-        """Every file to follow now, and the checkpoints of those gone noted."""
-        found = {path for path in self._files if os.path.exists(path)}
+        """Every file to follow now, and the checkpoints of those gone noted (a replay reads each file
+        once and forgets none: it only needs the paths)."""
+        if self._config.once:
+            found = set(self._files)
+        else:
+            found = {path for path in self._files if os.path.exists(path)}
         for root in self._roots:
             found.update(_session_files(root))
         if not self._config.once:

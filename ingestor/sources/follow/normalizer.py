@@ -7,6 +7,9 @@
 - After the lines of a read that completed lines comes a checkpoint marker (saved once durable).
 - A line past the last newline read is a torn write, not a line: dropped (the stream only ends there
   when stopped or reopened; the rest of the line is read again with its newline).
+- After each read's lines, whether the file's end would be a guess now (`Tail.hold`: a Codex 0.63
+  turn without a reply, or with a call running): a followed file is not finished by going quiet
+  then, so that a long command or a long model call is not concluded before its lines arrive.
 - `finish()` (end-of-stream facts) when the file was done with (finished, or its content ended by a
   truncation or a replacement), never when the daemon stops: the next run goes on with the stream;
   and not again when no line came since it was finished (a file compressed, or only touched).
@@ -33,6 +36,8 @@ class StreamNormalizer(Protocol):
     def feed_into(self, line: Line, out: list[Op]) -> None: ...
 
     def finish(self) -> list[Op]: ...
+
+    def end_is_a_guess(self) -> bool: ...
 
 
 NormalizerFactory = Callable[[str], StreamNormalizer]
@@ -69,8 +74,12 @@ class FollowedNormalizer:
             mark = marks.popleft()
             while marks and marks[0].lines <= ordinal + 1:
                 mark = marks.popleft()
+            tail.hold = inner.end_is_a_guess()
             if mark.lines > tail.skip_lines:
                 out.append(checkpoint_op(tail.checkpoint(mark)))
+
+    def end_is_a_guess(self) -> bool:
+        return self._inner.end_is_a_guess()
 
     def finish(self) -> list[Op]:
         tail = self._tail

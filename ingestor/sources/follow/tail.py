@@ -67,6 +67,8 @@ class Tail:
     position: int = 0
     """Bytes of content read."""
     marks: deque[Mark] = field(default_factory=deque)
+    hold: bool = False
+    """The stream's normalizer would guess at the file's end (`end_is_a_guess`): quiet is not finished."""
     ending: Ending = Ending.STOPPED
     wake: anyio.Event = field(default_factory=anyio.Event)
     last_data_ns: int = field(default_factory=time.monotonic_ns)
@@ -145,8 +147,9 @@ async def read_compressed(tail: Tail, fd: int) -> AsyncGenerator[bytes, None]:
 
 
 async def read_growing(tail: Tail, fd: int, *, idle_ns: int, once: bool) -> AsyncGenerator[bytes, None]:
-    """A plain file, read as it grows until it is done with: quiet for `idle_ns` with no torn line,
-    removed, truncated or replaced (`once`: at its current end)."""
+    """A plain file, read as it grows until it is done with: quiet for `idle_ns` with no torn line and
+    no end its normalizer would guess at (`Tail.hold`), removed, truncated or replaced (`once`: at its
+    current end)."""
     while True:
         data = os.read(fd, READ_SIZE)
         if data:
@@ -179,8 +182,9 @@ async def read_growing(tail: Tail, fd: int, *, idle_ns: int, once: bool) -> Asyn
             return
         # Quiet since the later of the last read and the last write (a restart re-reads old files).
         quiet_for = min(time.monotonic_ns() - tail.last_data_ns, time.time_ns() - stat.st_mtime_ns)
-        if quiet_for >= idle_ns and not tail.torn():
+        waits_for_more = tail.torn() or tail.hold
+        if quiet_for >= idle_ns and not waits_for_more:
             tail.ending = Ending.FINISHED
             return
-        with anyio.move_on_after(max(idle_ns - quiet_for, 0) / 1e9 if not tail.torn() else None):
+        with anyio.move_on_after(None if waits_for_more else max(idle_ns - quiet_for, 0) / 1e9):
             await tail.wake.wait()
