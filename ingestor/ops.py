@@ -195,8 +195,6 @@ class _OpFields(TypedDict):
     matches the same call told by two channels under different call ids (exec and its session file)."""
 
 
-
-
 class UpsertConversation(_OpFields):
     op: Literal["upsertConversation"]
     args: UpsertConversationArgs
@@ -255,6 +253,7 @@ Op = (
     | AppendEvent
 )
 """One operation (docs/operations.md): `op` names its kind and so the type of its `args`."""
+
 
 class EventArgs(dict[str, Any]):
     """The args of an `appendEvent` whose payload is its whole input line: a plain dict to everyone

@@ -117,8 +117,12 @@ def typed_args(args_type: Any) -> dict[str, bool]:
     keys = {}
     for name, hint in get_type_hints(args_type, include_extras=True).items():
         origin = get_origin(hint)
-        keys[name] = True if origin is Required else False if origin is NotRequired else (
-            name in args_type.__required_keys__
+        keys[name] = (
+            True
+            if origin is Required
+            else False
+            if origin is NotRequired
+            else (name in args_type.__required_keys__)
         )
     return keys
 
