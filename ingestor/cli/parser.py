@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 from pathlib import Path
 
+from ingestor import __version__
 from ingestor.batch import DEFAULT_MAX_AGE, DEFAULT_MAX_OPS
 from ingestor.cli import readback
 from ingestor.framing import DEFAULT_MAX_LINE_BYTES
@@ -91,8 +91,7 @@ def _add_pipeline(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ingestor", description="Capture Codex CLI event streams.")
-    version = importlib.metadata.version("codex-ingestor")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="the daemon: read live streams until stopped")
