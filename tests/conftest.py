@@ -6,11 +6,11 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from convex_local import ConvexLocal, convex_local_server
 from prometheus_client import CollectorRegistry
 
 import ingestor.normalize
 from ingestor.metrics import Health, Metrics
+from tests.helpers.convex_local import ConvexLocal, convex_local_server
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -22,7 +22,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def convex_local() -> Iterator[ConvexLocal]:
-    """The local Convex stand-in (tests/convex_local.py), with admin key `convex_local.ADMIN_KEY`."""
+    """The local Convex stand-in (tests/helpers/convex_local.py), with admin key `convex_local.ADMIN_KEY`."""
     with convex_local_server() as server:
         yield server
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import anyio
 import pytest
-from pipeline_fakes import EchoNormalizer, MemorySink, texts
 
 from ingestor.batch import Batcher, BatchItem
 from ingestor.ops import Op
@@ -18,6 +17,7 @@ from ingestor.sources import Source
 from ingestor.sources.files import FilesSource
 from ingestor.sources.sockets import TcpSource, UnixSource
 from ingestor.sources.stdin import StdinSource
+from tests.helpers.pipeline_fakes import EchoNormalizer, MemorySink, texts
 
 pytestmark = pytest.mark.anyio
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import anyio
 import pytest
-from pipeline_fakes import EchoNormalizer, texts
 
 from ingestor.lines import Line
 from ingestor.ops import Op
 from ingestor.pipeline import Pipeline, PipelineConfig
 from ingestor.sources.sockets import UnixSource
+from tests.helpers.pipeline_fakes import EchoNormalizer, texts
 
 pytestmark = pytest.mark.anyio
 

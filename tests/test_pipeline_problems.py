@@ -10,13 +10,13 @@ from typing import Any
 import anyio
 import pytest
 import structlog
-from pipeline_fakes import EchoNormalizer, MemorySink
 
 from ingestor.lines import Line
 from ingestor.metrics import Metrics
 from ingestor.normalize import Normalizer
 from ingestor.ops import Op
 from ingestor.pipeline import Pipeline, PipelineConfig
+from tests.helpers.pipeline_fakes import EchoNormalizer, MemorySink
 
 pytestmark = pytest.mark.anyio
 

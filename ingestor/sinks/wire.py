@@ -55,7 +55,7 @@ def safety(value: Any, depth: int = 1) -> int:
 
     Written for speed (it runs on every raw event sent to Convex): keys are checked in one C-level
     `issuperset` against the memo, and values that are strings (most of them) cost one type test.
-    tests/test_wire.py holds it equal to a plain recursive reading of the rules."""
+    tests/sinks/test_wire.py holds it equal to a plain recursive reading of the rules."""
     kind = type(value)
     if kind is dict:
         if len(value) > _MAX_FIELDS or depth > _MAX_DEPTH:

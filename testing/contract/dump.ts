@@ -1,6 +1,6 @@
 // Prints the facts the Python side must agree with, as the Convex code defines them (one JSON object):
 // the limits (convex/lib/limits.ts), every table's fields (convex/schema.ts, as Convex's validator
-// JSON), and which columns may spill to blobs (convex/lib/blobs.ts). Read by tests/test_contract.py.
+// JSON), and which columns may spill to blobs (convex/lib/blobs.ts). Read by tests/e2e/test_contract.py.
 import * as limits from "../../convex/lib/limits";
 import { isSpillable } from "../../convex/lib/blobs";
 import schema from "../../convex/schema";

@@ -1,5 +1,5 @@
 // Applies convex/lib/merge.ts to cases read as JSON from stdin ([table, stored | null, incoming][])
-// and prints the merged rows, in order: the Convex side of tests/test_contract.py's merge-rule check.
+// and prints the merged rows, in order: the Convex side of tests/e2e/test_contract.py's merge-rule check.
 import { mergeRow, type UpsertTable } from "../../convex/lib/merge";
 import type { Row } from "../../convex/lib/blobs";
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import orjson
 
-from golden.reference_store import ReferenceStore
 from ingestor.lines import Line
 from ingestor.normalize import Normalizer
 from ingestor.ops import Op
+from tests.golden.reference_store import ReferenceStore
 
 T0 = 1_800_000_000_000
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from built_image import Running, config
-from convex_e2e import REPO, daemon_env, dump_history, http_get, ingestor_argv
+from tests.helpers.convex_e2e import REPO, daemon_env, dump_history, http_get, ingestor_argv
+from tests.image.built_image import Running, config
 
 METRICS: Final = "http://127.0.0.1:9464"
 # The program the image's entrypoint (`ingestor`) runs, as the daemon's process names it.

@@ -15,10 +15,12 @@ from typing import Any, Final
 
 import pytest
 import yaml
-from built_image import config, default_command, needs_image, run, started
-from convex_e2e import REPO, app_server_conversations, call, http_get, log_events
-from convex_local import ConvexLocal
-from sidecar import (
+
+from ingestor.cli.parser import build_parser
+from tests.helpers.convex_e2e import REPO, app_server_conversations, call, http_get, log_events
+from tests.helpers.convex_local import ConvexLocal
+from tests.image.built_image import config, default_command, needs_image, run, started
+from tests.image.sidecar import (
     APP_SERVER_STREAMS,
     DAEMON,
     Volumes,
@@ -26,8 +28,6 @@ from sidecar import (
     image_uid_gid,
     wait_until_listening,
 )
-
-from ingestor.cli.parser import build_parser
 
 pytestmark = [needs_image, pytest.mark.e2e]
 

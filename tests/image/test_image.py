@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Final
 
 import pytest
-from built_image import BASE, IMAGE, config, mounted, needs_image, run
-from convex_e2e import REPO
+
+from tests.helpers.convex_e2e import REPO
+from tests.image.built_image import BASE, IMAGE, config, mounted, needs_image, run
 
 pytestmark = needs_image
 

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from built_image import default_command, needs_image, started
-from convex_e2e import app_server_conversations, dump_history, http_get, log_events, row_count
-from convex_local import ConvexLocal
-from sidecar import (
+
+from tests.helpers.convex_e2e import app_server_conversations, dump_history, http_get, log_events, row_count
+from tests.helpers.convex_local import ConvexLocal
+from tests.image.built_image import default_command, needs_image, started
+from tests.image.sidecar import (
     APP_SERVER_STREAMS,
     DAEMON,
     METRICS,

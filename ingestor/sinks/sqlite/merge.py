@@ -1,7 +1,7 @@
 """The upsert merge rules of docs/operations.md as pure functions over rows (dicts of columns).
 
 `convex/lib/merge.ts` implements the same rules for Convex (and tests/golden/reference_store.py
-once more, independently): tests/test_contract.py checks that all three merge alike. Values the rules
+once more, independently): tests/e2e/test_contract.py checks that all three merge alike. Values the rules
 do not look into (JSON columns, strings) are compared and copied as opaque values.
 """
 
