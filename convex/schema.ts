@@ -177,6 +177,8 @@ export default defineSchema({
     modelContextWindow: v.optional(v.number()),
     source: v.optional(v.string()),
     capturedAt: v.number(),
+    // The totals count from zero here (0.63 `exec resume` began them again): counted in full.
+    restarted: v.optional(v.boolean()),
   })
     .index("by_key", ["key"])
     .index("by_turnId_capturedAt", ["turnId", "capturedAt"]),

@@ -141,6 +141,25 @@ describe("summaries:listUsage", () => {
     ]);
   });
 
+  test("a snapshot whose totals Codex began again is marked restarted (0.63 exec resume)", async () => {
+    const t = setupAsAdmin();
+    await twoConversations(t);
+    const run = (key: string, totalInputTokens: number, capturedAt: number) => ({
+      op: "appendUsageSnapshot",
+      key,
+      args: { turnId: "t2", totalInputTokens, restarted: true, capturedAt },
+    });
+    await apply(t, [run("u1", 2300, 3), run("u2", 2700, 4)]);
+    await apply(t, [{ ...run("u2", 2700, 5), args: { turnId: "t2", totalInputTokens: 2700, capturedAt: 5 } }]);
+    const result = await t.query(api.summaries.listUsage, { paginationOpts: page });
+    // The handler spreads the counters in (Object.fromEntries): their type is the validator's only.
+    const rows = result.page as Array<Record<string, unknown>>;
+    expect(rows.map((row) => [row.totalInputTokens, row.restarted, row.capturedAt])).toEqual([
+      [2300, true, 3],
+      [2700, true, 4],
+    ]);
+  });
+
   test("a fork's snapshots carry what it inherited, other conversations' nothing", async () => {
     const t = setupAsAdmin();
     const inherited = {

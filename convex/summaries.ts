@@ -129,6 +129,7 @@ const usageRow = v.object({
   outputTokens: v.optional(v.number()),
   reasoningOutputTokens: v.optional(v.number()),
   totalTokens: v.optional(v.number()),
+  restarted: v.optional(v.boolean()),
   forkedFromUsage: v.optional(usageTotals),
 });
 
@@ -164,13 +165,14 @@ export const listUsage = readerQuery({
       const threadId = conversation?.threadId;
       const forkedFromUsage = conversation?.forkedFromUsage;
       const { turnId, capturedAt, totalInputTokens, cachedInputTokens, outputTokens } = snapshot;
-      const { reasoningOutputTokens, totalTokens } = snapshot;
+      const { reasoningOutputTokens, totalTokens, restarted } = snapshot;
       const fields = {
         totalInputTokens,
         cachedInputTokens,
         outputTokens,
         reasoningOutputTokens,
         totalTokens,
+        restarted,
       };
       rows.push({
         turnId,

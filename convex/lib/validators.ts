@@ -109,6 +109,7 @@ export const opArgs = {
     modelContextWindow: num,
     source: str,
     capturedAt: v.number(),
+    restarted: v.optional(v.boolean()),
   },
   appendRateLimit: {
     key: v.optional(v.string()),

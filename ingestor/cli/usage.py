@@ -7,8 +7,9 @@ store keeps each distinct total once per thread (`docs/operations.md`), so a rep
 is one snapshot. What a snapshot adds is its totals minus the conversation's previous snapshot's,
 in capture order, except:
 
-- A total that went down in any counter means Codex started counting again (0.63 `exec resume`
-  restarts the cumulative total in the same thread): that snapshot counts in full.
+- A snapshot stored as `restarted` (Codex counted from zero there: 0.63 `exec resume` begins the
+  cumulative total again in the same thread; docs/operations.md) counts in full, and so does one
+  whose total went down in any counter (a restart no channel marked).
 - A fork's totals go on from its parent's at the fork point (`docs/operations.md`, "Forks"): its
   first snapshot adds its totals minus what it inherited (the conversation's `forkedFromUsage`, on
   every row the readers give), so the parent's tokens are counted once, under the parent.
@@ -95,7 +96,9 @@ def increments(rows: Sequence[Row]) -> list[Increment]:
         previous = inherited(snapshots)
         for row in snapshots:
             totals = _totals(row, previous)
-            restarted = previous is not None and any(t < p for t, p in zip(totals, previous, strict=True))
+            restarted = previous is not None and (
+                row.get("restarted") is True or any(t < p for t, p in zip(totals, previous, strict=True))
+            )
             added = totals if previous is None or restarted else _minus(totals, previous)
             previous = totals
             if any(added):

@@ -264,7 +264,9 @@ def _plan_updated(s: State, line: Line, params: dict[str, Any], at: int, out: Op
     if tid is None:
         return
     facts.turn_seen(s, line, out, tid, at)
-    tools.plan_message(s, line, out, tid, params.get("explanation"), tools.plan_steps(params.get("plan")), at)
+    tools.plan_message(
+        s, line, out, V2, tid, params.get("explanation"), tools.plan_steps(params.get("plan")), at
+    )
 
 
 def _token_usage(s: State, line: Line, params: dict[str, Any], at: int, out: Ops) -> None:
@@ -274,13 +276,15 @@ def _token_usage(s: State, line: Line, params: dict[str, Any], at: int, out: Ops
     totals = _usage_totals(usage.get("total"))
     if totals is None:
         return
-    if usage_facts.fork_base(s, line, out, totals, _usage_totals(usage.get("last")), at):
+    last = _usage_totals(usage.get("last"))
+    if usage_facts.fork_base(s, line, out, totals, last, at):
         return  # the parent's totals told again on the fork, naming the parent's turn: not the fork's
     tid = _turn_of(s, params)
     if tid is None:
         return
     facts.turn_seen(s, line, out, tid, at)
-    usage_facts.usage(s, line, out, V2, tid, totals, usage.get("modelContextWindow"), at)
+    restarted = usage_facts.counts_from_zero(totals, last)
+    usage_facts.usage(s, line, out, V2, tid, totals, usage.get("modelContextWindow"), at, restarted)
 
 
 def _usage_totals(counts: Any) -> usage_facts.UsageTotals | None:

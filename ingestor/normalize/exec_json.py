@@ -33,6 +33,7 @@ COMMAND_STATUS: Final = {
 
 
 def _thread_started(s: State, line: Line, obj: dict[str, Any], at: int, out: Ops) -> None:
+    s.exec_first_usage = True  # every `codex exec` process prints it first, `exec resume` too
     tid = obj.get("thread_id")
     if type(tid) is str and tid != s.thread_id:
         s.enter_thread(tid)
@@ -69,6 +70,9 @@ def _mark_run(out: Ops, first: int, run: str) -> None:
 
 
 def _turn_completed(s: State, line: Line, obj: dict[str, Any], at: int, out: Ops) -> None:
+    """A run's end, with its usage. The stream of 0.63 (whose usage has no reasoning count) reports
+    the totals of its process, which begin again in every `exec resume`: a process's first report
+    is `restarted` (usage_facts.usage). 0.169's go on from the thread's, as its session file's do."""
     tid = _run_turn(s, line, at, out)
     if tid is None:
         return
@@ -82,7 +86,9 @@ def _turn_completed(s: State, line: Line, obj: dict[str, Any], at: int, out: Ops
             usage.get("reasoning_output_tokens"),
             usage.get("total_tokens"),
         )
-        usage_facts.usage(s, line, out, EXEC, tid, totals, usage.get("model_context_window"), at)
+        restarted = s.exec_first_usage and "reasoning_output_tokens" not in usage
+        usage_facts.usage(s, line, out, EXEC, tid, totals, usage.get("model_context_window"), at, restarted)
+        s.exec_first_usage = False
     facts.turn_ended(s, line, out, tid, "succeeded", at, None)
     _mark_run(out, first, tid)
 
@@ -134,7 +140,7 @@ def _item_facts(
     elif type(kind) is str and kind in _TOOL_ITEMS and type(item_id) is str:
         _tool_item(s, line, item, tid, item_id, completed, at, out)
     elif kind == "todo_list":  # the plan, at every update and again when the turn ends
-        tools.plan_message(s, line, out, tid, None, tools.plan_steps(item.get("items")), at)
+        tools.plan_message(s, line, out, EXEC, tid, None, tools.plan_steps(item.get("items")), at)
     elif not completed:
         return
     elif kind == "agent_message" and type(item.get("text")) is str:

@@ -252,12 +252,14 @@ def _token_count(
 ) -> None:
     tid = _turn(s, msg, sub_id)
     found = _usage_totals(msg)
-    if found is not None and usage_facts.fork_base(s, line, out, found[0], _last_call_totals(msg), at):
+    last = _last_call_totals(msg)
+    if found is not None and usage_facts.fork_base(s, line, out, found[0], last, at):
         found = None  # only the parent's totals, told before the fork's first turn
     if found is not None:
         if tid is not None:
             facts.turn_seen(s, line, out, tid, at)
-        usage_facts.usage(s, line, out, kind, tid, found[0], found[1], at)
+        restarted = usage_facts.counts_from_zero(found[0], last)
+        usage_facts.usage(s, line, out, kind, tid, found[0], found[1], at, restarted)
     limits = msg.get("rate_limits")
     if type(limits) is dict:
         rows = [
@@ -384,7 +386,7 @@ def _plan_update(
     if tid is None:
         return
     facts.turn_seen(s, line, out, tid, at)
-    tools.plan_message(s, line, out, tid, msg.get("explanation"), tools.plan_steps(msg.get("plan")), at)
+    tools.plan_message(s, line, out, kind, tid, msg.get("explanation"), tools.plan_steps(msg.get("plan")), at)
 
 
 HANDLERS: Final[dict[str, Handler]] = {

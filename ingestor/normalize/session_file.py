@@ -97,7 +97,7 @@ def _call_started(s: State, line: Line, payload: dict[str, Any], at: int, out: O
         mcp = tools.split_mcp_name(name, payload.get("namespace"))
         if name == "update_plan":
             steps = tools.plan_steps(args.get("plan"))
-            tools.plan_message(s, line, out, tid, args.get("explanation"), steps, at)
+            tools.plan_message(s, line, out, SESSION, tid, args.get("explanation"), steps, at)
             return
         if mcp is not None:
             fields = tools.mcp_fields(mcp[0], mcp[1], args)

@@ -93,12 +93,17 @@ class State:
     """An exec run's `turn.started` time, until its next line names the run (exec_json._run_turn)."""
     run_named: bool = False
     """The line being normalized named an exec run (its raw event then follows the run's turn op)."""
+    exec_first_usage: bool = False
+    """An exec process began (`thread.started`) and has not reported usage yet (exec_json)."""
 
     commands: dict[str, Command] = field(default_factory=dict)
     turn_commands: dict[str, list[str]] = field(default_factory=dict)
     """The call ids of each turn's commands (forgotten with the turn)."""
     occurrences: dict[str, dict[tuple[str, ...], int]] = field(default_factory=dict)
     """Per turn, how often the same text (message, reasoning) was seen per (kind, role, hash)."""
+    plan_progress: dict[str, dict[str, tuple[str, str, str]]] = field(default_factory=dict)
+    """Per turn, per kind of stream, the plan it told last: (progress, content, identity) hashes
+    (tools.plan_message)."""
     ended_turns: deque[str] = field(default_factory=deque)
     """Turns that ended, oldest first: only the last `RETAINED_TURNS` keep their state."""
     running_calls: dict[str, set[str]] = field(default_factory=dict)
@@ -170,6 +175,7 @@ class State:
                 continue  # running again, or ended twice: still wanted
             self.turn_started_at.pop(old, None)
             self.occurrences.pop(old, None)
+            self.plan_progress.pop(old, None)
             for call_id in self.turn_commands.pop(old, ()):
                 self.commands.pop(call_id, None)
 

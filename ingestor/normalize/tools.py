@@ -4,7 +4,8 @@ Each becomes a `commands` row (`source` file | mcp | search) whichever stream te
 modules read their own spelling of the call and build the row's columns here, so that every stream
 fills them the same way:
 
-- `command`: the tool and what it acted on: `["apply_patch", <paths, sorted>]`,
+- `command`: the tool and what it acted on: `["apply_patch", <changed paths, sorted>]` (a move's
+  destination only in `parsedCmd`),
   `["mcp", <server>, <tool>]`, `["web_search", <query or url>]`;
 - `parsedCmd`: the whole call, lossless: `{"type": "fileChange", "changes": [{"path", "kind",
   "movePath"?, "diff"?}], "patch"?}`, `{"type": "mcpToolCall", "server", "tool", "arguments",
@@ -134,9 +135,11 @@ def shell_patch(command: Any) -> str | None:
 
 def file_fields(changes: list[dict[str, Any]], patch: str | None = None) -> dict[str, Any]:
     """`command` and `parsedCmd` of a file change. Changes are sorted by path: streams list them in
-    different orders, the row must not depend on which one told it."""
+    different orders, the row must not depend on which one told it. `command` names the paths the
+    patch changes, not where it moves them (`parsedCmd` has `movePath`): exec's stream does not tell
+    the destination, and `command` is the call's identity across channels (facts.command)."""
     ordered = sorted(changes, key=lambda c: c["path"])
-    touched = sorted({c["path"] for c in ordered} | {c["movePath"] for c in ordered if "movePath" in c})
+    touched = sorted({c["path"] for c in ordered})
     parsed: dict[str, Any] = {"type": "fileChange", "changes": ordered}
     if patch is not None:
         parsed["patch"] = patch
@@ -262,21 +265,42 @@ def plan_steps(plan: Any) -> list[dict[str, str]]:
 
 
 def plan_message(
-    s: State, line: Line, out: Ops, turn_id: str, explanation: Any, steps: list[dict[str, str]], at: int
+    s: State,
+    line: Line,
+    out: Ops,
+    family: str,
+    turn_id: str,
+    explanation: Any,
+    steps: list[dict[str, str]],
+    at: int,
 ) -> None:
     """A plan update as a `tool` message: readable content (the explanation, then one `[x]`/`[>]`/`[ ]`
-    line per step) and the plan itself as `rawContent`. Keyed by turn and content without an
-    occurrence count: the same plan told again (exec repeats it when the turn ends, v2 and the
-    session file both tell it) is one row."""
+    line per step) and the plan itself as `rawContent`.
+
+    Keyed by turn and the plan's progress (each step's text and whether it is done: all that exec's
+    `todo_list` tells, without explanation or in-progress mark), without an occurrence count: the
+    same plan told again (exec repeats it when the turn ends; v2, the session file and exec all tell
+    it) is one row. An update that changes only what exec cannot tell (`family`'s previous plan in
+    the turn had the same progress and other content) is a fact exec has no line for: keyed by its
+    whole content."""
     lines = [explanation] if type(explanation) is str and explanation else []
     lines += [f"{_STEP_MARK[step['status']]} {step['step']}" for step in steps]
     content = "\n".join(lines)
     raw: dict[str, Any] = {"type": "plan", "steps": steps}
     if type(explanation) is str:
         raw["explanation"] = explanation
+    progress = facts.text_hash("\n".join(f"{step['status'] == 'completed'} {step['step']}" for step in steps))
+    whole = facts.text_hash(content)
+    told = s.plan_progress.setdefault(turn_id, {})
+    last = told.get(family)
+    if last is not None and last[0] == progress:
+        identity = last[2] if last[1] == whole else whole  # told again | changed what exec cannot tell
+    else:
+        identity = progress
+    told[family] = (progress, whole, identity)
     op: Op = {
         "op": "appendMessage",
-        "key": make_key("m", PLAN_ROLE, "plan", facts.text_hash(content)),  # the store scopes it by turn
+        "key": make_key("m", PLAN_ROLE, "plan", identity),  # the store scopes it by turn
         "args": {
             "turnId": turn_id,
             "role": PLAN_ROLE,

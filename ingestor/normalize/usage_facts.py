@@ -29,14 +29,28 @@ UsageTotals = tuple[Any, Any, Any, Any, Any]
 
 
 def usage(
-    s: State, line: Line, out: Ops, kind: str, turn_id: str | None, totals: UsageTotals, window: Any, at: int
+    s: State,
+    line: Line,
+    out: Ops,
+    kind: str,
+    turn_id: str | None,
+    totals: UsageTotals,
+    window: Any,
+    at: int,
+    restarted: bool,
 ) -> None:
     """A usage snapshot. Codex's totals are the thread's, cumulative: a snapshot's identity is its
     thread and its counts, wherever and however often it is told (0.63 sent each token_count twice,
     once more after the next turn began; v2, legacy, exec and the session file all tell the same
     totals), so it is one row, in the turn that first reported it. The total is left out of the
-    identity: exec reports none, and it is the sum of the others."""
+    identity: exec reports none, and it is the sum of the others.
+
+    `restarted`: the totals count from zero here (`counts_from_zero`; 0.63 `exec resume` begins them
+    again in the same thread), so a reader counts them in full. Not part of the identity: a channel
+    that cannot see it tells the same fact."""
     args: dict[str, Any] = {"source": kind, "capturedAt": at}
+    if restarted:
+        args["restarted"] = True
     counts = [_key_number(number(value)) for value in totals]
     for name, value in zip(_USAGE_COLUMNS, totals, strict=True):
         put(args, name, number(value))
@@ -44,6 +58,15 @@ def usage(
     op: Op = {"op": "appendUsageSnapshot", "key": make_key("u", thread_scope(s), *counts[:4]), "args": args}
     file_under_thread(s, op)
     hold_for_turn(s, out, turn_id, op)
+
+
+def counts_from_zero(totals: UsageTotals, last: UsageTotals | None) -> bool:
+    """The totals are all the last model call's (`last_token_usage` == `total_token_usage`): Codex
+    counted from zero before that call, at a thread's first call and where 0.63 began again."""
+    if last is None:
+        return False
+    counts = [number(value) for value in totals[:4]]
+    return any(counts) and counts == [number(value) for value in last[:4]]
 
 
 def fork_base(s: State, line: Line, out: Ops, totals: UsageTotals, last: UsageTotals | None, at: int) -> bool:

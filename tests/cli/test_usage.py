@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Final
@@ -19,7 +20,7 @@ import pytest
 
 from ingestor.cli import usage
 from ingestor.sinks.sqlite.history import SqliteHistory
-from tests.golden.store import FIXTURES, normalize_fixture, open_store
+from tests.golden.store import FIXTURES, exec_run_streams, normalize_fixture, open_store
 
 REPO: Final = Path(__file__).resolve().parents[2]
 CCUSAGE: Final = REPO / "node_modules/@ccusage/codex/dist/index.js"
@@ -87,32 +88,10 @@ def _ids(e: dict[str, Any]) -> str:
     return f"{e['codex_version']}/{Path(e['path']).parent.name}/{e['kind']}/{Path(e['path']).name[:24]}"
 
 
-RESTART_UNSEEN: Final = {
-    ("0.63.0", "exec", "stream", "multi_turn"),
-    ("0.63.0", "exec", "stream", "failed_turn"),
-    ("0.63.0", "exec", "stream", "tools"),
-    ("0.63.0", "exec", "session", "failed_turn"),
-    ("0.63.0", "exec", "stream", "resumed_run"),
-}
-"""Recordings whose usage we get wrong today (known, see `_RESTART_UNSEEN`)."""
-
-_RESTART_UNSEEN: Final = pytest.mark.xfail(
-    strict=True,
-    reason="0.63 `exec resume` restarts the cumulative total, and here the restarted total is above the "
-    "previous one in every counter (exec streams report one total per turn; in failed_turn the turn before "
-    "had one model call): nothing in the stored totals shows the restart. Needs the normalizer to store it "
-    "(0.63 token_count: last_token_usage == total_token_usage after the first; exec: thread.started again)",
-)
-
-
-def _unseen(e: dict[str, Any]) -> bool:
-    return (e["codex_version"], e["mode"], e["kind"], e["scenario"]) in RESTART_UNSEEN
-
-
-@pytest.mark.parametrize(
-    "entry", [pytest.param(e, marks=[_RESTART_UNSEEN] if _unseen(e) else [], id=_ids(e)) for e in ENTRIES]
-)
+@pytest.mark.parametrize("entry", [pytest.param(e, id=_ids(e)) for e in ENTRIES])
 def test_usage_of_every_recording_is_what_the_model_server_counted(entry: dict[str, Any]) -> None:
+    """Including 0.63's restarted totals (`exec resume` counts from zero again in the same thread):
+    in resumed_run, 2,300 then a restarted 2,700, above the first in every counter."""
     path = FIXTURES / entry["path"]
     rows = _by_session([path])
     truth = _truth(entry)
@@ -192,12 +171,12 @@ def test_against_ccusage_on_the_same_session_files(tmp_path: Path) -> None:
     - Codex 0.63 sends every `token_count` twice (`last_token_usage` included): ccusage adds the
       repeated `last_token_usage` again, we store the repeated cumulative total once.
     - 0.63 `exec resume` restarts the cumulative total: ccusage reads `last_token_usage` and gets
-      that right; we count a snapshot whose total went down in full, but miss a restart whose total
-      did not go down (`RESTART_UNSEEN`: there ccusage is right on the restart, wrong on the repeats).
+      that right; so do we (the snapshot where `last_token_usage` == `total_token_usage` is stored
+      `restarted` and counts in full), also where the restarted total is above the previous one.
     """
     sessions = tmp_path / "sessions"
     sessions.mkdir()
-    files = [FIXTURES / e["path"] for e in ENTRIES if e["kind"] == "session" and not _unseen(e)]
+    files = [FIXTURES / e["path"] for e in ENTRIES if e["kind"] == "session"]
     for path in files:
         shutil.copy(path, sessions / path.name)
     # ccusage names a session by its file: rollout-<time>-<thread id>.
@@ -205,7 +184,7 @@ def test_against_ccusage_on_the_same_session_files(tmp_path: Path) -> None:
     ours = {row["threadId"]: row for row in _by_session(files)}
     truth = {}
     for e in ENTRIES:
-        if e["kind"] == "session" and not _unseen(e):
+        if e["kind"] == "session":
             thread_id = Path(e["path"]).stem[-36:]
             thread = _truth_of_file(e)
             truth[thread_id] = (e, thread)
@@ -280,3 +259,30 @@ def _sum(rows: list[dict[str, Any]]) -> tuple[int, ...]:
         for name in (*FIELDS, "totalTokens"):
             totals[name] += row[name]
     return tuple(totals[name] for name in (*FIELDS, "totalTokens"))
+
+
+def _cli(*args: str, data: bytes = b"") -> bytes:
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "LANG": "C.UTF-8"}
+    argv = [sys.executable, "-m", "ingestor", *args]
+    result = subprocess.run(argv, input=data, capture_output=True, env=env, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.mark.parametrize("version", ["0.63.0", "0.169.0"])
+def test_usage_of_a_resumed_exec_piped_run_by_run_is_the_model_servers(version: str, tmp_path: Path) -> None:
+    """`codex exec --json | ingestor run`, then `codex exec resume --json | ingestor run`: 0.63
+    counts the resumed run from zero again, above the first run's total in every counter (2,300 then
+    2,700); `usage` counts both runs (5,000), as the model server did. The session file agrees."""
+    path = FIXTURES / f"codex-{version}/exec/resumed_run.jsonl"
+    entry = next(e for e in ENTRIES if e["path"] == str(path.relative_to(FIXTURES)))
+    (truth,) = _truth(entry)
+    for run in exec_run_streams(path):
+        _cli("run", "--sink", f"sqlite:{tmp_path / 'exec.db'}", data=run)
+    (session,) = sorted((FIXTURES / f"codex-{version}/sessions/exec-resumed_run").glob("*.jsonl"))
+    _cli("replay", "--sink", f"sqlite:{tmp_path / 'file.db'}", str(session))
+    for db, reasoning in (("exec.db", version != "0.63.0"), ("file.db", True)):
+        (row,) = orjson.loads(_cli("usage", "--by", "session", "--json", "--sink", f"sqlite:{tmp_path / db}"))
+        expected = truth if reasoning else (*truth[:3], 0)  # 0.63's exec stream tells no reasoning
+        assert tuple(row[f] for f in FIELDS) == expected, db
+        assert row["inputTokens"] == 5000

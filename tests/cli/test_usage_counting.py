@@ -53,6 +53,14 @@ def test_a_total_that_goes_down_restarted_and_counts_in_full() -> None:
     assert [t[0] for t in tokens(rows)] == [1100, 1200, 1300, 1400, 1500]
 
 
+def test_a_snapshot_stored_restarted_counts_in_full_even_above_the_previous_total() -> None:
+    # 0.63 exec resume, one total per run: 2300 | restarted 2700 (the model server's 1100+1200 | 1300+1400).
+    rows = [snap(T0, 2300, 200, 55, 9, restarted=True), snap(T0 + 1, 2700, 400, 75, 21, restarted=True)]
+    assert tokens(rows) == [(2300, 200, 55, 9), (2700, 400, 75, 21)]
+    unmarked = [snap(T0, 2300, 200, 55, 9), snap(T0 + 1, 2700, 400, 75, 21)]
+    assert tokens(unmarked) == [(2300, 200, 55, 9), (400, 200, 20, 12)]
+
+
 def test_a_counter_a_stream_does_not_report_is_unknown_not_a_restart() -> None:
     # A session file's snapshot (reasoning 9), then an exec stream's without reasoning.
     rows = [snap(T0, 2300, 200, 55, 9), snap(T0 + 1, 5000, 600, 130, None)]

@@ -224,7 +224,15 @@ def test_a_thread_stays_in_the_conversation_it_was_first_filed_under(scenario: s
     assert _counts(conn) == _counts(alone)
 
 
-EXEC = ["multi_turn", "command_outputs", "failed_turn", "streamed_output", "large_output", "resumed_run"]
+EXEC = [
+    "multi_turn",
+    "command_outputs",
+    "failed_turn",
+    "streamed_output",
+    "large_output",
+    "resumed_run",
+    "tools",
+]
 
 
 def _same_thread_rows(conn: sqlite3.Connection) -> None:

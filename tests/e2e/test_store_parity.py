@@ -64,6 +64,7 @@ RECORDINGS: Final = (
     "codex-0.169.0/app-server/tools.jsonl",
     "codex-0.169.0/sessions/app-server-tools",
     "codex-0.169.0/exec/tools.jsonl",
+    "codex-0.169.0/sessions/exec-tools",  # the same thread: a moved file and a plan told by both
     "codex-0.63.0/app-server/tools.jsonl",
     "codex-0.63.0/sessions/exec-tools",
     # A fork and a sub-agent, live and from their session files: `usage` counts from the stored link.
@@ -520,4 +521,8 @@ def test_listings_usage_and_exports_read_the_same_from_both_stores(parity: dict[
     inherited = {row.get("forkedFromUsage", {}).get("totalTokens") for row in from_convex["usage snapshots"]}
     assert 2355 in inherited
     assert 1335 in {row["totalTokens"] for row in from_convex["usage by session"]}
+    # 0.63 exec multi_turn: three processes, each counting from zero (2,300, 2,700, 1,500, the second
+    # above the first): stored `restarted`, the thread's input is the model server's 6,500.
+    assert sum(row.get("restarted") is True for row in from_convex["usage snapshots"]) >= 3
+    assert 6500 in {row["inputTokens"] for row in from_convex["usage by session"]}
     assert_same(from_sqlite, from_convex)

@@ -484,6 +484,75 @@ def test_usage_is_thread_cumulative_and_deduped_across_streams() -> None:
     }
 
 
+def _token_count(total: dict[str, int], last: dict[str, int]) -> dict[str, Any]:
+    info = {"total_token_usage": total, "last_token_usage": last}
+    return legacy({"type": "token_count", "info": info, "rate_limits": None}, "tu1")
+
+
+def test_usage_counted_from_zero_at_the_last_call_is_restarted_outside_its_identity() -> None:
+    """0.63 `exec resume` begins the totals again: `last_token_usage` == `total_token_usage` marks
+    the snapshot `restarted`; the same totals told without the mark are the same snapshot."""
+    first, grown, call, again = (
+        {"input_tokens": i, "cached_input_tokens": c, "output_tokens": o, "reasoning_output_tokens": r}
+        for i, c, o, r in ((1100, 0, 25, 3), (2300, 200, 55, 9), (1200, 200, 30, 6), (2400, 0, 60, 6))
+    )
+    lines = [STARTED, turn_started(), _token_count(first, first), _token_count(grown, call)]
+    lines.append(_token_count(again, again))
+    snapshots = rows(normalize(lines), "usage_snapshots")
+    assert [(u["totalInputTokens"], u.get("restarted")) for u in snapshots] == [
+        (1100, True),
+        (2300, None),
+        (2400, True),
+    ]
+    unmarked = rows(normalize([STARTED, turn_started(), _token_count(again, call)]), "usage_snapshots")
+    assert unmarked[0]["key"] == snapshots[2]["key"] and "restarted" not in unmarked[0]
+
+
+def _exec_run(thread: str, usage: dict[str, int]) -> list[dict[str, Any]]:
+    return [
+        {"type": "thread.started", "thread_id": thread},
+        {"type": "turn.started"},
+        {"type": "item.completed", "item": {"id": "item_0", "type": "agent_message", "text": str(usage)}},
+        {"type": "turn.completed", "usage": usage},
+    ]
+
+
+def test_an_exec_process_that_reports_no_reasoning_restarts_its_totals() -> None:
+    """0.63's exec stream (no reasoning count) reports its process's totals: each process's first is
+    `restarted`. 0.169's (with reasoning) go on from the thread's: never marked."""
+    old_a, old_b = ({"input_tokens": n, "cached_input_tokens": 0, "output_tokens": 5} for n in (2300, 2700))
+    new_a, new_b = ({**u, "reasoning_output_tokens": 1} for u in (old_a, {**old_a, "input_tokens": 5000}))
+    old = rows(normalize([*_exec_run("th1", old_a), *_exec_run("th1", old_b)]), "usage_snapshots")
+    assert [u.get("restarted") for u in old] == [True, True]
+    new = rows(normalize([*_exec_run("th1", new_a), *_exec_run("th1", new_b)]), "usage_snapshots")
+    assert [u.get("restarted") for u in new] == [None, None]
+
+
+def _plan_keys(lines: list[Any]) -> list[str]:
+    return [op["key"] for op in normalize(lines) if op["op"] == "appendMessage"]
+
+
+def test_a_plan_is_one_message_whether_exec_or_a_richer_channel_tells_it() -> None:
+    """exec's `todo_list` tells each step's text and whether it is done, no explanation and no
+    in-progress mark: the plan's key is what every channel tells, so the session file's (or v2's)
+    plan and exec's are one row; an update that changes only what exec cannot tell is a row of its
+    own, which exec, repeating its plan, never adds to."""
+    steps = [{"step": "Inspect", "status": "completed"}, {"step": "Search", "status": "pending"}]
+    going = [steps[0], {"step": "Search", "status": "inProgress"}]
+    plan = [STARTED, turn_started()]
+    plan += [
+        v2("turn/plan/updated", threadId="th1", turnId="tu1", explanation=why, plan=p)
+        for why, p in (("Two steps.", steps), ("Two steps.", going), ("Searching now.", going))
+    ]
+    rich = _plan_keys(plan)
+    assert len(set(rich)) == 3
+    todo = {"id": "item_0", "type": "todo_list", "items": [{"text": "Inspect", "completed": True}]}
+    todo["items"].append({"text": "Search", "completed": False})
+    exec_lines = [{"type": "thread.started", "thread_id": "th1"}, {"type": "turn.started"}]
+    exec_lines += [{"type": t, "item": todo} for t in ("item.started", "item.updated", "item.completed")]
+    assert set(_plan_keys(exec_lines)) == {rich[0]}
+
+
 def test_rate_limit_windows_are_classified_by_duration() -> None:
     limits = {
         "primary": {"usedPercent": 40, "windowDurationMins": 10080, "resetsAt": 1_900_000_000},

@@ -16,8 +16,22 @@ def test_patch_text_gives_every_change_resolved_against_the_cwd() -> None:
         {"path": "/abs/d.txt", "kind": "delete"},
     ]
     fields = tools.file_fields(tools.patch_changes(patch, None), patch)
-    assert fields["command"] == ["apply_patch", "/abs/d.txt", "a.txt", "c.txt", "sub/b.txt"]
+    assert fields["command"] == ["apply_patch", "/abs/d.txt", "a.txt", "sub/b.txt"]
     assert fields["parsedCmd"]["patch"] == patch and fields["source"] == "file"
+
+
+def test_a_moved_file_is_the_same_call_whether_or_not_the_channel_tells_where_to() -> None:
+    """exec's `file_change` names no move destination: `command` (the call's identity across
+    channels) is the changed paths, as the session file's patch gives them too."""
+    patch = (
+        "*** Begin Patch\n*** Update File: n.txt\n*** Move to: r.txt\n@@\n-a\n+b\n*** Delete File: o.txt\n"
+    )
+    from_file = tools.file_fields(tools.patch_changes(patch + "*** End Patch\n", "/w"))
+    from_exec = tools.file_fields(
+        tools.exec_changes([{"path": "/w/n.txt", "kind": "update"}, {"path": "/w/o.txt", "kind": "delete"}])
+    )
+    assert from_file["command"] == from_exec["command"] == ["apply_patch", "/w/n.txt", "/w/o.txt"]
+    assert from_file["parsedCmd"]["changes"][0]["movePath"] == "/w/r.txt"
 
 
 def test_changes_keyed_by_path_and_listed_agree() -> None:

@@ -204,6 +204,7 @@ TABLES: Final[dict[str, Table]] = {
                 _int("modelContextWindow"),
                 _text("source"),
                 _int("capturedAt", True),
+                Column("restarted", "bool"),
             ),
             indexes=(_BY_KEY, Index(("turnId", "capturedAt"))),
         ),

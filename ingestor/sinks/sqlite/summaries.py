@@ -58,7 +58,8 @@ _SUMMARY_FIELDS: Final = (
 
 _USAGE: Final = """
 SELECT u.turnId, t.conversationId, c.threadId, t.model, u.capturedAt, u.totalInputTokens,
-  u.cachedInputTokens, u.outputTokens, u.reasoningOutputTokens, u.totalTokens, c.forkedFromUsage
+  u.cachedInputTokens, u.outputTokens, u.reasoningOutputTokens, u.totalTokens, u.restarted,
+  c.forkedFromUsage
 FROM usage_snapshots u
   LEFT JOIN turns t ON t.turnId = u.turnId
   LEFT JOIN conversations c ON c.conversationId = t.conversationId
@@ -75,6 +76,7 @@ _USAGE_FIELDS: Final = (
     "outputTokens",
     "reasoningOutputTokens",
     "totalTokens",
+    "restarted",
     "forkedFromUsage",
 )
 
@@ -127,5 +129,7 @@ def usage_page(conn: sqlite3.Connection, cursor: str | None, count: int) -> tupl
         row = _present(_USAGE_FIELDS, values)
         if "forkedFromUsage" in row:  # a JSON column: the object Convex returns
             row["forkedFromUsage"] = loads_json(row["forkedFromUsage"])
+        if "restarted" in row:  # SQLite's 0/1: the boolean Convex returns
+            row["restarted"] = bool(row["restarted"])
         rows.append(row)
     return rows, _page(offset, count, len(rows))
