@@ -17,7 +17,7 @@ from typing import Final, Protocol
 import anyio
 from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskStatus
-from anyio.lowlevel import checkpoint
+from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 
 from ingestor.batch import DEFAULT_MAX_AGE, DEFAULT_MAX_OPS, Batcher, BatchItem
 from ingestor.framing import DEFAULT_MAX_LINE_BYTES, LineSplitter
@@ -196,13 +196,21 @@ class Pipeline:
         failures = _Failures(name)
         problems = _LineProblems(name, self._metrics)
         send = self._send.send
+        handing_over = self._handing_over
         ended = False
         try:
             async with contextlib.aclosing(chunks):
                 async for chunk in chunks:
                     # However many producers wait for a full sink, only so many hold parsed work:
-                    # the others hold their raw chunk, unparsed, until the batcher takes more.
-                    async with self._handing_over:
+                    # the others hold their raw chunk, unparsed, until the batcher takes more. A free
+                    # token is taken without an event-loop round trip (`async with` would make two per
+                    # read): `send` below is this read's scheduling point, as before the bound.
+                    await checkpoint_if_cancelled()
+                    try:
+                        handing_over.acquire_nowait()
+                    except anyio.WouldBlock:
+                        await handing_over.acquire()
+                    try:
                         lines = splitter.feed(chunk, now_ms())
                         ops = self._normalize(normalizer, lines, failures, problems)
                         stats.bytes_read += len(chunk)
@@ -214,6 +222,8 @@ class Pipeline:
                                 await send(ops)
                         else:
                             await checkpoint()  # a long line arriving in many reads must not starve others
+                    finally:
+                        handing_over.release()
                     if ops and self.stopped:
                         break  # a regular file's reads never wait, so the cancellation can't land there
                 else:

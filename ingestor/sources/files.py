@@ -117,33 +117,23 @@ async def _read_zstd(path: str, progress: ReplayProgress) -> AsyncGenerator[byte
             yield chunk
 
 
-async def _read_path(path: str, progress: ReplayProgress) -> AsyncGenerator[bytes, None]:
-    # O_NONBLOCK: opening a FIFO must not block the event loop. A path may well be a pipe:
-    # `ingestor replay <(codex exec --json ...)` passes /dev/fd/63.
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        if stat.S_ISREG(os.fstat(fd).st_mode):
-            while data := os.read(fd, FILE_READ_SIZE):
-                progress.bytes_done += len(data)
-                yield data
-        else:
-            async for data in read_fd(fd, FILE_READ_SIZE):
-                yield data
-    finally:
-        os.close(fd)
+async def _read_regular(fd: int, first: bytes, progress: ReplayProgress) -> AsyncGenerator[bytes, None]:
+    # A regular file's reads never wait: plain reads, no event-loop round trips.
+    data = first
+    while data:
+        progress.bytes_done += len(data)
+        yield data
+        data = os.read(fd, FILE_READ_SIZE)
 
 
-def _head(path: str) -> bytes:
-    """The first bytes of a regular file as its lines would be read (decompressed for `.zst`);
-    nothing for anything else (a pipe's bytes cannot be looked at without consuming them)."""
+def _head_zstd(path: str) -> bytes:
+    """The first bytes of a `.zst` file as its lines would be read (decompressed)."""
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            return b""
-        with open(path, "rb") as raw:
-            if not path.endswith(ZSTD_SUFFIX):
-                return raw.read(SNIFF_BYTES)
-            with zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True) as data:
-                return data.read(SNIFF_BYTES)
+        with (
+            open(path, "rb") as raw,
+            zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True) as data,
+        ):
+            return data.read(SNIFF_BYTES)
     except zstandard.ZstdError:
         return b""  # read as usual: the error is reported where the data is read
 
@@ -171,13 +161,40 @@ class FilesSource:
         for path in self._files:
             if path == STDIN:
                 await handle("stdin", read_fd(0, FILE_READ_SIZE))
-            elif (what := not_json_lines(_head(path))) is not None:
-                log.debug("skipped: not JSON lines", path=path, what=what)
-                self.skipped.append(SkippedFile(path, what))
-                progress.bytes_done += _size(path)
-            else:
-                read = _read_zstd if path.endswith(ZSTD_SUFFIX) else _read_path
+            elif path.endswith(ZSTD_SUFFIX):
                 done = progress.bytes_done
-                await handle(f"file:{os.path.abspath(path)}", read(path, progress))
+                if not self._skipped(path, _head_zstd(path)):
+                    await handle(f"file:{os.path.abspath(path)}", _read_zstd(path, progress))
                 progress.bytes_done = done + _size(path)
+            else:
+                await self._serve_path(path, handle)
             progress.files_done += 1
+
+    async def _serve_path(self, path: str, handle: StreamHandler) -> None:
+        """One open, one stat and a first read that is also the sniff: a session archive is thousands
+        of small files, and each of these system calls counted per file (docs/benchmarks.md)."""
+        # O_NONBLOCK: opening a FIFO must not block the event loop. A path may well be a pipe:
+        # `ingestor replay <(codex exec --json ...)` passes /dev/fd/63.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                # A pipe's bytes cannot be looked at without consuming them: read as they come.
+                await handle(f"file:{os.path.abspath(path)}", read_fd(fd, FILE_READ_SIZE))
+                return
+            first = os.read(fd, FILE_READ_SIZE)
+            progress = self.progress
+            done = progress.bytes_done
+            if not self._skipped(path, first[:SNIFF_BYTES]):
+                await handle(f"file:{os.path.abspath(path)}", _read_regular(fd, first, progress))
+            progress.bytes_done = done + info.st_size
+        finally:
+            os.close(fd)
+
+    def _skipped(self, path: str, head: bytes) -> bool:
+        what = not_json_lines(head)
+        if what is None:
+            return False
+        log.debug("skipped: not JSON lines", path=path, what=what)
+        self.skipped.append(SkippedFile(path, what))
+        return True

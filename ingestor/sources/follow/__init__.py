@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Final
 
 import anyio
-import watchfiles
 from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskGroup, TaskStatus
 
@@ -228,6 +227,8 @@ class FollowSource:
         return tail, fd
 
     async def _watch(self) -> None:
+        import watchfiles  # loaded by `run --follow` only: every other command starts without it
+
         stop = anyio.Event()
         async with anyio.create_task_group() as tg:
             # awatch's thread looks at its stop event between waits; cancellation alone would keep
