@@ -245,6 +245,7 @@ class Normalizer:
         derived: Ops = []
         codex_at = codex_time(kind, obj)
         s.last_at_is_codex = codex_at is not None
+        s.prev_at = s.last_at
         at = s.last_at = codex_at or line.received_at
         thread = line_thread(kind, method, obj)
         if thread is not None and s.enter_thread(thread):

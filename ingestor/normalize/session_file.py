@@ -24,7 +24,7 @@ from ingestor.lines import Line
 from ingestor.normalize import facts, legacy, tools
 from ingestor.normalize.app_server import split_command
 from ingestor.normalize.parse_cost import too_costly_to_parse
-from ingestor.normalize.state import SESSION, Ops, State
+from ingestor.normalize.state import MAX_ID_CHARS, SESSION, Ops, State
 from ingestor.ops import CommandColumns
 
 NO_REPLY: Final = "no reply recorded in the session file"
@@ -39,13 +39,33 @@ def close_inferred_turn(s: State, line: Line, out: Ops, at: int) -> None:
     )
 
 
+def _next_session(s: State, line: Line, thread: str, out: Ops) -> bool:
+    """Session files concatenated into one stream (`cat rollout-*.jsonl | ingestor run`): another
+    session's `session_meta` ends the current one as the stream's end would (at its last line's
+    time) and makes `thread` current. False when `thread` cannot be entered (an unusable id)."""
+    if len(thread) > MAX_ID_CHARS:
+        return False
+    close_inferred_turn(s, line, out, s.prev_at)
+    facts.release_turnless_at_end(s, out)
+    facts.conversation(s, line, out, s.prev_at)
+    s.enter_thread(thread)
+    s.line_turn = None
+    s.explicit_turns = s.inferred_turns = False
+    s.session_cwd = s.model_provider = s.client_name = None
+    return True
+
+
 def _meta(s: State, line: Line, payload: dict[str, Any], at: int, out: Ops) -> None:
     changed = False
     thread = payload.get("id")
     if type(thread) is str and s.thread_id is not None and thread != s.thread_id:
-        s.copied_from = thread  # another thread's history follows, copied: not this thread's facts
-        return
-    if type(thread) is str and s.thread_id is None:
+        cur = s.cur
+        if (cur is not None and thread == cur.forked_from) or not _next_session(s, line, thread, out):
+            # A sub-agent's file goes on with its parent's history, copied: not this thread's facts.
+            s.copied_from = thread
+            return
+        changed = True
+    elif type(thread) is str and s.thread_id is None:
         s.enter_thread(thread)
         changed = True
     if facts.forked(s, payload.get("forked_from_id", _spawned_by(payload))):

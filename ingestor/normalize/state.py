@@ -130,6 +130,8 @@ class State:
     """A session file's working directory (session_meta, turn_context): what patch paths are relative to."""
     last_at: int = 0
     """The time of the latest line (its event time when it has one)."""
+    prev_at: int = 0
+    """`last_at` of the line before (non-v2 lines): when a session that the latest line ends ended."""
     last_at_is_codex: bool = False
     """`last_at` is Codex's own time for the line (v2 `emittedAtMs`, a session file's `timestamp`),
     not when the line arrived."""
