@@ -30,6 +30,9 @@ from ingestor.sinks.base import Sink
 
 DEFAULT_MAX_OPS: Final = 1000
 DEFAULT_MAX_AGE: Final = 0.050
+TRACKED_CONVERSATIONS: Final = 10_000
+"""Conversation ids kept for the end-of-run summary: a sidecar's connection carries threads for
+weeks, and memory must stay flat in them (bench soak: 100,000 threads on one connection)."""
 
 BatchItem = list[Op]
 """What streams send to the batcher: the operations of one read."""
@@ -61,7 +64,9 @@ class Batcher:
         self.ops_written = 0
         self.write_seconds = 0.0
         self.conversations: set[str] = set()
-        """Conversations the written operations touched (for the summary at the end of a run)."""
+        """Conversations the written operations touched (for the summary at the end of a run), at
+        most about `TRACKED_CONVERSATIONS`: then `conversations_capped`, and the count a lower bound."""
+        self.conversations_capped = False
 
     async def run(self, receive: MemoryObjectReceiveStream[BatchItem]) -> None:
         """Consume until every sender has closed; then write what is left."""
@@ -134,6 +139,7 @@ class Batcher:
         self.write_seconds += time.perf_counter() - began
         self.batches += len(batches)
         self.ops_written += len(ops)
-        self.conversations.update(
-            op["args"]["conversationId"] for op in ops if op["op"] == "upsertConversation"
-        )
+        if not self.conversations_capped:
+            touched = self.conversations
+            touched.update(op["args"]["conversationId"] for op in ops if op["op"] == "upsertConversation")
+            self.conversations_capped = len(touched) >= TRACKED_CONVERSATIONS

@@ -16,7 +16,7 @@ import anyio
 import looptime
 import pytest
 
-from ingestor.batch import Batcher, BatchItem
+from ingestor.batch import TRACKED_CONVERSATIONS, Batcher, BatchItem
 from ingestor.ops import AppendEventArgs, Op
 from tests.helpers.pipeline_fakes import MemorySink
 
@@ -157,3 +157,47 @@ async def test_batcher_hands_a_buffered_burst_to_write_batches_in_one_call() -> 
     assert sink.calls == [[4, 4, 4]]
     assert [len(b) for b in sink.batches] == [4, 4, 4, 3]
     assert [op["key"] for op in sink.ops] == [op["key"] for i in range(5) for op in _ops(3, f"b{i}-")]
+
+
+async def test_the_conversations_a_run_touched_are_remembered_up_to_a_bound() -> None:
+    """A sidecar's connection carries threads for weeks: the ids kept for the end-of-run summary stop
+    at `TRACKED_CONVERSATIONS` (the count then a lower bound), so memory stays flat in them."""
+    sink = MemorySink()
+    batcher = Batcher(sink, max_ops=1000, max_age=60)
+    per_read = 1000
+    reads = TRACKED_CONVERSATIONS // per_read + 3
+    send, receive = anyio.create_memory_object_stream[BatchItem](reads)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(batcher.run, receive)
+        async with send:
+            for read in range(reads):
+                await send.send(
+                    [
+                        {
+                            "op": "upsertConversation",
+                            "key": f"c{read}-{i}",
+                            "args": {"conversationId": f"c{read}-{i}"},
+                        }
+                        for i in range(per_read)
+                    ]
+                )
+    assert len(sink.ops) == reads * per_read  # every op written
+    assert batcher.conversations_capped
+    assert TRACKED_CONVERSATIONS <= len(batcher.conversations) < TRACKED_CONVERSATIONS + per_read
+
+
+async def test_below_the_bound_every_conversation_is_counted() -> None:
+    sink = MemorySink()
+    batcher = Batcher(sink, max_ops=1000, max_age=60)
+    send, receive = anyio.create_memory_object_stream[BatchItem](1)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(batcher.run, receive)
+        async with send:
+            await send.send(
+                [
+                    {"op": "upsertConversation", "key": f"c{i}", "args": {"conversationId": f"c{i % 7}"}}
+                    for i in range(50)
+                ]
+            )
+    assert batcher.conversations == {f"c{i}" for i in range(7)}
+    assert not batcher.conversations_capped

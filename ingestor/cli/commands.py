@@ -195,7 +195,13 @@ def stored_summary(pipeline: Pipeline, sink: Any) -> dict[str, Any]:
             "rows_rejected": counts["rejected"],
         }
     )
-    return {"conversations": len(touched), "conversation_ids": touched[:SUMMARY_CONVERSATIONS], **rows}
+    capped = {"conversations_capped": True} if pipeline.batcher.conversations_capped else {}
+    return {
+        "conversations": len(touched),
+        **capped,  # the count is a lower bound: the batcher stops remembering ids (TRACKED_CONVERSATIONS)
+        "conversation_ids": touched[:SUMMARY_CONVERSATIONS],
+        **rows,
+    }
 
 
 def _report_input(pipeline: Pipeline, skipped: Sequence[SkippedFile]) -> None:
