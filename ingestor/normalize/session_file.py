@@ -43,7 +43,7 @@ def _next_session(s: State, line: Line, thread: str, out: Ops) -> bool:
     """Session files concatenated into one stream (`cat rollout-*.jsonl | ingestor run`): another
     session's `session_meta` ends the current one as the stream's end would (at its last line's
     time) and makes `thread` current. False when `thread` cannot be entered (an unusable id)."""
-    if len(thread) > MAX_ID_CHARS:
+    if not 0 < len(thread) <= MAX_ID_CHARS:
         return False
     close_inferred_turn(s, line, out, s.prev_at)
     facts.release_turnless_at_end(s, out)
