@@ -66,7 +66,11 @@ class Batcher:
         self.conversations: set[str] = set()
         """Conversations the written operations touched (for the summary at the end of a run), at
         most about `TRACKED_CONVERSATIONS`: then `conversations_capped`, and the count a lower bound."""
-        self.conversations_capped = False
+
+    @property
+    def conversations_capped(self) -> bool:
+        """No more conversation ids are remembered: the summary's count is a lower bound."""
+        return len(self.conversations) >= TRACKED_CONVERSATIONS
 
     async def run(self, receive: MemoryObjectReceiveStream[BatchItem]) -> None:
         """Consume until every sender has closed; then write what is left."""
@@ -140,6 +144,6 @@ class Batcher:
         self.batches += len(batches)
         self.ops_written += len(ops)
         if not self.conversations_capped:
-            touched = self.conversations
-            touched.update(op["args"]["conversationId"] for op in ops if op["op"] == "upsertConversation")
-            self.conversations_capped = len(touched) >= TRACKED_CONVERSATIONS
+            self.conversations.update(
+                op["args"]["conversationId"] for op in ops if op["op"] == "upsertConversation"
+            )
